@@ -12,5 +12,15 @@ namespace cli {
 /// against the float64 oracle and prints a table. Returns the process exit code.
 int run_demo(const std::vector<std::string>& args);
 
+/// `moerouter make-test-model DIR [--model flash|pro] [--layers N] [--shards S] [--hf]
+/// [--single-file] [--no-mtp] [--tid2eid-int32] [--hidden H] [--experts E] [--vocab V] [--k K]`:
+/// writes a synthetic DSV4-shaped checkpoint in the real format.
+int run_make_test_model(const std::vector<std::string>& args);
+
+/// `moerouter route --model DIR --layer L --tokens FILE [--hidden FILE] [--out PREFIX]`:
+/// routes tokens through one layer of a checkpoint; writes PREFIX.ids.npy, PREFIX.weights.npy
+/// and PREFIX.csv.
+int run_route(const std::vector<std::string>& args);
+
 }  // namespace cli
 }  // namespace moerouter

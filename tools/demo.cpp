@@ -13,6 +13,8 @@
 #include "demo_backend.h"
 #include "moerouter/device.h"
 #include "moerouter/oracle.h"
+#include "moerouter/router.h"
+#include "progress.h"
 #include "moerouter/synthetic.h"
 
 namespace moerouter {
@@ -23,6 +25,7 @@ struct DemoOptions {
   std::string model = "flash";
   std::string backend = "auto";
   std::uint64_t seed = 2026;
+  std::int64_t prefill = 0;  // 0: the backend's default (1024 on the CPU, 16384 on the GPU)
 };
 
 DemoOptions parse_demo_args(const std::vector<std::string>& args) {
@@ -39,6 +42,9 @@ DemoOptions parse_demo_args(const std::vector<std::string>& args) {
       if (o.backend != "auto" && o.backend != "cpu" && o.backend != "gpu") {
         throw std::invalid_argument("--backend must be auto, cpu or gpu, got '" + o.backend + "'");
       }
+    } else if (args[i] == "--prefill") {
+      o.prefill = std::stoll(value());
+      if (o.prefill < 1) throw std::invalid_argument("--prefill must be >= 1");
     } else if (args[i] == "--seed") {
       o.seed = std::stoull(value());
     } else {
@@ -73,7 +79,31 @@ std::string format_time(double us) {
 
 int run_demo(const std::vector<std::string>& args) {
   const DemoOptions opt = parse_demo_args(args);
-  const ModelShape shape = model_shape_by_name(opt.model);
+  // --model flash|pro: synthetic layers; anything else: a checkpoint directory, whose first hash
+  // layer and first dense layer are routed.
+  const bool checkpoint = opt.model != "flash" && opt.model != "pro";
+  ModelShape shape;
+  SyntheticLayer dense, hash;
+  if (checkpoint) {
+    RouterOptions ro;
+    ro.device = RouterDevice::kCpu;  // the demo backend below does its own uploads
+    ro.progress = [](int done, int total) { progress_bar("loading gates", done, total); };
+    const Router router = Router::from_pretrained(opt.model, ro);
+    shape = router.config();
+    shape.name = opt.model;
+    for (int i = 0; i < router.num_layers(); ++i) {
+      const GateTensors& g = router.layer(i);
+      SyntheticLayer& dst = g.hash ? hash : dense;
+      if (!dst.w.empty()) continue;
+      dst.w = g.w;
+      dst.bias = g.bias;
+      dst.tid2eid = g.tid2eid;
+    }
+  } else {
+    shape = model_shape_by_name(opt.model);
+    dense = make_synthetic_layer(shape, opt.seed, false);
+    hash = make_synthetic_layer(shape, opt.seed + 1, true);
+  }
 
   std::unique_ptr<DemoBackend> backend;
   const bool want_gpu = opt.backend == "gpu" || (opt.backend == "auto" && cuda_available());
@@ -87,24 +117,25 @@ int run_demo(const std::vector<std::string>& args) {
     backend = make_cpu_demo_backend();
   }
 
-  std::printf("moerouter demo: synthetic DeepSeek-V4-%s gate (H=%lld E=%lld k=%d scale %.1f)\n",
-              shape.name == "pro" ? "Pro" : "Flash", static_cast<long long>(shape.hidden),
+  const std::string title = checkpoint ? "checkpoint " + opt.model
+                                       : std::string("synthetic DeepSeek-V4-") +
+                                             (shape.name == "pro" ? "Pro" : "Flash");
+  std::printf("moerouter demo: %s gate (H=%lld E=%lld k=%d scale %.1f)\n", title.c_str(),
+              static_cast<long long>(shape.hidden),
               static_cast<long long>(shape.experts), shape.k, double(shape.scale));
   std::printf("backend: %s\n", backend->description().c_str());
-  std::printf("dense layer: bf16 W, fp32 bias ~8.08; hash layer: tid2eid [%lld, %d], weights "
+  std::printf("dense layer: bf16 W, fp32 bias; hash layer: tid2eid [%lld, %d], weights "
               "from x and W\n\n",
               static_cast<long long>(shape.vocab), shape.k);
-
-  const SyntheticLayer dense = make_synthetic_layer(shape, opt.seed, false);
-  const SyntheticLayer hash = make_synthetic_layer(shape, opt.seed + 1, true);
   backend->load(shape, dense, hash);
 
-  std::vector<std::int64_t> sizes = {1, 16, 64, backend->prefill_size()};
+  std::vector<std::int64_t> sizes = {1, 16, 64, opt.prefill ? opt.prefill : backend->prefill_size()};
   std::printf("%-6s %6s  %-5s %11s  %-22s %13s  %s\n", "layer", "N", "back", "time",
               "ids = oracle", "max |w err|", "tokens/expert min..max");
   bool all_ok = true;
   for (const char* kind : {"dense", "hash"}) {
     const bool is_hash = std::string(kind) == "hash";
+    if ((is_hash ? hash : dense).w.empty()) continue;  // a checkpoint without this kind
     for (std::int64_t n : sizes) {
       const std::uint64_t data_seed = opt.seed * 1000003ull + static_cast<std::uint64_t>(n);
       const std::vector<bf16> x = make_hidden(n, shape.hidden, data_seed);

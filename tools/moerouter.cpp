@@ -13,10 +13,20 @@ void usage(std::FILE* out) {
                "usage: moerouter <command> [options]\n"
                "\n"
                "commands:\n"
-               "  demo [--model flash|pro] [--backend auto|cpu|gpu] [--seed S]\n"
+               "  demo [--model flash|pro] [--backend auto|cpu|gpu] [--seed S] [--prefill N]\n"
                "      Route a synthetic DeepSeek-V4 layer (dense and hash) at decode and prefill\n"
                "      batch sizes on the best backend present, check every result against the\n"
                "      float64 oracle, and print a table. Exit code 1 if any check fails.\n"
+               "      --model DIR runs it on a checkpoint's first hash and first dense layer.\n"
+               "  make-test-model DIR [--model flash|pro] [--layers N] [--shards S] [--hf]\n"
+               "                  [--single-file] [--no-mtp] [--tid2eid-int32] [--hidden H]\n"
+               "                  [--experts E] [--vocab V] [--k K] [--seed S]\n"
+               "      Write a small synthetic DeepSeek-V4-shaped checkpoint in the real format\n"
+               "      (config.json, sharded safetensors + index; hash and dense layers, MTP).\n"
+               "  route --model DIR --layer L --tokens FILE [--hidden FILE] [--out PREFIX]\n"
+               "      Route tokens (.npy int32/int64 or a text file of ids) through one layer;\n"
+               "      hidden states from a .npy (float32, or uint16 bf16 bits) [n, H], else\n"
+               "      synthetic. Writes PREFIX.ids.npy, PREFIX.weights.npy and PREFIX.csv.\n"
                "  help\n"
                "      This text.\n");
 }
@@ -32,6 +42,8 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   try {
     if (cmd == "demo") return moerouter::cli::run_demo(args);
+    if (cmd == "make-test-model") return moerouter::cli::run_make_test_model(args);
+    if (cmd == "route") return moerouter::cli::run_route(args);
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {
       usage(stdout);
       return 0;

@@ -63,3 +63,25 @@ class SeededRng {
 };
 
 }  // namespace moerouter
+
+namespace moerouter {
+
+/// What write_synthetic_checkpoint writes.
+struct SyntheticCheckpointOptions {
+  ModelShape shape = dsv4_flash();  ///< hidden/experts/k/scale/vocab/num_hash_layers used
+  int layers = 4;                   ///< num_hidden_layers (hash layers first, then dense)
+  bool mtp = true;                  ///< also the MTP layer's (dense) gate
+  bool hf_naming = false;           ///< Hugging Face tensor and config names, else DeepSeek's
+  int shards = 2;                   ///< >= 1 shard files listed in model.safetensors.index.json
+  bool single_file = false;         ///< one model.safetensors and no index instead
+  bool tid2eid_int64 = true;        ///< tid2eid stored as I64 (as DeepSeek ships it), else I32
+  std::uint64_t seed = 1;
+};
+
+/// Writes a small synthetic DSV4-shaped checkpoint in the real format: config.json, gate
+/// tensors (layer i from make_synthetic_layer(shape, seed + i, i < num_hash_layers)), one
+/// non-gate filler tensor per layer, sharded with an index (or a single file). Throws
+/// std::runtime_error on I/O errors.
+void write_synthetic_checkpoint(const std::string& dir, const SyntheticCheckpointOptions& o);
+
+}  // namespace moerouter
