@@ -67,11 +67,23 @@ TEST(CompareRoute, DetectsAWeightOffByMoreThanTheTolerance) {
   EXPECT_FALSE(compare(r, 3).ok());
 }
 
-TEST(CompareRoute, NaNRowsMustMatchExactly) {
+TEST(CompareRoute, NaNRanksExactlyButFiniteNearTiesAreExcused) {
   Routed r = route({testing::kNaN, 1.0f, testing::kNaN, 0.0f}, 4, 3);
   ASSERT_TRUE(compare(r, 3).ok());
-  std::swap(r.ids[1], r.ids[2]);
+  std::swap(r.ids[1], r.ids[2]);  // a NaN before a number
   EXPECT_FALSE(compare(r, 3).ok());
+  r = route({testing::kNaN, 1.0f, testing::kNaN, 0.0f}, 4, 3);
+  r.ids[2] = 2;  // the other NaN: NaNs rank by index, exactly
+  EXPECT_FALSE(compare(r, 3).ok());
+  // A near tie between finite experts in a row that also holds NaN and inf.
+  const float a = 1.0f, b = std::nextafter(1.0f, 0.0f);
+  r = route({testing::kNaN, a, testing::kInf, b, -1.0f}, 5, 2);
+  ASSERT_TRUE(compare(r, 2).ok());
+  EXPECT_EQ(r.ids[1], 1);
+  r.ids[1] = 3;
+  const auto cmp = compare(r, 2);
+  EXPECT_TRUE(cmp.ok()) << cmp.first_failure;
+  EXPECT_EQ(cmp.rows_near_tie, 1);
 }
 
 }  // namespace

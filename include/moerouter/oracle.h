@@ -64,7 +64,8 @@ struct RouteComparison {
 /// from the oracle only between experts whose biased scores are within their error bounds of
 /// each other (a near tie): 1e-6 relative from logits; from x and W, the GEMM bound of each
 /// logit propagated through sqrt(softplus) (exactly, by evaluating it at logit +- bound), plus
-/// 1e-6 relative. Rows holding NaN or inf scores must match exactly. Hash rows: ids exactly
+/// 1e-6 relative. NaN and +-inf scores carry no tolerance: NaN ranks below every number and
+/// NaNs by index, exactly. Hash rows: ids exactly
 /// the table's (-1 in a bad row, whose weights must be 0). Weights are checked against the
 /// oracle's formula applied to the backend's own ids: within 1e-6 relative plus what the GEMM
 /// bound propagates, and 1e-6 * scale absolute where a chosen logit is below -87 (subnormal

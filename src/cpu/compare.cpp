@@ -88,25 +88,32 @@ RouteComparison compare_route(const RouteResult& ref, const void* ids, DType ids
         fail(n, "ids are not k distinct experts in [0, E)");
         continue;
       }
-      bool finite = true;
       for (std::int64_t e = 0; e < E; ++e) {
         b[e] = detail::sqrt_softplus(logit[e]) + ref.bias[e];
-        tol[e] = score_bound(logit[e], bound ? bound[e] : 0.0) + kRel * std::fabs(b[e]);
-        finite = finite && std::isfinite(b[e]);
+        tol[e] = std::isfinite(b[e])
+                     ? score_bound(logit[e], bound ? bound[e] : 0.0) + kRel * std::fabs(b[e])
+                     : 0.0;
       }
-      // A near tie excuses a difference only if no expert left out clearly beats one chosen,
-      // and the chosen are in order up to their bounds. NaN/inf rows must match exactly.
-      bool excused = finite;
+      // Expert u clearly ranks before expert v: beyond both error bounds. NaN ranks below every
+      // number and NaNs rank by index, exactly (no rounding is involved there).
+      auto clearly_before = [&](std::int64_t u, std::int64_t v) {
+        const bool nu = std::isnan(b[u]), nv = std::isnan(b[v]);
+        if (nu || nv) return nu && nv ? u < v : nv;
+        return b[u] - tol[u] > b[v] + tol[v];
+      };
+      // A difference is excused only by a near tie: no expert left out clearly ranks before
+      // one chosen, and each chosen expert is not clearly below the next.
+      bool excused = true;
       for (int j = 0; excused && j < k; ++j) {
         const std::int64_t cj = got[j];
-        if (j + 1 < k && b[got[j + 1]] - tol[got[j + 1]] > b[cj] + tol[cj]) excused = false;
+        if (j + 1 < k && clearly_before(got[j + 1], cj)) excused = false;
         for (std::int64_t u = 0; excused && u < E; ++u) {
-          if (!chosen[u] && b[u] - tol[u] > b[cj] + tol[cj]) excused = false;
+          if (!chosen[u] && clearly_before(u, cj)) excused = false;
         }
       }
       if (!excused) {
         ++c.rows_mismatched;
-        fail(n, finite ? "ids differ beyond a near tie" : "ids differ in a row with NaN/inf");
+        fail(n, "ids differ beyond a near tie");
         continue;
       }
       ++c.rows_near_tie;
