@@ -126,3 +126,36 @@ TEST(CpuTopk, Bf16AndStridesAndClampedLengths) {
 
 }  // namespace
 }  // namespace moerouter
+
+namespace moerouter {
+namespace {
+
+TEST(CpuTopk, UnsortedGivesTheSameElementsInIndexOrder) {
+  const std::int64_t n = 8, len = 1000;
+  const int k = 100;
+  const auto vals = make_rows(n, len, Data::kFewLevels, 77);
+  std::vector<std::int32_t> s_idx(n * k), u_idx(n * k);
+  std::vector<float> u_val(n * k);
+  TopkParams p;
+  p.values = vals.data();
+  p.indices = s_idx.data();
+  p.n = n;
+  p.length = len;
+  p.k = k;
+  ASSERT_TRUE(cpu::topk(p).ok());
+  p.sorted = false;
+  p.indices = u_idx.data();
+  p.out_values = u_val.data();
+  ASSERT_TRUE(cpu::topk(p).ok());
+  for (std::int64_t r = 0; r < n; ++r) {
+    std::vector<std::int32_t> want(s_idx.begin() + r * k, s_idx.begin() + (r + 1) * k);
+    std::sort(want.begin(), want.end());
+    for (int j = 0; j < k; ++j) {
+      ASSERT_EQ(u_idx[r * k + j], want[j]) << "row " << r;
+      ASSERT_EQ(u_val[r * k + j], vals[r * len + want[j]]);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moerouter

@@ -1,8 +1,9 @@
 // moerouter: top-k over rows (the general primitive, also the sparse-attention indexer's).
 //
-// For each row, the k largest of its first len[row] values, sorted descending: ties rank the
-// lower index first, NaN ranks below every number (-inf included). A row with fewer than k
-// valid entries pads indices with -1 and values with -inf.
+// For each row, the k largest of its first len[row] values: ties rank the lower index first,
+// NaN ranks below every number (-inf included). Sorted (the default): in rank order. Unsorted:
+// the same k elements in ascending index order (what a sparse-attention kernel needs; cheaper
+// on the GPU). A row with fewer than k valid entries pads indices with -1 and values with -inf.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +22,8 @@ struct TopkParams {
                                        ///< -inf padded
   std::int64_t n = 0;
   std::int64_t length = 0;             ///< L, >= 0
-  std::int32_t k = 0;                  ///< >= 1 (may exceed L: the rest is padding)
+  std::int32_t k = 0;                  ///< >= 1 (may exceed L: the rest is padding). GPU: <= 2048
+  bool sorted = true;                  ///< rank order; false: ascending index order
   DType values_dtype = DType::kF32;
   std::int64_t values_stride = 0;      ///< 0 = length; else >= length
   std::int64_t indices_stride = 0;     ///< 0 = k

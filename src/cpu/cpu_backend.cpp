@@ -236,6 +236,7 @@ Status topk(const TopkParams& p) {
                         [&](std::int32_t a, std::int32_t c) {
                           return detail::ranks_before(row[a], a, row[c], c);
                         });
+      if (!p.sorted) std::sort(order.begin(), order.begin() + kept);
       for (std::int64_t j = 0; j < p.k; ++j) {
         const bool valid = j < kept;
         p.indices[n * i_stride + j] = valid ? order[j] : -1;

@@ -1,0 +1,280 @@
+// Decode-router benchmark: the one-launch route_gemm vs cuBLAS GEMM alone vs the practical
+// floor (a plain kernel reading the same bytes) vs HBM copy bandwidth, for DSV4-Flash and
+// DSV4-Pro at k = 6 and N = 1..64. Every timed launch is captured in a CUDA graph; L2 is kept
+// cold by rotating distinct copies of W (3x the L2 size in all); x stays hot, as it would be
+// right after the previous layer wrote it. Also the exposed time behind a preceding kernel,
+// with and without programmatic dependent launch (PDL).
+//
+//   route_gemm_bench [--reps R]
+// Prints `us | GB/s | % copy | x cuBLAS | x floor` per shape.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "moerouter/kernels/route_gemm.cuh"
+#include "moerouter/route_gemm.h"
+#include "moerouter/synthetic.h"
+
+namespace {
+
+#define CHECK_CUDA(expr)                                                                  \
+  do {                                                                                    \
+    cudaError_t e_ = (expr);                                                              \
+    if (e_ != cudaSuccess) {                                                              \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr,                  \
+                   cudaGetErrorString(e_));                                               \
+      std::exit(1);                                                                       \
+    }                                                                                     \
+  } while (0)
+#define CHECK_CUBLAS(expr)                                                                \
+  do {                                                                                    \
+    cublasStatus_t s_ = (expr);                                                           \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                    \
+      std::fprintf(stderr, "%s:%d %s: cublas status %d\n", __FILE__, __LINE__, #expr,    \
+                   int(s_));                                                              \
+      std::exit(1);                                                                       \
+    }                                                                                     \
+  } while (0)
+#define CHECK_OK(expr)                                                                    \
+  do {                                                                                    \
+    moerouter::Status st_ = (expr);                                                       \
+    if (!st_.ok()) {                                                                      \
+      std::fprintf(stderr, "%s: %s\n", #expr, st_.to_string().c_str());                  \
+      std::exit(1);                                                                       \
+    }                                                                                     \
+  } while (0)
+
+// The practical floor: read `bytes` (16-byte vectors) and reduce them, one value per block.
+__global__ void read_floor_kernel(const uint4* __restrict__ a, std::size_t na,
+                                  const uint4* __restrict__ b, std::size_t nb,
+                                  unsigned* __restrict__ out) {
+  unsigned acc = 0;
+  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < na; i += stride) {
+    const uint4 v = __ldcs(a + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < nb; i += stride) {
+    const uint4 v = __ldg(b + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  acc = __reduce_xor_sync(0xffffffffu, acc);
+  if ((threadIdx.x & 31) == 0) atomicXor(out + blockIdx.x, acc);
+}
+
+__global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst,
+                            std::size_t n) {
+  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    dst[i] = src[i];
+  }
+}
+
+__global__ void empty_kernel() {}
+
+// A stand-in for the previous layer's kernel: spins for `cycles` on every SM, and lets its
+// dependent start early (as a PDL-aware engine kernel would).
+__global__ void busy_kernel(long long cycles, unsigned* sink) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  const long long t0 = clock64();
+  unsigned x = threadIdx.x;
+  while (clock64() - t0 < cycles) x = x * 1664525u + 1013904223u;
+  if (x == 0x12345678u) *sink = x;
+}
+
+struct Timer {
+  cudaEvent_t a, b;
+  Timer() {
+    CHECK_CUDA(cudaEventCreate(&a));
+    CHECK_CUDA(cudaEventCreate(&b));
+  }
+  ~Timer() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+};
+
+// Captures `body(i)` for i in [0, launches) into one graph; returns the median over `reps`
+// replays of the time per launch, in microseconds.
+template <typename F>
+double time_graph(cudaStream_t s, int launches, int reps, F&& body) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < launches; ++i) body(i);
+  CHECK_CUDA(cudaStreamEndCapture(s, &graph));
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  Timer t;
+  for (int w = 0; w < 3; ++w) CHECK_CUDA(cudaGraphLaunch(exec, s));
+  std::vector<double> us;
+  for (int r = 0; r < reps; ++r) {
+    CHECK_CUDA(cudaEventRecord(t.a, s));
+    CHECK_CUDA(cudaGraphLaunch(exec, s));
+    CHECK_CUDA(cudaEventRecord(t.b, s));
+    CHECK_CUDA(cudaEventSynchronize(t.b));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, t.a, t.b));
+    us.push_back(1e3 * ms / launches);
+  }
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace moerouter;
+  int reps = 15;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
+  }
+  int dev = 0;
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, dev));
+  cudaStream_t s;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  const int sms = prop.multiProcessorCount;
+  std::printf("device: %s, %d SMs, L2 %.1f MB\n", prop.name, sms, prop.l2CacheSize / 1e6);
+
+  // HBM copy bandwidth (bytes read + written), 1 GiB each way.
+  const std::size_t copy_bytes = std::size_t(1) << 30;
+  void *csrc, *cdst;
+  CHECK_CUDA(cudaMalloc(&csrc, copy_bytes));
+  CHECK_CUDA(cudaMalloc(&cdst, copy_bytes));
+  CHECK_CUDA(cudaMemset(csrc, 1, copy_bytes));
+  const double copy_us = time_graph(s, 4, reps, [&](int) {
+    copy_kernel<<<sms * 8, 512, 0, s>>>(static_cast<const uint4*>(csrc),
+                                        static_cast<uint4*>(cdst), copy_bytes / 16);
+  });
+  const double copy_gbs = 2.0 * copy_bytes / copy_us / 1e3;
+  CHECK_CUDA(cudaFree(csrc));
+  CHECK_CUDA(cudaFree(cdst));
+  const double empty_us = time_graph(s, 200, reps, [&](int) { empty_kernel<<<1, 32, 0, s>>>(); });
+  std::printf("copy bandwidth: %.0f GB/s (read + write); empty kernel in a graph: %.2f us\n",
+              copy_gbs, empty_us);
+  {
+    // How many 8-block clusters of the decode kernel fit at once (the launcher's own query).
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(128);
+    cfg.blockDim = dim3(512);
+    cfg.dynamicSmemBytes = 16 * 64 * 8 * 4;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = kernels::kRouteGemmClusterK;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    CHECK_CUDA(cudaOccupancyMaxActiveClusters(&clusters, kernels::route_gemm_kernel<4, 32>, &cfg));
+    std::printf("decode kernel: at most %d clusters of %d blocks resident\n\n",
+                clusters, kernels::kRouteGemmClusterK);
+  }
+
+  cublasHandle_t blas;
+  CHECK_CUBLAS(cublasCreate(&blas));
+  CHECK_CUBLAS(cublasSetStream(blas, s));
+  void* blas_ws;
+  const std::size_t blas_ws_bytes = 64u << 20;
+  CHECK_CUDA(cudaMalloc(&blas_ws, blas_ws_bytes));
+  CHECK_CUBLAS(cublasSetWorkspace(blas, blas_ws, blas_ws_bytes));
+  unsigned* sink;
+  CHECK_CUDA(cudaMalloc(&sink, 1 << 20));
+  CHECK_CUDA(cudaMemset(sink, 0, 1 << 20));
+
+  std::printf("%-6s %3s | %8s %7s %6s | %8s %8s | %7s %7s | %9s %9s\n", "model", "N", "ours us",
+              "GB/s", "%copy", "cuBLAS", "floor us", "x cuBLAS", "x floor", "exp. PDL",
+              "exp. noPDL");
+  const long long busy_cycles = 20000;  // ~11 us at 1.75 GHz
+  for (const ModelShape& m : {dsv4_flash(), dsv4_pro()}) {
+    const std::int64_t H = m.hidden, E = m.experts;
+    const std::size_t w_bytes = std::size_t(E * H) * 2;
+    const int copies = std::max<int>(8, int(3.0 * prop.l2CacheSize / w_bytes) + 1);
+    const SyntheticLayer layer = make_synthetic_layer(m, 1, false);
+    std::vector<void*> ws(copies);
+    for (auto& p : ws) {
+      CHECK_CUDA(cudaMalloc(&p, w_bytes));
+      CHECK_CUDA(cudaMemcpy(p, layer.w.data(), w_bytes, cudaMemcpyHostToDevice));
+    }
+    const std::vector<bf16> xh = make_hidden(64, H, 2);
+    void *x, *bias, *weights, *ids, *logits, *work;
+    CHECK_CUDA(cudaMalloc(&x, xh.size() * 2));
+    CHECK_CUDA(cudaMemcpy(x, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMalloc(&bias, E * 4));
+    CHECK_CUDA(cudaMemcpy(bias, layer.bias.data(), E * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMalloc(&weights, 64 * 32 * 4));
+    CHECK_CUDA(cudaMalloc(&ids, 64 * 32 * 8));
+    CHECK_CUDA(cudaMalloc(&logits, 64 * E * 4));
+    const std::size_t work_bytes = moerouter::cuda::route_gemm_workspace_size(64, E);
+    CHECK_CUDA(cudaMalloc(&work, work_bytes));
+    CHECK_CUDA(cudaMemset(work, 0, work_bytes));
+
+    for (int n : {1, 2, 4, 8, 16, 32, 64}) {
+      RouteParams p;
+      p.x = x;
+      p.bias = static_cast<const float*>(bias);
+      p.weights = static_cast<float*>(weights);
+      p.ids = ids;
+      p.n = n;
+      p.hidden = H;
+      p.experts = E;
+      p.k = m.k;
+      p.scale = m.scale;
+      auto ours = [&](int i, bool pdl) {
+        RouteParams q = p;
+        q.w = ws[std::size_t(i) % ws.size()];
+        CHECK_OK(moerouter::cuda::launch_route_gemm(q, work, work_bytes, s, pdl));
+      };
+      const int launches = copies * 4;
+      const double ours_us = time_graph(s, launches, reps, [&](int i) { ours(i, false); });
+      // cuBLAS: logits^T [E, n] (column-major) = W [E, H] * x^T [H, n], fp32 accumulate.
+      const float one = 1.0f, zero = 0.0f;
+      const double blas_us = time_graph(s, launches, reps, [&](int i) {
+        CHECK_CUBLAS(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(E), n, int(H), &one,
+                                  ws[std::size_t(i) % ws.size()], CUDA_R_16BF, int(H), x,
+                                  CUDA_R_16BF, int(H), &zero, logits, CUDA_R_32F, int(E),
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      });
+      const double floor_us = time_graph(s, launches, reps, [&](int i) {
+        read_floor_kernel<<<sms * 2, 512, 0, s>>>(
+            static_cast<const uint4*>(ws[std::size_t(i) % ws.size()]), w_bytes / 16,
+            static_cast<const uint4*>(x), std::size_t(n) * H * 2 / 16, sink);
+      });
+      // Behind a preceding kernel: (busy + ours) - busy, with and without PDL.
+      const double busy_us = time_graph(s, launches / 2, reps, [&](int) {
+        busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+      });
+      const double pair_pdl = time_graph(s, launches / 2, reps, [&](int i) {
+        busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+        ours(i, true);
+      });
+      const double pair_plain = time_graph(s, launches / 2, reps, [&](int i) {
+        busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+        ours(i, false);
+      });
+      const double bytes = double(w_bytes) + double(n) * H * 2;
+      const double gbs = bytes / ours_us / 1e3;
+      std::printf("%-6s %3d | %8.2f %7.0f %5.1f%% | %8.2f %8.2f | %7.2f %7.2f | %9.2f %9.2f\n",
+                  m.name.c_str(), n, ours_us, gbs, 100.0 * gbs / copy_gbs, blas_us, floor_us,
+                  blas_us / ours_us, ours_us / floor_us, pair_pdl - busy_us,
+                  pair_plain - busy_us);
+      std::fflush(stdout);
+    }
+    for (void* p : ws) CHECK_CUDA(cudaFree(p));
+    for (void* p : {x, bias, weights, ids, logits, work}) CHECK_CUDA(cudaFree(p));
+  }
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::printf("\n(GB/s counts W + x bytes once; %% copy is of the copy bandwidth above; "
+              "x cuBLAS = cuBLAS time / ours; x floor = ours / floor; exp. = exposed time "
+              "behind a ~%lld-cycle preceding kernel)\n",
+              busy_cycles);
+  return 0;
+}

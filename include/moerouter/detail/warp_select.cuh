@@ -1,0 +1,87 @@
+// moerouter: warp-level selection helpers shared by the CUDA kernels (device code only).
+//
+// Ranking keys are packed into 64 bits, (order_key(value) << 32) | ~index, so that one unsigned
+// comparison is math.h's ranks_before: larger value first, ties to the lower index, NaN below
+// every number. A packed key is never 0 for index < 2^32 - 1, so 0 means "no entry".
+#pragma once
+
+#include <cstdint>
+
+#include "moerouter/detail/math.h"
+
+namespace moerouter {
+namespace detail {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kWarpSize = 32;
+/// The largest k of the warp-resident top-k lists.
+constexpr int kMaxWarpK = 32;
+
+__device__ __forceinline__ std::uint64_t pack_rank_key(float v, std::uint32_t index) {
+  return (std::uint64_t(order_key(v)) << 32) | std::uint32_t(~index);
+}
+
+__device__ __forceinline__ std::uint32_t packed_index(std::uint64_t key) {
+  return ~std::uint32_t(key);
+}
+
+__device__ __forceinline__ std::uint64_t shfl_u64(std::uint64_t v, int src) {
+  const std::uint32_t lo = __shfl_sync(kFullMask, std::uint32_t(v), src);
+  const std::uint32_t hi = __shfl_sync(kFullMask, std::uint32_t(v >> 32), src);
+  return (std::uint64_t(hi) << 32) | lo;
+}
+
+/// The warp's maximum of a 64-bit key: two single-instruction REDUX reductions.
+__device__ __forceinline__ std::uint64_t warp_max_u64(std::uint64_t v) {
+  const std::uint32_t hi = __reduce_max_sync(kFullMask, std::uint32_t(v >> 32));
+  const std::uint32_t lo =
+      __reduce_max_sync(kFullMask, std::uint32_t(v >> 32) == hi ? std::uint32_t(v) : 0u);
+  return (std::uint64_t(hi) << 32) | lo;
+}
+
+__device__ __forceinline__ int lane_id() { return int(threadIdx.x) & (kWarpSize - 1); }
+
+/// A warp's running top-k list (best first) in shared memory: the packed key and a payload.
+struct WarpTopkList {
+  std::uint64_t key[kMaxWarpK];
+  float val[kMaxWarpK];
+};
+
+/// Merges a batch, at most one entry per lane (`has`, `key`, `val`), into `list`, which holds
+/// `count` entries, keeping the best k <= 32. Keys must be distinct from each other and from
+/// the list's (they are: they carry the element index). Warp-collective; `count` is
+/// warp-uniform and updated. Every entry's new position is its rank among list + batch, so
+/// the merge is a permutation computed in parallel, never a serial insertion.
+__device__ __forceinline__ void warp_merge(WarpTopkList& list, int& count, int k, bool has,
+                                           std::uint64_t key, float val) {
+  const unsigned batch = __ballot_sync(kFullMask, has);
+  if (batch == 0) return;
+  const int lane = lane_id();
+  const bool old = lane < count;
+  const std::uint64_t old_key = old ? list.key[lane] : 0;
+  const float old_val = old ? list.val[lane] : 0.0f;
+  int rank = 0;         // the batch entry's rank among batch + list
+  int old_rank = lane;  // the list entry's rank among batch + list
+  for (unsigned m = batch; m != 0; m &= m - 1) {
+    const std::uint64_t other = shfl_u64(key, __ffs(m) - 1);
+    rank += other > key;
+    old_rank += other > old_key;
+  }
+  if (has) {
+    for (int j = 0; j < count; ++j) rank += list.key[j] > key;
+  }
+  __syncwarp();  // every lane has read the list before any lane rewrites it
+  if (old && old_rank < k) {
+    list.key[old_rank] = old_key;
+    list.val[old_rank] = old_val;
+  }
+  if (has && rank < k) {
+    list.key[rank] = key;
+    list.val[rank] = val;
+  }
+  count = min(k, count + __popc(batch));
+  __syncwarp();
+}
+
+}  // namespace detail
+}  // namespace moerouter

@@ -1,0 +1,64 @@
+// moerouter: the one-launch decode router (GEMM + route), for up to 64 tokens.
+//
+// From x and W, computes SPEC.md's dense route in a single kernel launch: logits = x W^T (bf16
+// in, fp32 accumulate on tensor cores), s = sqrt(softplus(logit)), top-k of s + bias, weights
+// renormalized in rank order and scaled. The H reduction is split over thread-block clusters
+// and finished through distributed shared memory; the last cluster to finish does the top-k.
+// Nothing goes back through the host, so a call is CUDA-graph capturable, and the result is
+// bit-reproducible run after run (every sum has a fixed order). The logits differ from the
+// CPU backend's only by fp32 summation order (SPEC.md's GEMM bound).
+//
+// Programmatic dependent launch (pdl = true): the kernel streams W before it waits for the
+// previous kernel on the stream, so W and bias must not be written by that kernel (only x may).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "moerouter/route.h"
+#include "moerouter/status.h"
+
+namespace moerouter {
+namespace cuda {
+
+/// Largest n of launch_route_gemm (decode batches; larger n go through the prefill path).
+constexpr std::int64_t kRouteGemmMaxTokens = 64;
+/// Largest E of launch_route_gemm.
+constexpr std::int64_t kRouteGemmMaxExperts = 1024;
+/// Largest k of launch_route_gemm.
+constexpr std::int32_t kRouteGemmMaxK = 32;
+/// Largest batch for which the Router and the torch ops dispatch to launch_route_gemm rather
+/// than the prefill path (cuBLASLt GEMM + fused route). Measured on an H100
+/// (docs/benchmarks.md): today the decode kernel is slower than cuBLAS's GEMM alone at every N
+/// from 1 to 64, so no batch takes it (0). Raise it when the kernel wins.
+constexpr std::int64_t kRouteGemmCrossoverTokens = 0;
+
+/// Bytes of device workspace that launch_route_gemm needs for up to `max_n` tokens (1..64) of
+/// `experts` experts (1..1024): a 256-byte header (an arrival counter) plus max_n * experts
+/// fp32 scores. Returns 0 for arguments outside those ranges.
+///
+/// The workspace must be zero-filled once after allocation (cudaMemset); every launch leaves
+/// its counter at zero again, so it can be reused by later launches and graph replays on the
+/// same stream. Two launches that may run at the same time need separate workspaces.
+std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts);
+
+/// The fused decode route of p.n <= 64 tokens in one launch on `stream` (device pointers).
+/// x bf16 [n, H] with row stride p.x_stride, W bf16 [E, H] contiguous, bias fp32 [E] or null,
+/// outputs weights fp32 [n, k] and ids i32/i64 [n, k] with their row strides, ids sorted by
+/// s + bias descending (ties to the lower id, NaN below every number).
+///
+/// Checks, in order, before any launch: validate(p) (its error as is); then kUnsupported for
+/// n > 64, E > 1024, k > 32, H not a multiple of 8, H >= 2^31, x or W not 16-byte aligned, or
+/// x_stride not a multiple of 8; kInvalidArgument for a null or misaligned workspace, one
+/// smaller than route_gemm_workspace_size(n, E), or a pointer that is not memory of the
+/// current device. n = 0 is a successful no-op. kCudaError when the launch fails.
+///
+/// No allocation and no host synchronization. With `pdl`, the launch carries
+/// cudaLaunchAttributeProgrammaticStreamSerialization (see the file comment).
+Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t workspace_bytes,
+                         cudaStream_t stream, bool pdl = false);
+
+}  // namespace cuda
+}  // namespace moerouter

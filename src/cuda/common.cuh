@@ -1,0 +1,108 @@
+// Host-side helpers of the CUDA launchers: device-pointer checks, occupancy caching, launch
+// errors as Status.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "moerouter/status.h"
+
+namespace moerouter {
+namespace cuda {
+namespace detail {
+
+inline Status cuda_status(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return Status::success();
+  return Status(StatusCode::kCudaError,
+                std::string(what) + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
+}
+
+/// The launch error of the kernel just enqueued (configuration errors, missing image).
+inline Status launch_status(const char* op) { return cuda_status(cudaGetLastError(), op); }
+
+/// Checks that `ptr` (skipped when null) is memory the current device can read: device or
+/// managed memory of this device, or mapped pinned host memory. Pageable host memory or
+/// another device's allocation is a kInvalidArgument that names the argument.
+inline Status check_device_pointer(const char* op, const char* name, const void* ptr) {
+  if (ptr == nullptr) return Status::success();
+  cudaPointerAttributes attr{};
+  const cudaError_t err = cudaPointerGetAttributes(&attr, ptr);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status(StatusCode::kInvalidArgument, std::string(op) + ": " + name +
+                                                    " must be device memory (" +
+                                                    cudaGetErrorString(err) + ")");
+  }
+  if (attr.type == cudaMemoryTypeUnregistered) {
+    return Status(StatusCode::kInvalidArgument, std::string(op) + ": " + name +
+                                                    " must be device memory, got a host "
+                                                    "(pageable) pointer");
+  }
+  if (attr.type == cudaMemoryTypeDevice) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) == cudaSuccess && attr.device != dev) {
+      return Status(StatusCode::kInvalidArgument,
+                    std::string(op) + ": " + name + " must be memory of the current device " +
+                        std::to_string(dev) + ", got memory of device " +
+                        std::to_string(attr.device));
+    }
+  }
+  return Status::success();
+}
+
+/// Blocks of `kernel` (at `threads` per block) that fill the current device once, cached per
+/// (kernel, device): a grid-stride kernel launches no more than this.
+inline int resident_blocks(const void* kernel, int threads) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int> cache;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 1;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(kernel, dev);
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int sms = 1, per_sm = 1;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) sms = 1;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess ||
+      per_sm < 1) {
+    per_sm = 1;
+  }
+  (void)cudaGetLastError();
+  const int blocks = sms * per_sm;
+  cache.emplace(key, blocks);
+  return blocks;
+}
+
+/// Multiprocessors of the current device (cached per device).
+inline int sm_count() {
+  static std::mutex mu;
+  static std::map<int, int> cache;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 1;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = cache.find(dev);
+  if (it != cache.end()) return it->second;
+  int sms = 1;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) sms = 1;
+  cache.emplace(dev, sms);
+  return sms;
+}
+
+inline bool aligned(const void* p, std::uintptr_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace moerouter
+
+#define MOER_RETURN_IF_ERROR_CUDA(expr) \
+  do {                                  \
+    ::moerouter::Status moer_st_ = (expr); \
+    if (!moer_st_.ok()) return moer_st_; \
+  } while (0)

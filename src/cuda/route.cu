@@ -1,0 +1,144 @@
+// Launchers of the fused dense route: route_logits (from logits) and route (GEMM + route).
+#include <algorithm>
+#include <string>
+
+#include "common.cuh"
+#include "moerouter/cuda.h"
+#include "moerouter/detail/dispatch.cuh"
+#include "moerouter/detail/params.h"
+#include "moerouter/kernels/route_topk.cuh"
+
+namespace moerouter {
+namespace cuda {
+namespace {
+
+using moerouter::detail::stride_or;
+
+Status check_route_limits(const char* op, std::int64_t experts, std::int32_t k) {
+  if (experts > kMaxRouteExperts) {
+    return Status(StatusCode::kUnsupported, std::string(op) + ": experts must be <= " +
+                                                std::to_string(kMaxRouteExperts) +
+                                                " on the GPU, got " + std::to_string(experts));
+  }
+  if (k > kMaxK) {
+    return Status(StatusCode::kUnsupported, std::string(op) + ": k must be <= " +
+                                                std::to_string(kMaxK) + " on the GPU, got " +
+                                                std::to_string(k));
+  }
+  return Status::success();
+}
+
+// ceil(E / 128) rounded up to the dispatched set {1, 2, 3, 4, 6, 8}.
+int route_chunks(std::int64_t experts) {
+  const int c = int((experts + 127) / 128);
+  return c == 5 ? 6 : c == 7 ? 8 : c;
+}
+
+Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
+                         cudaStream_t stream) {
+  const int chunks = route_chunks(a.experts);
+  return MOER_DISPATCH_REAL_DTYPE(logits_dtype, T, "route: logits_dtype", [&] {
+    return MOER_DISPATCH_ROUTE_CHUNKS(chunks, kChunks, [&] {
+      const auto kernel = kernels::route_topk_kernel<T, kChunks>;
+      constexpr int kThreads = kernels::kRouteWarps * 32;
+      const std::int64_t want = (a.n + kernels::kRouteWarps - 1) / kernels::kRouteWarps;
+      const int resident =
+          detail::resident_blocks(reinterpret_cast<const void*>(kernel), kThreads);
+      const int blocks = int(std::min<std::int64_t>(want, resident));
+      // The logit filter pays off once warps take several rows each (throughput-bound);
+      // below that the latency of its extra reductions dominates.
+      kernels::RouteTopkArgs args = a;
+      args.logit_filter = a.n >= 2 * std::int64_t(resident) * kernels::kRouteWarps;
+      kernel<<<blocks, kThreads, 0, stream>>>(args);
+      return detail::launch_status("route: route_topk_kernel launch");
+    });
+  });
+}
+
+kernels::RouteTopkArgs make_args(const void* logits, DType logits_dtype,
+                                 std::int64_t logits_stride, const float* bias, float* weights,
+                                 std::int64_t weights_stride, void* ids, DType ids_dtype,
+                                 std::int64_t ids_stride, std::int64_t n, std::int64_t experts,
+                                 std::int32_t k, float scale) {
+  kernels::RouteTopkArgs a{};
+  a.logits = logits;
+  a.bias = bias;
+  a.weights = weights;
+  a.ids = ids;
+  a.n = n;
+  a.logits_stride = stride_or(logits_stride, experts);
+  a.weights_stride = stride_or(weights_stride, k);
+  a.ids_stride = stride_or(ids_stride, k);
+  a.experts = int(experts);
+  a.k = k;
+  a.scale = scale;
+  a.ids_i64 = ids_dtype == DType::kI64;
+  const std::uintptr_t chunk_bytes = logits_dtype == DType::kF32 ? 16 : 8;
+  a.vector_logits =
+      experts % 4 == 0 && a.logits_stride % 4 == 0 && detail::aligned(logits, chunk_bytes);
+  a.vector_bias = bias != nullptr && experts % 4 == 0 && detail::aligned(bias, 16);
+  return a;
+}
+
+}  // namespace
+
+Status route_logits(const RouteLogitsParams& p, cudaStream_t stream) {
+  const char* op = "route_logits";
+  MOER_RETURN_IF_ERROR_CUDA(validate(p));
+  MOER_RETURN_IF_ERROR_CUDA(check_route_limits(op, p.experts, p.k));
+  if (p.n == 0) return Status::success();
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "logits", p.logits));
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "bias", p.bias));
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "weights", p.weights));
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "ids", p.ids));
+  const kernels::RouteTopkArgs a =
+      make_args(p.logits, p.logits_dtype, p.logits_stride, p.bias, p.weights, p.weights_stride,
+                p.ids, p.ids_dtype, p.ids_stride, p.n, p.experts, p.k, p.scale);
+  return launch_route_topk(a, p.logits_dtype, stream);
+}
+
+std::size_t route_workspace_size(std::int64_t max_n, std::int64_t experts) {
+  if (max_n <= 0 || experts <= 0) return 0;
+  const std::size_t bytes = std::size_t(max_n) * std::size_t(experts) * sizeof(float);
+  return (bytes + 255) / 256 * 256;
+}
+
+Status route(const RouteParams& p, RouterGemm& gemm, void* workspace,
+             std::size_t workspace_bytes, cudaStream_t stream) {
+  const char* op = "route";
+  MOER_RETURN_IF_ERROR_CUDA(validate(p));
+  MOER_RETURN_IF_ERROR_CUDA(check_route_limits(op, p.experts, p.k));
+  if (p.n == 0) return Status::success();
+  if (!gemm.initialized()) {
+    return Status(StatusCode::kNullPointer, "route: gemm must be initialized (RouterGemm::init)");
+  }
+  if (workspace == nullptr) {
+    return Status(StatusCode::kNullPointer, "route: workspace must not be null");
+  }
+  const std::size_t need = route_workspace_size(p.n, p.experts);
+  if (workspace_bytes < need) {
+    return Status(StatusCode::kInvalidArgument,
+                  "route: workspace_bytes must be >= route_workspace_size(n=" +
+                      std::to_string(p.n) + ", experts=" + std::to_string(p.experts) +
+                      ")=" + std::to_string(need) + ", got " + std::to_string(workspace_bytes));
+  }
+  if (!detail::aligned(workspace, 16)) {
+    return Status(StatusCode::kInvalidArgument, "route: workspace must be 16-byte aligned");
+  }
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "x", p.x));
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "w", p.w));
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "bias", p.bias));
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "weights", p.weights));
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "ids", p.ids));
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "workspace", workspace));
+  auto* logits = static_cast<float*>(workspace);
+  MOER_RETURN_IF_ERROR_CUDA(gemm.logits(p.x, p.x_stride, p.w, p.n, p.hidden, p.experts, logits,
+                                        p.experts, stream));
+  const kernels::RouteTopkArgs a =
+      make_args(logits, DType::kF32, p.experts, p.bias, p.weights, p.weights_stride, p.ids,
+                p.ids_dtype, p.ids_stride, p.n, p.experts, p.k, p.scale);
+  return launch_route_topk(a, DType::kF32, stream);
+}
+
+}  // namespace cuda
+}  // namespace moerouter

@@ -1,0 +1,168 @@
+// The Router's GPU half: weights uploaded once, workspaces allocated once, then each route()
+// only enqueues kernels (decode: the one-launch GEMM+route kernel; prefill: cuBLASLt + the
+// fused route; hash layers: the k-dot-product hash route).
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "moerouter/cuda.h"
+#include "moerouter/route_gemm.h"
+#include "router_backend.h"
+
+namespace moerouter {
+namespace detail {
+namespace {
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    throw RouterError(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+  }
+}
+
+void check_status(const Status& s, const std::string& what) {
+  if (!s.ok()) throw RouterError(what + ": " + s.to_string());
+}
+
+template <typename T>
+T* upload_vector(const std::vector<T>& v) {
+  if (v.empty()) return nullptr;
+  T* d = nullptr;
+  check_cuda(cudaMalloc(&d, v.size() * sizeof(T)), "cudaMalloc (Router upload)");
+  check_cuda(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice),
+             "cudaMemcpy (Router upload)");
+  return d;
+}
+
+class CudaRouterBackend final : public RouterBackend {
+ public:
+  ~CudaRouterBackend() override {
+    for (const Layer& l : layers_) {
+      cudaFree(l.w);
+      cudaFree(l.bias);
+      cudaFree(l.table);
+    }
+    cudaFree(prefill_ws_);
+    cudaFree(decode_ws_);
+    cudaFree(flag_);
+  }
+
+  void upload(const ModelShape& config, const std::vector<GateTensors>& layers,
+              std::int64_t max_batch) override {
+    config_ = config;
+    for (const GateTensors& g : layers) {
+      layers_.push_back({upload_vector(g.w), upload_vector(g.bias), upload_vector(g.tid2eid)});
+    }
+    prefill_bytes_ = cuda::route_workspace_size(max_batch, config.experts);
+    check_cuda(cudaMalloc(&prefill_ws_, prefill_bytes_), "cudaMalloc (Router workspace)");
+    decode_bytes_ = cuda::route_gemm_workspace_size(cuda::kRouteGemmMaxTokens, config.experts);
+    check_cuda(cudaMalloc(&decode_ws_, decode_bytes_), "cudaMalloc (Router decode workspace)");
+    // The decode kernel's workspace must start zeroed (its completion counters reset
+    // themselves after each launch).
+    check_cuda(cudaMemset(decode_ws_, 0, decode_bytes_), "cudaMemset (Router decode workspace)");
+    check_cuda(cudaMalloc(&flag_, sizeof(std::int32_t)), "cudaMalloc (Router error flag)");
+    check_cuda(cudaMemset(flag_, 0, sizeof(std::int32_t)), "cudaMemset (Router error flag)");
+    check_status(gemm_.init(), "cuBLASLt init");
+    check_cuda(cudaDeviceSynchronize(), "Router upload");
+  }
+
+  void route(int layer, bool hash, const bf16* x, std::int64_t x_stride, const void* token_ids,
+             DType token_dtype, std::int64_t n, float* weights, void* ids, DType ids_dtype,
+             void* stream_ptr, bool checked) override {
+    const Layer& l = layers_.at(static_cast<std::size_t>(layer));
+    const auto stream = static_cast<cudaStream_t>(stream_ptr);
+    const std::string where = "route(layer " + std::to_string(layer) + ")";
+    if (hash) {
+      HashRouteParams p;
+      // Small batches gather k rows of W per token; large ones are cheaper as the full GEMM
+      // into the workspace and a hash route from those logits (measured on an H100, Pro: the
+      // k-row path wins at N <= 64, the GEMM path at N >= 1024; docs/benchmarks.md).
+      const bool via_gemm = n > kHashFromXMaxTokens;
+      if (via_gemm) {
+        check_status(gemm_.logits(x, x_stride, l.w, n, config_.hidden, config_.experts,
+                                  static_cast<float*>(prefill_ws_), config_.experts, stream),
+                     where);
+      }
+      p.token_ids = token_ids;
+      p.token_dtype = token_dtype;
+      p.table = l.table;
+      p.weights = weights;
+      p.ids = ids;
+      p.error_flag = flag_;
+      if (via_gemm) {
+        p.source = HashWeights::kFromLogits;
+        p.logits = prefill_ws_;
+        p.logits_dtype = DType::kF32;
+      } else {
+        p.source = HashWeights::kFromX;
+        p.x = x;
+        p.w = l.w;
+        p.hidden = config_.hidden;
+        p.x_stride = x_stride;
+      }
+      p.n = n;
+      p.vocab = config_.vocab;
+      p.experts = config_.experts;
+      p.k = config_.k;
+      p.scale = config_.scale;
+      p.ids_dtype = ids_dtype;
+      check_status(cuda::hash_route(p, stream), where);
+      if (checked) {
+        const Status s = cuda::check_error_flag(flag_, stream);
+        if (!s.ok()) {
+          check_cuda(cudaMemsetAsync(flag_, 0, sizeof(std::int32_t), stream), "flag reset");
+          throw RouterError(where + ": " + s.to_string());
+        }
+      }
+      return;
+    }
+    RouteParams p;
+    p.x = x;
+    p.w = l.w;
+    p.bias = l.bias;
+    p.weights = weights;
+    p.ids = ids;
+    p.n = n;
+    p.hidden = config_.hidden;
+    p.experts = config_.experts;
+    p.k = config_.k;
+    p.scale = config_.scale;
+    p.ids_dtype = ids_dtype;
+    p.x_stride = x_stride;
+    if (n > 0 && n <= cuda::kRouteGemmCrossoverTokens && config_.hidden % 8 == 0) {
+      check_status(cuda::launch_route_gemm(p, decode_ws_, decode_bytes_, stream), where);
+    } else {
+      check_status(cuda::route(p, gemm_, prefill_ws_, prefill_bytes_, stream), where);
+    }
+  }
+
+  std::int32_t* error_flag() override { return flag_; }
+
+  /// Hash layers route up to this many tokens from x and W directly, more through the GEMM
+  /// (between the measured points 64 and 1024).
+  static constexpr std::int64_t kHashFromXMaxTokens = 256;
+
+ private:
+  struct Layer {
+    bf16* w = nullptr;
+    float* bias = nullptr;
+    std::int32_t* table = nullptr;
+  };
+  ModelShape config_;
+  std::vector<Layer> layers_;
+  cuda::RouterGemm gemm_;
+  void* prefill_ws_ = nullptr;
+  std::size_t prefill_bytes_ = 0;
+  void* decode_ws_ = nullptr;
+  std::size_t decode_bytes_ = 0;
+  std::int32_t* flag_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<RouterBackend> make_cuda_router_backend() {
+  return std::make_unique<CudaRouterBackend>();
+}
+
+}  // namespace detail
+}  // namespace moerouter

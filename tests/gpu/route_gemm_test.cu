@@ -1,0 +1,384 @@
+// The one-launch decode router (cuda::launch_route_gemm) against the float64 oracle, with
+// SPEC.md's GEMM error bound: each logit may be off by H * 2^-24 * sum_h |x_h W_eh|, ids may
+// differ only inside a near tie under that bound (oracle::compare_route applies it).
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "moerouter/detail/math.h"
+#include "moerouter/device.h"
+#include "moerouter/oracle.h"
+#include "moerouter/route_gemm.h"
+#include "testbed.h"
+
+namespace moerouter {
+namespace {
+
+using testing::kInf;
+
+#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr
+
+// A device buffer freed on scope exit.
+template <typename T>
+struct DeviceBuffer {
+  T* ptr = nullptr;
+  std::size_t count = 0;
+  explicit DeviceBuffer(std::size_t n) : count(n) {
+    if (cudaMalloc(&ptr, n * sizeof(T) + 16) != cudaSuccess) ptr = nullptr;
+  }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void upload(const std::vector<T>& v) {
+    ASSERT_EQ(cudaMemcpy(ptr, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  std::vector<T> download() const {
+    std::vector<T> v(count);
+    EXPECT_EQ(cudaMemcpy(v.data(), ptr, count * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return v;
+  }
+};
+
+// One routing problem: host inputs (x with row stride), the device copies, the outputs.
+struct Problem {
+  std::int64_t n = 0, hidden = 0, experts = 0, x_stride = 0;
+  int k = 0;
+  float scale = 2.5f;
+  bool with_bias = true;
+  DType ids_dtype = DType::kI32;
+  std::int64_t weights_stride = 0, ids_stride = 0;  // 0 = k
+  std::vector<bf16> x, w;
+  std::vector<float> bias;
+
+  std::int64_t ws() const { return weights_stride ? weights_stride : k; }
+  std::int64_t is() const { return ids_stride ? ids_stride : k; }
+
+  // Host params (for the oracle) over the first `rows` tokens.
+  RouteParams host(std::int64_t rows) const {
+    RouteParams p;
+    p.x = x.data();
+    p.w = w.data();
+    p.bias = with_bias ? bias.data() : nullptr;
+    p.n = rows;
+    p.hidden = hidden;
+    p.experts = experts;
+    p.k = k;
+    p.scale = scale;
+    p.ids_dtype = ids_dtype;
+    p.x_stride = x_stride;
+    p.weights = reinterpret_cast<float*>(std::uintptr_t(16));  // not written by the oracle
+    p.ids = reinterpret_cast<void*>(std::uintptr_t(16));
+    return p;
+  }
+  std::string config(std::int64_t rows) const {
+    return testing::config(rows, experts, k,
+                           "H=" + std::to_string(hidden) + " x_stride=" +
+                               std::to_string(x_stride) + " ids=" + dtype_name(ids_dtype) +
+                               (with_bias ? "" : " no-bias"));
+  }
+};
+
+// x ~ N(0, 1) (an RMS-normalized hidden state), W ~ N(0, (1.5 / sqrt(H))^2), bias ~ 8.08.
+Problem make_problem(std::int64_t n, std::int64_t hidden, std::int64_t experts, int k,
+                     std::uint64_t seed, std::int64_t x_pad = 0) {
+  Problem pr;
+  pr.n = n;
+  pr.hidden = hidden;
+  pr.experts = experts;
+  pr.x_stride = hidden + x_pad;
+  pr.k = k;
+  pr.x = testing::make_bf16(n * pr.x_stride, 1.0, seed);
+  pr.w = testing::make_bf16(experts * hidden, 1.5 / std::sqrt(double(hidden)), seed + 1);
+  pr.bias = testing::make_bias(experts, seed + 2);
+  return pr;
+}
+
+// The oracle's result restricted to its first `rows` rows (each row depends on itself only).
+oracle::RouteResult first_rows(const oracle::RouteResult& r, std::int64_t rows) {
+  oracle::RouteResult s = r;
+  s.n = rows;
+  s.ids.resize(std::size_t(rows * r.k));
+  s.weights.resize(std::size_t(rows * r.k));
+  s.logits.resize(std::size_t(rows * r.experts));
+  if (!s.logit_bound.empty()) s.logit_bound.resize(std::size_t(rows * r.experts));
+  s.bad_row.resize(std::size_t(rows));
+  return s;
+}
+
+// Device state of one Problem; run(rows) routes the first `rows` tokens.
+struct GpuRun {
+  const Problem& pr;
+  DeviceBuffer<bf16> x, w;
+  DeviceBuffer<float> bias, weights;
+  DeviceBuffer<std::int64_t> ids;  // big enough for i64
+  DeviceBuffer<unsigned char> workspace;
+  std::size_t ws_bytes;
+
+  explicit GpuRun(const Problem& p)
+      : pr(p), x(p.x.size()), w(p.w.size()), bias(p.bias.size()), weights(p.n * p.ws()),
+        ids(p.n * p.is()), workspace(cuda::route_gemm_workspace_size(64, p.experts)),
+        ws_bytes(cuda::route_gemm_workspace_size(64, p.experts)) {
+    x.upload(p.x);
+    w.upload(p.w);
+    bias.upload(p.bias);
+    EXPECT_EQ(cudaMemset(workspace.ptr, 0, ws_bytes), cudaSuccess);
+  }
+  RouteParams params(std::int64_t rows) const {
+    RouteParams p = pr.host(rows);
+    p.x = x.ptr;
+    p.w = w.ptr;
+    p.bias = pr.with_bias ? bias.ptr : nullptr;
+    p.weights = weights.ptr;
+    p.ids = ids.ptr;
+    p.weights_stride = pr.weights_stride;
+    p.ids_stride = pr.ids_stride;
+    return p;
+  }
+  // Poisons the outputs (NaN weights, 0x7f.. ids), launches, waits.
+  Status run(std::int64_t rows, cudaStream_t stream = nullptr, bool pdl = false) {
+    EXPECT_EQ(cudaMemset(weights.ptr, 0xff, weights.count * sizeof(float)), cudaSuccess);
+    EXPECT_EQ(cudaMemset(ids.ptr, 0x7f, ids.count * sizeof(std::int64_t)), cudaSuccess);
+    Status st = cuda::launch_route_gemm(params(rows), workspace.ptr, ws_bytes, stream, pdl);
+    EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    return st;
+  }
+  // Compares the first `rows` rows with the oracle; also checks the padding between rows
+  // (strided outputs) was left alone.
+  void expect_matches(const oracle::RouteResult& ref, std::int64_t rows,
+                      const std::string& what) {
+    const std::vector<float> wv = weights.download();
+    const std::vector<std::int64_t> iv = ids.download();
+    const oracle::RouteComparison c = oracle::compare_route(
+        first_rows(ref, rows), iv.data(), pr.ids_dtype, pr.is(), wv.data(), pr.ws());
+    EXPECT_TRUE(c.ok()) << what << " " << pr.config(rows) << ": " << c.first_failure
+                        << " (mismatched rows " << c.rows_mismatched << ", weights out of "
+                        << "tolerance " << c.weights_out_of_tolerance << ")";
+    std::uint32_t wbits;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t j = pr.k; j < pr.ws(); ++j) {
+        std::memcpy(&wbits, &wv[std::size_t(r * pr.ws() + j)], 4);
+        ASSERT_EQ(wbits, 0xffffffffu) << what << ": weights padding written, row " << r;
+      }
+    }
+  }
+};
+
+bool have_gpu() { return cuda_available(); }
+
+#define SKIP_WITHOUT_GPU() \
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device: " << cuda_device_description()
+
+// Every n from 1 to 64 at DSV4-Pro's shape (all token-tile variants, partial tiles).
+TEST(RouteGemm, ProEveryN) {
+  SKIP_WITHOUT_GPU();
+  Problem pr = make_problem(64, 7168, 384, 6, 11);
+  const oracle::RouteResult ref = oracle::route(pr.host(64));
+  GpuRun g(pr);
+  for (std::int64_t n = 1; n <= 64; ++n) {
+    ASSERT_TRUE(g.run(n).ok());
+    g.expect_matches(ref, n, "every-n");
+    if (HasFailure()) return;
+  }
+}
+
+// H in {4096, 5120, 7168, 1032 (not a multiple of 32)} x E in {256, 384, 1000}, k in {1, 6, 8}.
+TEST(RouteGemm, Shapes) {
+  SKIP_WITHOUT_GPU();
+  const std::int64_t hs[] = {4096, 5120, 7168, 1032};
+  const std::int64_t es[] = {256, 384, 1000};
+  const int ks[] = {1, 6, 8};
+  int combo = 0;
+  for (std::int64_t h : hs) {
+    for (std::int64_t e : es) {
+      for (int kk = 0; kk < 2; ++kk, ++combo) {
+        const int k = kk == 0 ? 6 : ks[(combo / 2) % 2 == 0 ? 0 : 2];
+        // Enough rows for two token tiles where it is cheap, one row elsewhere.
+        const std::int64_t rows = (h == 1032 || e == 256) ? 40 : 20;
+        Problem pr = make_problem(rows, h, e, k, 100 + std::uint64_t(combo));
+        pr.scale = 1.5f;
+        const oracle::RouteResult ref = oracle::route(pr.host(rows));
+        GpuRun g(pr);
+        for (std::int64_t n : {std::int64_t(1), std::int64_t(7), rows}) {
+          ASSERT_TRUE(g.run(n).ok()) << pr.config(n);
+          g.expect_matches(ref, n, "shapes");
+        }
+        if (HasFailure()) return;
+      }
+    }
+  }
+}
+
+// E = 1000 at 64 tokens (the widest top-k and the largest tile), k = 32 (the largest k).
+TEST(RouteGemm, WideExpertsFullBatch) {
+  SKIP_WITHOUT_GPU();
+  Problem pr = make_problem(64, 1032, 1000, 32, 7);
+  const oracle::RouteResult ref = oracle::route(pr.host(64));
+  GpuRun g(pr);
+  ASSERT_TRUE(g.run(64).ok());
+  g.expect_matches(ref, 64, "wide");
+}
+
+// Exact ties (duplicated W rows with equal bias), a zero hidden state (every logit 0), huge
+// logits that underflow softplus, an inf in x (inf and NaN scores), a Flash-like bias.
+TEST(RouteGemm, HardRows) {
+  SKIP_WITHOUT_GPU();
+  for (bool with_bias : {true, false}) {
+    Problem pr = make_problem(16, 4096, 256, 6, 21);
+    pr.with_bias = with_bias;
+    pr.scale = 1.5f;
+    const std::int64_t H = pr.hidden;
+    // Experts 2j and 2j + 1 (j < 40) share a W row and a bias: exact ties in s + bias.
+    for (std::int64_t e = 0; e < 80; e += 2) {
+      std::copy(pr.w.begin() + e * H, pr.w.begin() + (e + 1) * H, pr.w.begin() + (e + 1) * H);
+      pr.bias[std::size_t(e + 1)] = pr.bias[std::size_t(e)];
+    }
+    // Row 1: all zero (every logit exactly 0: all experts tie on s).
+    std::fill(pr.x.begin() + 1 * H, pr.x.begin() + 2 * H, bf16{0});
+    // Row 2: x scaled by 64 (logits near +-100: softplus saturates or underflows).
+    for (std::int64_t h = 0; h < H; ++h) {
+      bf16& v = pr.x[std::size_t(2 * H + h)];
+      v = detail::float_to_bf16(detail::bf16_to_float(v) * 64.0f);
+    }
+    // Row 3: x aligned with expert 5's row (a clear winner) times 4.
+    for (std::int64_t h = 0; h < H; ++h) {
+      pr.x[std::size_t(3 * H + h)] =
+          detail::float_to_bf16(4.0f * std::sqrt(float(H)) / 1.5f *
+                                detail::bf16_to_float(pr.w[std::size_t(5 * H + h)]));
+    }
+    // Row 4: one +inf element (scores +inf, 0 or NaN).
+    pr.x[std::size_t(4 * H + 100)] = detail::float_to_bf16(kInf);
+    const oracle::RouteResult ref = oracle::route(pr.host(16));
+    GpuRun g(pr);
+    ASSERT_TRUE(g.run(16).ok());
+    g.expect_matches(ref, 16, with_bias ? "hard rows" : "hard rows, no bias");
+    // Exact ties must break to the lower id: row 1 without bias is experts 0..5.
+    if (!with_bias) {
+      const std::vector<std::int64_t> iv = g.ids.download();
+      const std::int32_t* ids = reinterpret_cast<const std::int32_t*>(iv.data());
+      for (int j = 0; j < 6; ++j) EXPECT_EQ(ids[1 * 6 + j], j) << "tie order, slot " << j;
+    }
+  }
+}
+
+// int64 ids, strided x and strided outputs (the padding must stay untouched).
+TEST(RouteGemm, Int64IdsAndStrides) {
+  SKIP_WITHOUT_GPU();
+  Problem pr = make_problem(33, 5120, 384, 8, 31, /*x_pad=*/24);
+  pr.ids_dtype = DType::kI64;
+  pr.weights_stride = 11;
+  pr.ids_stride = 9;
+  const oracle::RouteResult ref = oracle::route(pr.host(33));
+  GpuRun g(pr);
+  for (std::int64_t n : {1, 17, 33}) {
+    ASSERT_TRUE(g.run(n).ok());
+    g.expect_matches(ref, n, "i64+strides");
+    const std::vector<std::int64_t> iv = g.ids.download();
+    for (std::int64_t r = 0; r < n; ++r) {
+      for (std::int64_t j = pr.k; j < pr.ids_stride; ++j) {
+        ASSERT_EQ(iv[std::size_t(r * pr.ids_stride + j)], 0x7f7f7f7f7f7f7f7fLL) << "ids padding";
+      }
+    }
+  }
+}
+
+// The same inputs give the same bits, launch after launch (fixed reduction order), with and
+// without programmatic dependent launch.
+TEST(RouteGemm, DeterministicAndPdl) {
+  SKIP_WITHOUT_GPU();
+  Problem pr = make_problem(48, 7168, 384, 6, 41);
+  const oracle::RouteResult ref = oracle::route(pr.host(48));
+  GpuRun g(pr);
+  ASSERT_TRUE(g.run(48).ok());
+  const std::vector<float> w0 = g.weights.download();
+  const std::vector<std::int64_t> i0 = g.ids.download();
+  g.expect_matches(ref, 48, "first");
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (int rep = 0; rep < 5; ++rep) {
+    ASSERT_TRUE(g.run(48, stream, /*pdl=*/rep % 2 == 1).ok());
+    const std::vector<float> w1 = g.weights.download();
+    const std::vector<std::int64_t> i1 = g.ids.download();
+    ASSERT_EQ(std::memcmp(w0.data(), w1.data(), w0.size() * 4), 0) << "weights differ, rep " << rep;
+    ASSERT_EQ(std::memcmp(i0.data(), i1.data(), i0.size() * 8), 0) << "ids differ, rep " << rep;
+  }
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+// Captured once in a CUDA graph (with PDL edges), replayed with new x each time: the kernel
+// resets its own counter, so every replay is right.
+TEST(RouteGemm, GraphReplayWithNewInputs) {
+  SKIP_WITHOUT_GPU();
+  const std::int64_t n = 16;
+  Problem pr = make_problem(n, 4096, 256, 6, 51);
+  pr.scale = 1.5f;
+  GpuRun g(pr);
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaGraph_t graph;
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  // Two back-to-back routes (the second with PDL) into the same outputs.
+  const RouteParams p = g.params(n);
+  Status s1 = cuda::launch_route_gemm(p, g.workspace.ptr, g.ws_bytes, stream, false);
+  Status s2 = cuda::launch_route_gemm(p, g.workspace.ptr, g.ws_bytes, stream, true);
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  ASSERT_TRUE(s1.ok()) << s1.to_string();
+  ASSERT_TRUE(s2.ok()) << s2.to_string();
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int rep = 0; rep < 4; ++rep) {
+    pr.x = testing::make_bf16(n * pr.x_stride, 1.0, 1000 + std::uint64_t(rep));
+    g.x.upload(pr.x);
+    CUDA_OK(cudaMemset(g.weights.ptr, 0xff, g.weights.count * 4));
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    g.expect_matches(oracle::route(pr.host(n)), n, "graph replay " + std::to_string(rep));
+  }
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  CUDA_OK(cudaGraphDestroy(graph));
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+// Bad requests fail before any launch, with the documented codes.
+TEST(RouteGemm, Rejects) {
+  SKIP_WITHOUT_GPU();
+  Problem pr = make_problem(4, 1024, 256, 6, 61);
+  GpuRun g(pr);
+  RouteParams p = g.params(4);
+  auto code = [&](RouteParams q, std::size_t bytes) {
+    return cuda::launch_route_gemm(q, g.workspace.ptr, bytes, nullptr).code();
+  };
+  EXPECT_EQ(code(p, g.ws_bytes), StatusCode::kSuccess);
+  RouteParams q = p;
+  q.n = 65;
+  EXPECT_EQ(code(q, g.ws_bytes), StatusCode::kUnsupported);
+  q = p;
+  q.hidden = 1020;  // not a multiple of 8
+  q.x_stride = 1024;
+  EXPECT_EQ(code(q, g.ws_bytes), StatusCode::kUnsupported);
+  q = p;
+  q.k = 0;
+  EXPECT_EQ(code(q, g.ws_bytes), StatusCode::kInvalidArgument);
+  q = p;
+  q.x_stride = 1028;  // rows not 16-byte aligned
+  EXPECT_EQ(code(q, g.ws_bytes), StatusCode::kUnsupported);
+  EXPECT_EQ(code(p, cuda::route_gemm_workspace_size(4, 256) - 1), StatusCode::kInvalidArgument);
+  q = p;
+  q.experts = 1025;
+  q.bias = nullptr;
+  EXPECT_EQ(code(q, g.ws_bytes), StatusCode::kUnsupported);
+  q = p;
+  q.x = pr.x.data();  // host memory
+  EXPECT_EQ(code(q, g.ws_bytes), StatusCode::kInvalidArgument);
+  q = p;
+  q.n = 0;
+  EXPECT_EQ(code(q, 0), StatusCode::kSuccess);
+  EXPECT_EQ(cuda::route_gemm_workspace_size(65, 256), 0u);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+}  // namespace
+}  // namespace moerouter
