@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import moerouter
+from graph_timing import graph_us
 
 MODELS = [("flash", 4096, 256, 6, 1.5), ("pro", 7168, 384, 6, 2.5)]
 
@@ -46,25 +47,8 @@ def time_eager(fn, xs, ws, bias, k, scale, iters):
     return e0.elapsed_time(e1) * 1000.0 / iters
 
 
-def time_graph(fn, xs, ws, bias, k, scale, reps=7):
-    s = torch.cuda.Stream()
-    with torch.cuda.stream(s):
-        for i in range(len(ws)):
-            fn(xs[i % len(xs)], ws[i], bias, k, scale)
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, stream=s):
-            for i in range(len(ws)):
-                fn(xs[i % len(xs)], ws[i], bias, k, scale)
-    times = []
-    for _ in range(reps):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        g.replay()
-        e1.record()
-        torch.cuda.synchronize()
-        times.append(e0.elapsed_time(e1) * 1000.0 / len(ws))
-    return sorted(times)[len(times) // 2]
+def time_graph(fn, xs, ws, bias, k, scale):
+    return graph_us(lambda i: fn(xs[i % len(xs)], ws[i], bias, k, scale), list(range(len(ws))))
 
 
 def main():

@@ -14,29 +14,9 @@ import math
 import torch
 
 import moerouter
+from graph_timing import graph_us
 
 SHAPES = [(1, 262144, 512), (64, 65536, 512), (1024, 8192, 512), (4096, 16384, 512), (256, 262144, 2048)]
-
-
-def graph_us(fn, inputs, reps=5):
-    s = torch.cuda.Stream()
-    with torch.cuda.stream(s):
-        for x in inputs:
-            fn(x)
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, stream=s):
-            for x in inputs:
-                fn(x)
-    t = []
-    for _ in range(reps):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        g.replay()
-        e1.record()
-        torch.cuda.synchronize()
-        t.append(e0.elapsed_time(e1) * 1000.0 / len(inputs))
-    return sorted(t)[len(t) // 2]
 
 
 def copy_bandwidth():

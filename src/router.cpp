@@ -123,6 +123,50 @@ ModelShape parse_model_config(const std::string& json_text, const std::string& s
   return s;
 }
 
+RouteParams dense_gate_params(const ModelShape& c, const void* w, const float* bias,
+                              const void* x, std::int64_t x_stride, std::int64_t n,
+                              float* weights, void* ids, DType ids_dtype) {
+  RouteParams p;
+  p.x = x;
+  p.x_stride = x_stride;
+  p.w = w;
+  p.bias = bias;
+  p.weights = weights;
+  p.ids = ids;
+  p.ids_dtype = ids_dtype;
+  p.n = n;
+  p.hidden = c.hidden;
+  p.experts = c.experts;
+  p.k = c.k;
+  p.scale = c.scale;
+  return p;
+}
+
+HashRouteParams hash_gate_params(const ModelShape& c, const void* w,
+                                 const std::int32_t* tid2eid, const void* x, std::int64_t x_stride,
+                                 const void* token_ids, DType token_dtype, std::int64_t n,
+                                 float* weights, void* ids, DType ids_dtype) {
+  HashRouteParams p;
+  p.token_ids = token_ids;
+  p.token_dtype = token_dtype;
+  p.table = tid2eid;
+  p.table_dtype = DType::kI32;
+  p.weights = weights;
+  p.ids = ids;
+  p.ids_dtype = ids_dtype;
+  p.source = HashWeights::kFromX;
+  p.x = x;
+  p.x_stride = x_stride;
+  p.w = w;
+  p.hidden = c.hidden;
+  p.n = n;
+  p.vocab = c.vocab;
+  p.experts = c.experts;
+  p.k = c.k;
+  p.scale = c.scale;
+  return p;
+}
+
 std::string gate_tensor_name(GateNaming naming, int layer, int num_layers,
                              const std::string& part) {
   if (naming == GateNaming::kDeepSeek) {
@@ -229,42 +273,11 @@ void Router::route(int layer_index, const bf16* x, const void* token_ids, DType 
                       ids_dtype, stream, impl_->options.checked);
     return;
   }
-  Status st;
-  if (g.hash) {
-    HashRouteParams p;
-    p.token_ids = token_ids;
-    p.token_dtype = token_dtype;
-    p.table = g.tid2eid.data();
-    p.weights = weights;
-    p.ids = ids;
-    p.source = HashWeights::kFromX;
-    p.x = x;
-    p.w = g.w.data();
-    p.hidden = c.hidden;
-    p.x_stride = x_stride;
-    p.n = n;
-    p.vocab = c.vocab;
-    p.experts = c.experts;
-    p.k = c.k;
-    p.scale = c.scale;
-    p.ids_dtype = ids_dtype;
-    st = cpu::hash_route(p);
-  } else {
-    RouteParams p;
-    p.x = x;
-    p.w = g.w.data();
-    p.bias = g.bias.empty() ? nullptr : g.bias.data();
-    p.weights = weights;
-    p.ids = ids;
-    p.n = n;
-    p.hidden = c.hidden;
-    p.experts = c.experts;
-    p.k = c.k;
-    p.scale = c.scale;
-    p.ids_dtype = ids_dtype;
-    p.x_stride = x_stride;
-    st = cpu::route(p);
-  }
+  const Status st =
+      g.hash ? cpu::hash_route(hash_gate_params(c, g.w.data(), g.tid2eid.data(), x, x_stride,
+                                                token_ids, token_dtype, n, weights, ids, ids_dtype))
+             : cpu::route(dense_gate_params(c, g.w.data(), g.bias.empty() ? nullptr : g.bias.data(),
+                                            x, x_stride, n, weights, ids, ids_dtype));
   if (!st.ok()) fail("route(layer " + std::to_string(layer_index) + "): " + st.to_string());
 }
 

@@ -145,33 +145,12 @@ int run_demo(const std::vector<std::string>& args) {
       const double us = is_hash ? backend->route_hash(x, tokens, n, weights, ids)
                                 : backend->route_dense(x, n, weights, ids);
 
-      oracle::RouteResult ref;
-      if (is_hash) {
-        HashRouteParams p;
-        p.token_ids = tokens.data();
-        p.table = hash.tid2eid.data();
-        p.source = HashWeights::kFromX;
-        p.x = x.data();
-        p.w = hash.w.data();
-        p.hidden = shape.hidden;
-        p.n = n;
-        p.vocab = shape.vocab;
-        p.experts = shape.experts;
-        p.k = shape.k;
-        p.scale = shape.scale;
-        ref = oracle::hash_route(p);
-      } else {
-        RouteParams p;
-        p.x = x.data();
-        p.w = dense.w.data();
-        p.bias = dense.bias.data();
-        p.n = n;
-        p.hidden = shape.hidden;
-        p.experts = shape.experts;
-        p.k = shape.k;
-        p.scale = shape.scale;
-        ref = oracle::route(p);
-      }
+      const oracle::RouteResult ref =
+          is_hash ? oracle::hash_route(hash_gate_params(shape, hash.w.data(), hash.tid2eid.data(),
+                                                        x.data(), 0, tokens.data(), DType::kI32,
+                                                        n, nullptr, nullptr, DType::kI32))
+                  : oracle::route(dense_gate_params(shape, dense.w.data(), dense.bias.data(),
+                                                    x.data(), 0, n, nullptr, nullptr, DType::kI32));
       const oracle::RouteComparison cmp =
           oracle::compare_route(ref, ids.data(), DType::kI32, shape.k, weights.data(), shape.k);
       const auto [mn, mx] = expert_load(ids, shape.experts);

@@ -6,6 +6,7 @@
 
 #include "demo_backend.h"
 #include "moerouter/cpu.h"
+#include "moerouter/router.h"
 
 namespace moerouter {
 namespace cli {
@@ -46,37 +47,17 @@ class CpuDemoBackend final : public DemoBackend {
 
   double route_dense(const std::vector<bf16>& x, std::int64_t n, std::vector<float>& weights,
                      std::vector<std::int32_t>& ids) override {
-    RouteParams p;
-    p.x = x.data();
-    p.w = dense_->w.data();
-    p.bias = dense_->bias.data();
-    p.weights = weights.data();
-    p.ids = ids.data();
-    p.n = n;
-    p.hidden = shape_.hidden;
-    p.experts = shape_.experts;
-    p.k = shape_.k;
-    p.scale = shape_.scale;
+    const RouteParams p = dense_gate_params(shape_, dense_->w.data(), dense_->bias.data(), x.data(),
+                                            0, n, weights.data(), ids.data(), DType::kI32);
     return median_us(reps(n), [&] { check(cpu::route(p)); });
   }
 
   double route_hash(const std::vector<bf16>& x, const std::vector<std::int32_t>& tokens,
                     std::int64_t n, std::vector<float>& weights,
                     std::vector<std::int32_t>& ids) override {
-    HashRouteParams p;
-    p.token_ids = tokens.data();
-    p.table = hash_->tid2eid.data();
-    p.weights = weights.data();
-    p.ids = ids.data();
-    p.source = HashWeights::kFromX;
-    p.x = x.data();
-    p.w = hash_->w.data();
-    p.hidden = shape_.hidden;
-    p.n = n;
-    p.vocab = shape_.vocab;
-    p.experts = shape_.experts;
-    p.k = shape_.k;
-    p.scale = shape_.scale;
+    const HashRouteParams p =
+        hash_gate_params(shape_, hash_->w.data(), hash_->tid2eid.data(), x.data(), 0,
+                         tokens.data(), DType::kI32, n, weights.data(), ids.data(), DType::kI32);
     return median_us(reps(n), [&] { check(cpu::hash_route(p)); });
   }
 

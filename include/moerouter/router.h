@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "moerouter/hash_route.h"
+#include "moerouter/route.h"
 #include "moerouter/synthetic.h"
 #include "moerouter/types.h"
 
@@ -36,6 +38,20 @@ class RouterError : public std::runtime_error {
 /// vocab_size, n_layers, score_func, index_topk). A missing num_hash_layers means 0. A
 /// scoring function other than sqrtsoftplus, or inconsistent numbers, is a RouterError.
 ModelShape parse_model_config(const std::string& json_text, const std::string& source);
+
+/// The params of a dense gate layer's route under `config` (H, E, k, scale): pointers as given
+/// (host or device), x row stride x_stride (0 = H), outputs contiguous [n, k]. The Router, the
+/// demo and the tests build every dense route through this.
+RouteParams dense_gate_params(const ModelShape& config, const void* w, const float* bias,
+                              const void* x, std::int64_t x_stride, std::int64_t n,
+                              float* weights, void* ids, DType ids_dtype);
+
+/// The params of a hash gate layer's route (weights from x and W, DSV4's math) under `config`
+/// (H, E, k, scale, vocab): table tid2eid int32 [vocab, k].
+HashRouteParams hash_gate_params(const ModelShape& config, const void* w,
+                                 const std::int32_t* tid2eid, const void* x, std::int64_t x_stride,
+                                 const void* token_ids, DType token_dtype, std::int64_t n,
+                                 float* weights, void* ids, DType ids_dtype);
 
 /// One layer's gate tensors.
 struct GateTensors {

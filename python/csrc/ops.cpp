@@ -67,6 +67,17 @@ void check_outputs(const at::Tensor& ref, int64_t n, int64_t k, const at::Tensor
   }
 }
 
+// bias: optional fp32 contiguous [experts] on ref's device.
+void check_bias(const std::optional<at::Tensor>& bias, const at::Tensor& ref, int64_t experts,
+                const char* op) {
+  if (!bias) return;
+  check_dtype(*bias, {at::kFloat}, op, "bias");
+  check_same_device(ref, *bias, op, "bias");
+  TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == experts && bias->is_contiguous(),
+                    "moerouter.", op, ": bias must be contiguous [E=", experts, "], got shape ",
+                    bias->sizes());
+}
+
 RouteLogitsParams logits_params(const at::Tensor& logits, const std::optional<at::Tensor>& bias,
                                 int64_t k, double scale, const at::Tensor& weights,
                                 const at::Tensor& ids) {
@@ -74,13 +85,7 @@ RouteLogitsParams logits_params(const at::Tensor& logits, const std::optional<at
   check_2d(logits, op, "logits");
   check_dtype(logits, {at::kFloat, at::kBFloat16}, op, "logits");
   check_k(k, logits.size(1), op);
-  if (bias) {
-    check_dtype(*bias, {at::kFloat}, op, "bias");
-    check_same_device(logits, *bias, op, "bias");
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == logits.size(1) && bias->is_contiguous(),
-                      "moerouter.route_logits: bias must be contiguous [E=", logits.size(1),
-                      "], got shape ", bias->sizes());
-  }
+  check_bias(bias, logits, logits.size(1), op);
   check_outputs(logits, logits.size(0), k, weights, ids, op);
   RouteLogitsParams p;
   p.logits = logits.data_ptr();
@@ -111,13 +116,7 @@ RouteParams route_params(const at::Tensor& x, const at::Tensor& w,
                     "moerouter.route: w must be contiguous [E, H=", x.size(1), "], got shape ",
                     w.sizes());
   check_k(k, w.size(0), op);
-  if (bias) {
-    check_dtype(*bias, {at::kFloat}, op, "bias");
-    check_same_device(x, *bias, op, "bias");
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == w.size(0) && bias->is_contiguous(),
-                      "moerouter.route: bias must be contiguous [E=", w.size(0), "], got shape ",
-                      bias->sizes());
-  }
+  check_bias(bias, x, w.size(0), op);
   check_outputs(x, x.size(0), k, weights, ids, op);
   RouteParams p;
   p.x = x.data_ptr();

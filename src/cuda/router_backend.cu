@@ -73,39 +73,20 @@ class CudaRouterBackend final : public RouterBackend {
     const auto stream = static_cast<cudaStream_t>(stream_ptr);
     const std::string where = "route(layer " + std::to_string(layer) + ")";
     if (hash) {
-      HashRouteParams p;
       // Small batches gather k rows of W per token; large ones are cheaper as the full GEMM
       // into the workspace and a hash route from those logits (measured on an H100, Pro: the
       // k-row path wins at N <= 64, the GEMM path at N >= 1024; docs/benchmarks.md).
-      const bool via_gemm = n > kHashFromXMaxTokens;
-      if (via_gemm) {
+      HashRouteParams p = hash_gate_params(config_, l.w, l.table, x, x_stride, token_ids,
+                                           token_dtype, n, weights, ids, ids_dtype);
+      p.error_flag = flag_;
+      if (n > kHashFromXMaxTokens) {
         check_status(gemm_.logits(x, x_stride, l.w, n, config_.hidden, config_.experts,
                                   static_cast<float*>(prefill_ws_), config_.experts, stream),
                      where);
-      }
-      p.token_ids = token_ids;
-      p.token_dtype = token_dtype;
-      p.table = l.table;
-      p.weights = weights;
-      p.ids = ids;
-      p.error_flag = flag_;
-      if (via_gemm) {
         p.source = HashWeights::kFromLogits;
         p.logits = prefill_ws_;
         p.logits_dtype = DType::kF32;
-      } else {
-        p.source = HashWeights::kFromX;
-        p.x = x;
-        p.w = l.w;
-        p.hidden = config_.hidden;
-        p.x_stride = x_stride;
       }
-      p.n = n;
-      p.vocab = config_.vocab;
-      p.experts = config_.experts;
-      p.k = config_.k;
-      p.scale = config_.scale;
-      p.ids_dtype = ids_dtype;
       check_status(cuda::hash_route(p, stream), where);
       if (checked) {
         const Status s = cuda::check_error_flag(flag_, stream);
@@ -116,19 +97,8 @@ class CudaRouterBackend final : public RouterBackend {
       }
       return;
     }
-    RouteParams p;
-    p.x = x;
-    p.w = l.w;
-    p.bias = l.bias;
-    p.weights = weights;
-    p.ids = ids;
-    p.n = n;
-    p.hidden = config_.hidden;
-    p.experts = config_.experts;
-    p.k = config_.k;
-    p.scale = config_.scale;
-    p.ids_dtype = ids_dtype;
-    p.x_stride = x_stride;
+    const RouteParams p =
+        dense_gate_params(config_, l.w, l.bias, x, x_stride, n, weights, ids, ids_dtype);
     if (n > 0 && n <= cuda::kRouteGemmCrossoverTokens && config_.hidden % 8 == 0) {
       check_status(cuda::launch_route_gemm(p, decode_ws_, decode_bytes_, stream), where);
     } else {

@@ -50,32 +50,12 @@ TEST_F(RouterGpu, EveryLayerAtDecodeAndPrefillSizesMatchesOracle) {
       const auto w = d_w.download();
       const auto ids = d_ids.download();
       const GateTensors& g = r.layer(layer);
-      oracle::RouteResult ref;
-      if (g.hash) {
-        HashRouteParams p;
-        p.token_ids = tokens.data();
-        p.table = g.tid2eid.data();
-        p.x = x.data();
-        p.w = g.w.data();
-        p.hidden = c.hidden;
-        p.n = n;
-        p.vocab = c.vocab;
-        p.experts = c.experts;
-        p.k = c.k;
-        p.scale = c.scale;
-        ref = oracle::hash_route(p);
-      } else {
-        RouteParams p;
-        p.x = x.data();
-        p.w = g.w.data();
-        p.bias = g.bias.data();
-        p.n = n;
-        p.hidden = c.hidden;
-        p.experts = c.experts;
-        p.k = c.k;
-        p.scale = c.scale;
-        ref = oracle::route(p);
-      }
+      const oracle::RouteResult ref =
+          g.hash ? oracle::hash_route(hash_gate_params(c, g.w.data(), g.tid2eid.data(), x.data(),
+                                                       0, tokens.data(), DType::kI32, n, nullptr,
+                                                       nullptr, DType::kI32))
+                 : oracle::route(dense_gate_params(c, g.w.data(), g.bias.data(), x.data(), 0, n,
+                                                   nullptr, nullptr, DType::kI32));
       const auto cmp = oracle::compare_route(ref, ids.data(), DType::kI64, c.k, w.data(), c.k);
       EXPECT_TRUE(cmp.ok()) << cmp.first_failure;
     }
