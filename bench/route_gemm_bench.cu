@@ -160,24 +160,8 @@ int main(int argc, char** argv) {
   const double empty_us = time_graph(s, 200, reps, [&](int) { empty_kernel<<<1, 32, 0, s>>>(); });
   std::printf("copy bandwidth: %.0f GB/s (read + write); empty kernel in a graph: %.2f us\n",
               copy_gbs, empty_us);
-  {
-    // How many 8-block clusters of the decode kernel fit at once (the launcher's own query).
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(128);
-    cfg.blockDim = dim3(512);
-    cfg.dynamicSmemBytes = 16 * 64 * 8 * 4;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = kernels::kRouteGemmClusterK;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    CHECK_CUDA(cudaOccupancyMaxActiveClusters(&clusters, kernels::route_gemm_kernel<4, 32>, &cfg));
-    std::printf("decode kernel: at most %d clusters of %d blocks resident\n\n",
-                clusters, kernels::kRouteGemmClusterK);
-  }
+  std::printf("decode kernel: at most %d clusters of %d blocks resident\n\n",
+              moerouter::cuda::route_gemm_resident_clusters(), kernels::kRouteGemmClusterK);
 
   cublasHandle_t blas;
   CHECK_CUBLAS(cublasCreate(&blas));

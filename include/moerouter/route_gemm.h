@@ -44,6 +44,10 @@ constexpr std::int64_t kRouteGemmCrossoverTokens = 0;
 /// same stream. Two launches that may run at the same time need separate workspaces.
 std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts);
 
+/// Thread-block clusters of the decode kernel that fit on the current device at once (the
+/// launcher's grid never exceeds it; cached per device; 16 if the occupancy query fails).
+int route_gemm_resident_clusters();
+
 /// The fused decode route of p.n <= 64 tokens in one launch on `stream` (device pointers).
 /// x bf16 [n, H] with row stride p.x_stride, W bf16 [E, H] contiguous, bias fp32 [E] or null,
 /// outputs weights fp32 [n, k] and ids i32/i64 [n, k] with their row strides, ids sorted by

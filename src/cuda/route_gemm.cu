@@ -87,6 +87,8 @@ int max_resident_clusters() {
 
 }  // namespace
 
+int route_gemm_resident_clusters() { return max_resident_clusters(); }
+
 std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts) {
   if (max_n < 1 || max_n > kRouteGemmMaxTokens || experts < 1 || experts > kRouteGemmMaxExperts) {
     return 0;
