@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -51,8 +52,10 @@ double config_number(const nlohmann::json& cfg, std::initializer_list<const char
 std::int64_t config_int(const nlohmann::json& cfg, std::initializer_list<const char*> names,
                         const std::string& source, const double* fallback = nullptr) {
   const double v = config_number(cfg, names, source, fallback);
-  if (v != static_cast<double>(static_cast<std::int64_t>(v)) || v < 0 || v > 1e12) {
-    fail(source + ": '" + *names.begin() + "' must be a non-negative integer, got " +
+  // Range first: casting an out-of-range double to an integer is undefined behaviour. 1e9 keeps
+  // every field inside int32 and every product of two inside int64.
+  if (!(v >= 0 && v <= 1e9) || v != std::floor(v)) {
+    fail(source + ": '" + *names.begin() + "' must be an integer in [0, 1e9], got " +
          std::to_string(v));
   }
   return static_cast<std::int64_t>(v);

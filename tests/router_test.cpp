@@ -113,7 +113,10 @@ TEST(RouterConfig, ClearErrors) {
                 .find("sqrtsoftplus"),
             std::string::npos);
   EXPECT_NE(err(R"({"hidden_size":8.5,"n_routed_experts":8,"num_experts_per_tok":2,"vocab_size":5,"num_hidden_layers":2})")
-                .find("non-negative integer"),
+                .find("must be an integer in [0, 1e9]"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"hidden_size":1e300,"n_routed_experts":8,"num_experts_per_tok":2,"vocab_size":5,"num_hidden_layers":2})")
+                .find("must be an integer in [0, 1e9]"),
             std::string::npos);
   EXPECT_NE(err(R"({"hidden_size":8,"n_routed_experts":8,"num_experts_per_tok":2,"vocab_size":5,"num_hidden_layers":2,"num_hash_layers":3})")
                 .find("exceeds num_hidden_layers"),
