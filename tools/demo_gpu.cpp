@@ -59,8 +59,8 @@ class GpuDemoBackend final : public DemoBackend {
     std::vector<GateTensors> layers;
     if (!hash.w.empty()) layers.push_back({true, hash.w, {}, hash.tid2eid});
     hash_layer_ = hash.w.empty() ? -1 : 0;
-    dense_layer_ = static_cast<int>(layers.size());
-    layers.push_back({false, dense.w, dense.bias, {}});
+    dense_layer_ = dense.w.empty() ? -1 : static_cast<int>(layers.size());
+    if (!dense.w.empty()) layers.push_back({false, dense.w, dense.bias, {}});
     cfg.num_hash_layers = hash.w.empty() ? 0 : 1;
     cfg.num_layers = static_cast<std::int32_t>(layers.size());
     RouterOptions opts;
