@@ -78,6 +78,16 @@ void check_bias(const std::optional<at::Tensor>& bias, const at::Tensor& ref, in
                     bias->sizes());
 }
 
+// The output fields every route params struct shares (checked by check_outputs).
+template <typename Params>
+void set_outputs(Params& p, const at::Tensor& weights, const at::Tensor& ids, const char* op) {
+  p.weights = weights.data_ptr<float>();
+  p.weights_stride = weights.stride(0);
+  p.ids = ids.data_ptr();
+  p.ids_dtype = ids_dtype_of(ids, op);
+  p.ids_stride = ids.stride(0);
+}
+
 RouteLogitsParams logits_params(const at::Tensor& logits, const std::optional<at::Tensor>& bias,
                                 int64_t k, double scale, const at::Tensor& weights,
                                 const at::Tensor& ids) {
@@ -92,11 +102,7 @@ RouteLogitsParams logits_params(const at::Tensor& logits, const std::optional<at
   p.logits_dtype = logits.scalar_type() == at::kFloat ? DType::kF32 : DType::kBF16;
   p.logits_stride = logits.stride(0);
   p.bias = bias ? bias->data_ptr<float>() : nullptr;
-  p.weights = weights.data_ptr<float>();
-  p.weights_stride = weights.stride(0);
-  p.ids = ids.data_ptr();
-  p.ids_dtype = ids_dtype_of(ids, op);
-  p.ids_stride = ids.stride(0);
+  set_outputs(p, weights, ids, op);
   p.n = logits.size(0);
   p.experts = logits.size(1);
   p.k = static_cast<std::int32_t>(k);
@@ -123,11 +129,7 @@ RouteParams route_params(const at::Tensor& x, const at::Tensor& w,
   p.x_stride = x.stride(0);
   p.w = w.data_ptr();
   p.bias = bias ? bias->data_ptr<float>() : nullptr;
-  p.weights = weights.data_ptr<float>();
-  p.weights_stride = weights.stride(0);
-  p.ids = ids.data_ptr();
-  p.ids_dtype = ids_dtype_of(ids, op);
-  p.ids_stride = ids.stride(0);
+  set_outputs(p, weights, ids, op);
   p.n = x.size(0);
   p.hidden = x.size(1);
   p.experts = w.size(0);
@@ -162,11 +164,7 @@ HashRouteParams hash_params(const at::Tensor& token_ids, const at::Tensor& table
   p.table = table.data_ptr();
   p.table_dtype = table.scalar_type() == at::kLong ? DType::kI64 : DType::kI32;
   p.vocab = table.size(0);
-  p.weights = weights.data_ptr<float>();
-  p.weights_stride = weights.stride(0);
-  p.ids = ids.data_ptr();
-  p.ids_dtype = ids_dtype_of(ids, op);
-  p.ids_stride = ids.stride(0);
+  set_outputs(p, weights, ids, op);
   p.n = token_ids.size(0);
   p.experts = experts;
   p.k = static_cast<std::int32_t>(k);
