@@ -45,6 +45,7 @@ RouteComparison compare_route(const RouteResult& ref, const void* ids, DType ids
   std::vector<std::int64_t> got(static_cast<std::size_t>(k));
   std::vector<double> b(static_cast<std::size_t>(E)), tol(static_cast<std::size_t>(E));
   std::vector<std::uint8_t> chosen(static_cast<std::size_t>(E));
+  std::vector<double> s(static_cast<std::size_t>(k)), ds(s.size());  // per row, reused
   auto fail = [&](std::int64_t n, const std::string& why) {
     if (c.first_failure.empty()) {
       std::ostringstream os;
@@ -130,7 +131,6 @@ RouteComparison compare_route(const RouteResult& ref, const void* ids, DType ids
       }
       continue;
     }
-    std::vector<double> s(static_cast<std::size_t>(k)), ds(s.size());
     double sum = 0.0, dsum = 0.0;
     bool subnormal = false;
     for (int j = 0; j < k; ++j) {
