@@ -35,9 +35,8 @@ int route_chunks(std::int64_t experts) {
 }
 
 // Batches below kSmallMaxRows take route_topk_small_kernel (a chain of latencies per row),
-// with the next-row prefetch below kSmallPrefetchMaxRows; larger ones route_topk_kernel. The
-// bounds come from bench timings (H200) at N = 1, 64, 1024 and 4096.
-constexpr std::int64_t kSmallPrefetchMaxRows = 512;
+// larger ones route_topk_kernel: on an H200 the small kernel was faster at N = 1 to 1024
+// (3.20 vs 3.68 us at N = 1), even at 2048, slower from 4096 on (8.6 vs 7.9 us).
 constexpr std::int64_t kSmallMaxRows = 2048;
 
 template <typename Kernel>
@@ -60,13 +59,9 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
   const int chunks = route_chunks(a.experts);
   return MOER_DISPATCH_REAL_DTYPE(logits_dtype, T, "route: logits_dtype", [&] {
     return MOER_DISPATCH_ROUTE_CHUNKS(chunks, kChunks, [&] {
-      if (a.n < kSmallPrefetchMaxRows) {
-        return launch_one_warp_per_row(kernels::route_topk_small_kernel<T, kChunks, true>, a,
-                                       stream, "route: route_topk_small_kernel launch");
-      }
       if (a.n < kSmallMaxRows) {
-        return launch_one_warp_per_row(kernels::route_topk_small_kernel<T, kChunks, false>, a,
-                                       stream, "route: route_topk_small_kernel launch");
+        return launch_one_warp_per_row(kernels::route_topk_small_kernel<T, kChunks>, a, stream,
+                                       "route: route_topk_small_kernel launch");
       }
       return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks>, a, stream,
                                      "route: route_topk_kernel launch");

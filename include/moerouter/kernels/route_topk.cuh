@@ -21,6 +21,9 @@
 //      every expert, 32 at a time, merged into a running top-k list. Slower, same results.
 // Levels 1 and 2 move the (usually k plus a few) candidates to one lane each, compute their
 // exact keys, rank the packed (order_key, ~index) keys in parallel and write the k best.
+//
+// Two kernels run this method: route_topk_kernel for large batches, route_topk_small_kernel
+// (bottom of the file) for small ones, where one row's chain of latencies is the time.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -670,12 +673,11 @@ __device__ __forceinline__ RouteBias load_bias(const RouteTopkArgs& a, int warp,
 
 }  // namespace route_detail
 
-/// The small-batch variant of route_topk_kernel (fewer rows than warps, or a few per warp),
-/// where a row's chain of dependent latencies is the time. Same levels, same results. A warp
-/// loads its first row before the bias (both latencies overlap), keeps the bias in shared
-/// memory rather than registers, and with kPrefetch loads its next row before it routes the
-/// current one.
-template <typename T, int kChunks, bool kPrefetch>
+/// The small-batch variant of route_topk_kernel (route.cu uses it below 2048 rows, where a
+/// row's chain of dependent latencies is the time): same levels, same results. A warp loads its
+/// first row before the bias (both latencies overlap), keeps the bias in shared memory rather
+/// than registers, and loads its next row before it routes the current one.
+template <typename T, int kChunks>
 __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
     route_topk_small_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
@@ -697,13 +699,8 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
     float l[kSlots];
 #pragma unroll
     for (int v = 0; v < kSlots; ++v) l[v] = next[v];
-    if (kPrefetch) {
-      if (row + warps_total < a.n) load_row<T, kChunks>(a, row + warps_total, lane, next);
-      route_row<kSlots>(a, sm, s_bias, row, l, rb);
-    } else {
-      route_row<kSlots>(a, sm, s_bias, row, l, rb);
-      if (row + warps_total < a.n) load_row<T, kChunks>(a, row + warps_total, lane, next);
-    }
+    if (row + warps_total < a.n) load_row<T, kChunks>(a, row + warps_total, lane, next);
+    route_row<kSlots>(a, sm, s_bias, row, l, rb);
   }
 }
 
