@@ -34,23 +34,37 @@ int route_chunks(std::int64_t experts) {
   return c == 5 ? 6 : c == 7 ? 8 : c;
 }
 
+// Batches below kSmallMaxRows take route_topk_small_kernel (a chain of latencies per row),
+// larger ones route_topk_kernel: on an H200 the small kernel was faster at N = 1 to 1024
+// (3.20 vs 3.68 us at N = 1), even at 2048, slower from 4096 on (8.6 vs 7.9 us).
+constexpr std::int64_t kSmallMaxRows = 2048;
+
+template <typename Kernel>
+Status launch_one_warp_per_row(Kernel kernel, const kernels::RouteTopkArgs& a,
+                               cudaStream_t stream, const char* what) {
+  constexpr int kThreads = kernels::kRouteWarps * 32;
+  const std::int64_t want = (a.n + kernels::kRouteWarps - 1) / kernels::kRouteWarps;
+  const int resident = detail::resident_blocks(reinterpret_cast<const void*>(kernel), kThreads);
+  const int blocks = int(std::min<std::int64_t>(want, resident));
+  // The logit filter pays off once warps take several rows each (throughput-bound); below
+  // that the latency of its extra reductions dominates.
+  kernels::RouteTopkArgs args = a;
+  args.logit_filter = a.n >= 2 * std::int64_t(resident) * kernels::kRouteWarps;
+  kernel<<<blocks, kThreads, 0, stream>>>(args);
+  return detail::launch_status(what);
+}
+
 Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
                          cudaStream_t stream) {
   const int chunks = route_chunks(a.experts);
   return MOER_DISPATCH_REAL_DTYPE(logits_dtype, T, "route: logits_dtype", [&] {
     return MOER_DISPATCH_ROUTE_CHUNKS(chunks, kChunks, [&] {
-      const auto kernel = kernels::route_topk_kernel<T, kChunks>;
-      constexpr int kThreads = kernels::kRouteWarps * 32;
-      const std::int64_t want = (a.n + kernels::kRouteWarps - 1) / kernels::kRouteWarps;
-      const int resident =
-          detail::resident_blocks(reinterpret_cast<const void*>(kernel), kThreads);
-      const int blocks = int(std::min<std::int64_t>(want, resident));
-      // The logit filter pays off once warps take several rows each (throughput-bound);
-      // below that the latency of its extra reductions dominates.
-      kernels::RouteTopkArgs args = a;
-      args.logit_filter = a.n >= 2 * std::int64_t(resident) * kernels::kRouteWarps;
-      kernel<<<blocks, kThreads, 0, stream>>>(args);
-      return detail::launch_status("route: route_topk_kernel launch");
+      if (a.n < kSmallMaxRows) {
+        return launch_one_warp_per_row(kernels::route_topk_small_kernel<T, kChunks>, a, stream,
+                                       "route: route_topk_small_kernel launch");
+      }
+      return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks>, a, stream,
+                                     "route: route_topk_kernel launch");
     });
   });
 }

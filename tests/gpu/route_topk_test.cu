@@ -246,6 +246,34 @@ TEST_F(GpuRouteLogits, LargeBatchesAllPatternsAndBiasShapes) {
   }
 }
 
+// Batches on both sides of the launcher's kernel choice (route.cu: route_topk_small_kernel
+// below 2048 rows, route_topk_kernel from there on) with bf16 and f32 logits, padded row
+// strides and int64 ids; the ties pattern takes the levels after the filters.
+TEST_F(GpuRouteLogits, LargeBatchDtypesStridesAndTies) {
+  std::uint64_t seed = 9000;
+  const std::int64_t ns[] = {700, quick() ? 2100 : 6000};
+  for (std::int64_t n : ns) {
+    for (std::int64_t e : {64, 128, 256, 384}) {
+      for (std::int64_t stride : {e, e + 4}) {
+        RouteCase<bf16> c{n, e, stride, 6, 2.5f, true, {}, {}};
+        c.logits = testing::make_bf16(n * stride, 2.0, ++seed);
+        c.bias = testing::make_bias(e, ++seed);
+        check_route_case(c, testing::config(n, e, 6, "bf16 stride=" + std::to_string(stride)));
+        if (HasFatalFailure()) return;
+        for (LogitPattern pat : {LogitPattern::kNormal, LogitPattern::kTies}) {
+          RouteCase<float> f{n, e, stride, 8, 1.5f, false, {}, {}};
+          f.logits = testing::make_logits(n, stride, pat, ++seed);
+          f.bias = c.bias;
+          check_route_case(f, testing::config(n, e, 8, std::string("f32 pattern=") +
+                                                           testing::pattern_name(pat) +
+                                                           " stride=" + std::to_string(stride)));
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(GpuRouteLogits, NoBiasAndOddExpertCounts) {
   std::uint64_t seed = 77;
   for (std::int64_t e : {1, 3, 33, 129, 255, 641, 1023, 1024}) {

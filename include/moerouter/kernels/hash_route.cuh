@@ -105,9 +105,16 @@ __global__ void hash_route_gather_kernel(const HashRouteArgs a) {
                                       : __ldg(static_cast<const float*>(a.logits) + off);
     s = detail::sqrt_softplus(logit);
   }
-  // detail::renormalize's order: 0 + s0 + s1 + ... (every lane of the group sums the same way).
+  // detail::renormalize's order: 0 + s0 + s1 + ... (every lane of the group sums the same way;
+  // the shuffles first, independent of each other, then the additions in order).
+  float part[kGroup];
+#pragma unroll
+  for (int jj = 0; jj < kGroup; ++jj) part[jj] = __shfl_sync(detail::kFullMask, s, group_base + jj);
   float sum = 0.0f;
-  for (int jj = 0; jj < a.k; ++jj) sum += __shfl_sync(detail::kFullMask, s, group_base + jj);
+#pragma unroll
+  for (int jj = 0; jj < kGroup; ++jj) {
+    if (jj < a.k) sum += part[jj];
+  }
   if (active && j < a.k) {
     float w = 0.0f;
     if (!bad) {
