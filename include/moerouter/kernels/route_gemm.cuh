@@ -114,15 +114,35 @@ __device__ __forceinline__ void trigger_dependents() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 
-/// Counts this block's arrival at `counter` (thread 0; every thread has fenced its writes and
-/// passed a barrier). Returns true in the block that arrives last, which resets the counter.
+/// Counts this block's arrival at `counter`; thread 0 only, after a barrier that follows every
+/// write of the block (cooperative groups' grid-sync pattern: the barrier makes the block's
+/// writes part of what thread 0's fence orders before the count). Returns true in the block
+/// that arrives last, which resets the counter for the next launch; its fence then orders the
+/// others' writes before its block's reads (after the next barrier).
 __device__ __forceinline__ bool arrive_last(unsigned* counter, unsigned expected) {
+  __threadfence();
   const unsigned old = atomicAdd(counter, 1u);
   const bool last = old == expected - 1;
-  if (last) atomicExch(counter, 0u);  // every other block has counted itself
-  __threadfence();                    // the acquire side: the others' writes are visible
+  if (last) {
+    atomicExch(counter, 0u);  // every other block has counted itself
+    __threadfence();
+  }
   return last;
 }
+
+#if defined(MOER_ROUTE_GEMM_TRACE)
+// Diagnosis builds only: %globaltimer at each stage, thread 0 of every block.
+__device__ unsigned long long g_trace[1024][8];
+__device__ __forceinline__ void trace(int slot) {
+  if (threadIdx.x == 0) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    g_trace[blockIdx.x][slot] = t;
+  }
+}
+#else
+__device__ __forceinline__ void trace(int) {}
+#endif
 
 /// The dense route of one row of fp32 logits written earlier in this launch (in shared memory,
 /// kShared, or global memory read through L2, never the non-coherent path), one warp:
@@ -282,6 +302,7 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   const int wc1 = min(c1, wc0 + wc);
   const std::uint16_t* w_row = a.w + std::int64_t(e_ok ? e : 0) * a.hidden + 8 * c;
 
+  trace(0);
   float acc[kMTiles][4];
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
@@ -328,6 +349,7 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   grid_dependency_wait();  // (again) before any workspace access, also for a warp without chunks
   // This block is past its loads of x: a dependent kernel may start its prologue.
   trigger_dependents();
+  trace(1);
 
   // ---- stage 2: reduce over the block's warps in a fixed order, then over the splits ------
   // C fragment: rows (tokens) quad and quad + 8, columns (experts) 2c and 2c + 1.
@@ -356,8 +378,8 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
       my_part[i] = sum;
     }
   }
-  __threadfence();
   __syncthreads();
+  trace(2);
   if (!direct && !a.one_level) {
     if (threadIdx.x == 0) flag_s = arrive_last(a.counters + 1 + tile, unsigned(a.splits));
     __syncthreads();
@@ -381,13 +403,13 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
       for (; s < a.splits; ++s) sum += __ldcg(tile_part + std::int64_t(s) * items + i);
       if (ee < a.experts) a.logits[std::int64_t(t) * a.logits_stride + ee] = sum;
     }
-    __threadfence();
     __syncthreads();
   }
   if (threadIdx.x == 0) {
     flag_s = arrive_last(a.counters, unsigned(a.one_level ? a.tiles * a.splits : a.tiles));
   }
   __syncthreads();
+  trace(3);
   if (!flag_s) return;
   // The partial sums are dead: their shared memory becomes the warps' route buffers (and,
   // one_level, the logits after them).
@@ -417,6 +439,7 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
     }
     __syncthreads();
   }
+  trace(4);
 
   // ---- stage 3 (last block only): the dense route of every row, one warp per row ----------
   RouteTopkArgs ra{};
@@ -463,6 +486,7 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
                                       b_range, logit_filter);
     }
   }
+  if (warp == 0) trace(5);
 }
 
 }  // namespace kernels
