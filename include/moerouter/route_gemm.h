@@ -32,11 +32,20 @@ constexpr std::int64_t kRouteGemmMaxTokens = 64;
 constexpr std::int64_t kRouteGemmMaxExperts = 1024;
 /// Largest k of launch_route_gemm.
 constexpr std::int32_t kRouteGemmMaxK = 32;
-/// Largest batch for which the Router and the torch ops dispatch to launch_route_gemm rather
-/// than the prefill path (cuBLASLt GEMM + fused route). Measured on an H100
-/// (docs/benchmarks.md): today the decode kernel is slower than cuBLAS's GEMM alone at every N
-/// from 1 to 64, so no batch takes it (0). Raise it when the kernel wins.
-constexpr std::int64_t kRouteGemmCrossoverTokens = 64;
+/// Smallest batch bound below which the Router dispatches to launch_route_gemm rather than
+/// the prefill path (cuBLASLt GEMM + fused route) for every shape; see
+/// route_gemm_crossover_tokens for the per-shape bound.
+constexpr std::int64_t kRouteGemmCrossoverTokens = 2;
+
+/// Largest batch for which the Router dispatches a dense layer of `experts` x `hidden` to
+/// launch_route_gemm rather than the prefill path. Measured on an H200 (bench/route_gemm_bench,
+/// cold L2, CUDA graph): the decode kernel beats cuBLASLt + fused route up to n = 8 at
+/// DSV4-Flash's size (E * H = 1 Mi) and up to n = 2 at DSV4-Pro's (2.75 Mi); beyond that the
+/// prefill path's two launches win (the decode kernel re-reads x per expert tile and sums the
+/// H splits through L2).
+constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden) {
+  return experts * hidden <= (std::int64_t(1) << 20) ? 8 : kRouteGemmCrossoverTokens;
+}
 
 /// Bytes of device workspace that launch_route_gemm needs for up to `max_n` tokens (1..64) of
 /// `experts` experts (1..1024): a 1 KiB header (arrival counters), max_n rows of fp32 logits,
