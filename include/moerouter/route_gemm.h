@@ -69,7 +69,7 @@ struct RouteGemmTiling {
 
 /// The tiling launch_route_gemm uses on a device of `sms` multiprocessors. For benchmarks and
 /// tests: force_groups > 0 forces that many groups per tile, force_levels 1 or 2 forces one or
-/// two reduction levels (one only where the logits fit in shared memory); 0: the cost model.
+/// two reduction levels (one only where the logits fit in shared memory); 0: the measured rule.
 RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int64_t hidden,
                                   int sms, int force_groups = 0, int force_levels = 0);
 
