@@ -1,12 +1,14 @@
-// Decode-router benchmark: the one-launch route_gemm vs cuBLAS GEMM alone vs the practical
-// floor (a plain kernel reading the same bytes) vs HBM copy bandwidth, for DSV4-Flash and
-// DSV4-Pro at k = 6 and N = 1..64. Every timed launch is captured in a CUDA graph; L2 is kept
+// Decode-router benchmark: the one-launch route_gemm vs cuBLAS GEMM alone vs the prefill path
+// (cuda::route: cuBLASLt GEMM + fused route, two launches) vs the practical floor (a plain
+// kernel reading the same bytes) vs HBM copy bandwidth, for DSV4-Flash and DSV4-Pro at k = 6
+// and N = 1..64. Every timed launch is captured in a CUDA graph; L2 is kept
 // cold by rotating distinct copies of W (3x the L2 size in all); x stays hot, as it would be
 // right after the previous layer wrote it. Also the exposed time behind a preceding kernel,
 // with and without programmatic dependent launch (PDL).
 //
-//   route_gemm_bench [--reps R]
-// Prints `us | GB/s | % copy | x cuBLAS | x floor` per shape.
+//   route_gemm_bench [--reps R] [--sweep]
+// Prints `us | GB/s | % copy | cuBLAS | cuBLASLt+route | floor | x floor | exposed` per shape;
+// --sweep also times every forced tiling (groups per expert tile) of the decode kernel.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -17,9 +19,17 @@
 #include <string>
 #include <vector>
 
+#include "moerouter/cuda.h"
 #include "moerouter/kernels/route_gemm.cuh"
 #include "moerouter/route_gemm.h"
 #include "moerouter/synthetic.h"
+
+// Optional before/after: -DMOER_BENCH_OLD='"path.cuh"' names a header that defines
+// old_workspace_bytes(E) and old_launch(params, w, workspace, stream, sms) for an earlier
+// kernel, timed in the --sweep lines.
+#ifdef MOER_BENCH_OLD
+#include MOER_BENCH_OLD
+#endif
 
 namespace {
 
@@ -133,8 +143,10 @@ double time_graph(cudaStream_t s, int launches, int reps, F&& body) {
 int main(int argc, char** argv) {
   using namespace moerouter;
   int reps = 15;
+  bool sweep = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--sweep")) sweep = true;
   }
   int dev = 0;
   cudaDeviceProp prop{};
@@ -160,8 +172,9 @@ int main(int argc, char** argv) {
   const double empty_us = time_graph(s, 200, reps, [&](int) { empty_kernel<<<1, 32, 0, s>>>(); });
   std::printf("copy bandwidth: %.0f GB/s (read + write); empty kernel in a graph: %.2f us\n",
               copy_gbs, empty_us);
-  std::printf("decode kernel: at most %d clusters of %d blocks resident\n\n",
-              moerouter::cuda::route_gemm_resident_clusters(), kernels::kRouteGemmClusterK);
+  std::printf("\n");
+  moerouter::cuda::RouterGemm lt;
+  CHECK_OK(lt.init());
 
   cublasHandle_t blas;
   CHECK_CUBLAS(cublasCreate(&blas));
@@ -174,9 +187,9 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMalloc(&sink, 1 << 20));
   CHECK_CUDA(cudaMemset(sink, 0, 1 << 20));
 
-  std::printf("%-6s %3s | %8s %7s %6s | %8s %8s | %7s %7s | %9s %9s\n", "model", "N", "ours us",
-              "GB/s", "%copy", "cuBLAS", "floor us", "x cuBLAS", "x floor", "exp. PDL",
-              "exp. noPDL");
+  std::printf("%-6s %3s | %8s %7s %6s | %8s %8s %8s | %7s %7s | %9s %9s | %s\n", "model", "N",
+              "ours us", "GB/s", "%copy", "cuBLAS", "Lt+route", "floor us", "x Lt+rt",
+              "x floor", "exp. PDL", "exp. noPDL", "tiling (groups x wk, tiles x splits)");
   const long long busy_cycles = 20000;  // ~11 us at 1.75 GHz
   for (const ModelShape& m : {dsv4_flash(), dsv4_pro()}) {
     const std::int64_t H = m.hidden, E = m.experts;
@@ -189,7 +202,7 @@ int main(int argc, char** argv) {
       CHECK_CUDA(cudaMemcpy(p, layer.w.data(), w_bytes, cudaMemcpyHostToDevice));
     }
     const std::vector<bf16> xh = make_hidden(64, H, 2);
-    void *x, *bias, *weights, *ids, *logits, *work;
+    void *x, *bias, *weights, *ids, *logits, *work, *route_work;
     CHECK_CUDA(cudaMalloc(&x, xh.size() * 2));
     CHECK_CUDA(cudaMemcpy(x, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMalloc(&bias, E * 4));
@@ -200,6 +213,13 @@ int main(int argc, char** argv) {
     const std::size_t work_bytes = moerouter::cuda::route_gemm_workspace_size(64, E);
     CHECK_CUDA(cudaMalloc(&work, work_bytes));
     CHECK_CUDA(cudaMemset(work, 0, work_bytes));
+#ifdef MOER_BENCH_OLD
+    void* old_work;
+    CHECK_CUDA(cudaMalloc(&old_work, old_workspace_bytes(E)));
+    CHECK_CUDA(cudaMemset(old_work, 0, old_workspace_bytes(E)));
+#endif
+    const std::size_t route_work_bytes = moerouter::cuda::route_workspace_size(64, E);
+    CHECK_CUDA(cudaMalloc(&route_work, route_work_bytes));
 
     for (int n : {1, 2, 4, 8, 16, 32, 64}) {
       RouteParams p;
@@ -227,6 +247,11 @@ int main(int argc, char** argv) {
                                   CUDA_R_16BF, int(H), &zero, logits, CUDA_R_32F, int(E),
                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       });
+      const double lt_us = time_graph(s, launches, reps, [&](int i) {
+        RouteParams q = p;
+        q.w = ws[std::size_t(i) % ws.size()];
+        CHECK_OK(moerouter::cuda::route(q, lt, route_work, route_work_bytes, s));
+      });
       const double floor_us = time_graph(s, launches, reps, [&](int i) {
         read_floor_kernel<<<sms * 2, 512, 0, s>>>(
             static_cast<const uint4*>(ws[std::size_t(i) % ws.size()]), w_bytes / 16,
@@ -246,18 +271,47 @@ int main(int argc, char** argv) {
       });
       const double bytes = double(w_bytes) + double(n) * H * 2;
       const double gbs = bytes / ours_us / 1e3;
-      std::printf("%-6s %3d | %8.2f %7.0f %5.1f%% | %8.2f %8.2f | %7.2f %7.2f | %9.2f %9.2f\n",
-                  m.name.c_str(), n, ours_us, gbs, 100.0 * gbs / copy_gbs, blas_us, floor_us,
-                  blas_us / ours_us, ours_us / floor_us, pair_pdl - busy_us,
-                  pair_plain - busy_us);
+      const moerouter::cuda::RouteGemmTiling tl =
+          moerouter::cuda::route_gemm_tiling(n, E, H, sms);
+      std::printf("%-6s %3d | %8.2f %7.0f %5.1f%% | %8.2f %8.2f %8.2f | %7.2f %7.2f | %9.2f %9.2f "
+                  "| %dx%d, %dx%d, %d level(s)\n",
+                  m.name.c_str(), n, ours_us, gbs, 100.0 * gbs / copy_gbs, blas_us, lt_us,
+                  floor_us, lt_us / ours_us, ours_us / floor_us, pair_pdl - busy_us,
+                  pair_plain - busy_us, tl.groups, tl.wk, tl.tiles, tl.splits,
+                  tl.one_level ? 1 : 2);
       std::fflush(stdout);
+      if (sweep) {
+        std::printf("    sweep groups(tiles x splits, levels):");
+        for (int tg : {1, 2, 3, 4, 6, 8, 12, 16}) {
+          for (int lv : {1, 2}) {
+            const moerouter::cuda::RouteGemmTiling ft =
+                moerouter::cuda::route_gemm_tiling(n, E, H, sms, tg, lv);
+            if (ft.tiles == 0 || (lv == 1 && !ft.one_level)) continue;
+            const double t_us = time_graph(s, launches, reps, [&](int i) {
+              RouteParams q = p;
+              q.w = ws[std::size_t(i) % ws.size()];
+              CHECK_OK(
+                  moerouter::cuda::launch_route_gemm_tiled(q, work, work_bytes, s, false, tg, lv));
+            });
+            std::printf(" %d(%dx%d,%d):%.2f", tg, ft.tiles, ft.splits, lv, t_us);
+          }
+        }
+#ifdef MOER_BENCH_OLD
+        const double old_us = time_graph(s, launches, reps, [&](int i) {
+          old_launch(p, ws[std::size_t(i) % ws.size()], old_work, s, sms);
+        });
+        std::printf(" | before (clusters): %.2f", old_us);
+#endif
+        std::printf("\n");
+        std::fflush(stdout);
+      }
     }
     for (void* p : ws) CHECK_CUDA(cudaFree(p));
-    for (void* p : {x, bias, weights, ids, logits, work}) CHECK_CUDA(cudaFree(p));
+    for (void* p : {x, bias, weights, ids, logits, work, route_work}) CHECK_CUDA(cudaFree(p));
   }
   CHECK_CUDA(cudaDeviceSynchronize());
   std::printf("\n(GB/s counts W + x bytes once; %% copy is of the copy bandwidth above; "
-              "x cuBLAS = cuBLAS time / ours; x floor = ours / floor; exp. = exposed time "
+              "x Lt+rt = cuda::route time / ours; x floor = ours / floor; exp. = exposed time "
               "behind a ~%lld-cycle preceding kernel)\n",
               busy_cycles);
   return 0;

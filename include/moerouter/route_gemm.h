@@ -2,11 +2,14 @@
 //
 // From x and W, computes SPEC.md's dense route in a single kernel launch: logits = x W^T (bf16
 // in, fp32 accumulate on tensor cores), s = sqrt(softplus(logit)), top-k of s + bias, weights
-// renormalized in rank order and scaled. The H reduction is split over thread-block clusters
-// and finished through distributed shared memory; the last cluster to finish does the top-k.
+// renormalized in rank order and scaled.
 // Nothing goes back through the host, so a call is CUDA-graph capturable, and the result is
 // bit-reproducible run after run (every sum has a fixed order). The logits differ from the
 // CPU backend's only by fp32 summation order (SPEC.md's GEMM bound).
+//
+// The grid covers the SMs with (expert tile x H split) blocks; split partial sums meet in the
+// workspace, and the last block of each tile (then the last tile) finishes the sums (then the
+// route), found by arrival counters that the kernel resets itself.
 //
 // Programmatic dependent launch (pdl = true): the kernel streams W before it waits for the
 // previous kernel on the stream, so W and bias must not be written by that kernel (only x may).
@@ -29,24 +32,46 @@ constexpr std::int64_t kRouteGemmMaxTokens = 64;
 constexpr std::int64_t kRouteGemmMaxExperts = 1024;
 /// Largest k of launch_route_gemm.
 constexpr std::int32_t kRouteGemmMaxK = 32;
-/// Largest batch for which the Router and the torch ops dispatch to launch_route_gemm rather
-/// than the prefill path (cuBLASLt GEMM + fused route). Measured on an H100
-/// (docs/benchmarks.md): today the decode kernel is slower than cuBLAS's GEMM alone at every N
-/// from 1 to 64, so no batch takes it (0). Raise it when the kernel wins.
-constexpr std::int64_t kRouteGemmCrossoverTokens = 0;
+/// Smallest batch bound below which the Router dispatches to launch_route_gemm rather than
+/// the prefill path (cuBLASLt GEMM + fused route) for every shape; see
+/// route_gemm_crossover_tokens for the per-shape bound.
+constexpr std::int64_t kRouteGemmCrossoverTokens = 2;
+
+/// Largest batch for which the Router dispatches a dense layer of `experts` x `hidden` to
+/// launch_route_gemm rather than the prefill path. Measured on an H200 (bench/route_gemm_bench,
+/// cold L2, CUDA graph): the decode kernel beats cuBLASLt + fused route up to n = 8 at
+/// DSV4-Flash's size (E * H = 1 Mi) and up to n = 2 at DSV4-Pro's (2.75 Mi); beyond that the
+/// prefill path's two launches win (the decode kernel re-reads x per expert tile and sums the
+/// H splits through L2).
+constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden) {
+  return experts * hidden <= (std::int64_t(1) << 20) ? 8 : kRouteGemmCrossoverTokens;
+}
 
 /// Bytes of device workspace that launch_route_gemm needs for up to `max_n` tokens (1..64) of
-/// `experts` experts (1..1024): a 256-byte header (an arrival counter) plus max_n * experts
-/// fp32 scores. Returns 0 for arguments outside those ranges.
+/// `experts` experts (1..1024): a 1 KiB header (arrival counters), max_n rows of fp32 logits,
+/// and room for the H splits' partial sums (about 128 * max_n * (E + 128) bytes). Returns 0
+/// for arguments outside those ranges.
 ///
 /// The workspace must be zero-filled once after allocation (cudaMemset); every launch leaves
-/// its counter at zero again, so it can be reused by later launches and graph replays on the
+/// its counters at zero again, so it can be reused by later launches and graph replays on the
 /// same stream. Two launches that may run at the same time need separate workspaces.
 std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts);
 
-/// Thread-block clusters of the decode kernel that fit on the current device at once (the
-/// launcher's grid never exceeds it; cached per device; 16 if the occupancy query fails).
-int route_gemm_resident_clusters();
+/// The decode kernel's grid for a shape: `tiles` expert tiles of 8 * `groups` experts, each
+/// split over `splits` blocks along H, `wk` warps per 8-expert group (block = groups * wk
+/// warps), at most `warp_chunks` 32-wide H chunks per warp; one_level: the grid's last block
+/// sums every split (else each tile's last block, then the last tile routes). tiles == 0: no
+/// tiling fits.
+struct RouteGemmTiling {
+  int groups = 0, tiles = 0, splits = 0, wk = 0, warp_chunks = 0;
+  bool one_level = false;
+};
+
+/// The tiling launch_route_gemm uses on a device of `sms` multiprocessors. For benchmarks and
+/// tests: force_groups > 0 forces that many groups per tile, force_levels 1 or 2 forces one or
+/// two reduction levels (one only where the logits fit in shared memory); 0: the measured rule.
+RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int64_t hidden,
+                                  int sms, int force_groups = 0, int force_levels = 0);
 
 /// The fused decode route of p.n <= 64 tokens in one launch on `stream` (device pointers).
 /// x bf16 [n, H] with row stride p.x_stride, W bf16 [E, H] contiguous, bias fp32 [E] or null,
@@ -63,6 +88,12 @@ int route_gemm_resident_clusters();
 /// cudaLaunchAttributeProgrammaticStreamSerialization (see the file comment).
 Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t workspace_bytes,
                          cudaStream_t stream, bool pdl = false);
+
+/// launch_route_gemm with route_gemm_tiling's force_groups / force_levels (benchmarks and
+/// tests sweep them; 0, 0 is launch_route_gemm).
+Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
+                               std::size_t workspace_bytes, cudaStream_t stream, bool pdl,
+                               int force_groups, int force_levels = 0);
 
 }  // namespace cuda
 }  // namespace moerouter

@@ -58,13 +58,22 @@ void route_out_cuda(const at::Tensor& x, const at::Tensor& w, const std::optiona
   const c10::cuda::CUDAGuard guard(x.device());
   const RouteParams p = route_params(x, w, bias, k, scale, weights, ids);
   const cudaStream_t stream = current_stream(x);
-  if (p.n > 0 && p.n <= cuda::kRouteGemmCrossoverTokens && p.hidden % 8 == 0 &&
-      p.experts <= cuda::kRouteGemmMaxExperts && p.k <= cuda::kRouteGemmMaxK) {
-    // The one-launch decode kernel; its workspace must start zeroed.
+  // The one-launch decode kernel needs a zero-filled workspace. This op keeps none between
+  // calls, and zero-filling a fresh one is one more launch, which costs about what the kernel
+  // saves over the prefill path (route_gemm_crossover_tokens was measured without it): the op
+  // takes the prefill path until it keeps a per-device workspace (kOpDecode).
+  constexpr bool kOpDecode = false;
+  if (kOpDecode && p.n > 0 && p.n <= cuda::route_gemm_crossover_tokens(p.experts, p.hidden) &&
+      p.hidden % 8 == 0 && p.experts <= cuda::kRouteGemmMaxExperts && p.k <= cuda::kRouteGemmMaxK) {
+    // A layout the kernel does not take (kUnsupported: misaligned x or stride) goes through
+    // the prefill path below.
     const std::size_t bytes = cuda::route_gemm_workspace_size(std::max<int64_t>(p.n, 1), p.experts);
     at::Tensor ws = at::zeros({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
-    check_status(cuda::launch_route_gemm(p, ws.data_ptr(), bytes, stream), "route");
-    return;
+    const Status s = cuda::launch_route_gemm(p, ws.data_ptr(), bytes, stream);
+    if (s.code() != StatusCode::kUnsupported) {
+      check_status(s, "route");
+      return;
+    }
   }
   const std::size_t bytes = cuda::route_workspace_size(p.n, p.experts);
   at::Tensor ws = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));

@@ -37,68 +37,114 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; 
     }                                                                           \
   }()
 
-// Experts per lane of the top-k warp: ceil(E / 32) rounded to {8, 12, 16, 32}.
-#define MOER_ROUTE_GEMM_DISPATCH_PER_LANE(per_lane, kPerLane, ...)             \
+// Expert chunks per lane of the route warp: ceil(E / 128) rounded to {2, 3, 4, 8}.
+#define MOER_ROUTE_GEMM_DISPATCH_CHUNKS(chunks, kChunks, ...)                  \
   [&]() -> Status {                                                             \
-    switch (per_lane) {                                                         \
-      case 8: { constexpr int kPerLane = 8; return (__VA_ARGS__)(); }           \
-      case 12: { constexpr int kPerLane = 12; return (__VA_ARGS__)(); }         \
-      case 16: { constexpr int kPerLane = 16; return (__VA_ARGS__)(); }         \
-      case 32: { constexpr int kPerLane = 32; return (__VA_ARGS__)(); }         \
+    switch (chunks) {                                                           \
+      case 2: { constexpr int kChunks = 2; return (__VA_ARGS__)(); }            \
+      case 3: { constexpr int kChunks = 3; return (__VA_ARGS__)(); }            \
+      case 4: { constexpr int kChunks = 4; return (__VA_ARGS__)(); }            \
+      case 8: { constexpr int kChunks = 8; return (__VA_ARGS__)(); }            \
       default:                                                                  \
-        return unsupported("experts per lane must be 8, 12, 16 or 32 (E <= 1024), got " + \
-                           std::to_string(per_lane));                           \
+        return unsupported("expert chunks per lane must be 2, 3, 4 or 8 (E <= 1024), got " + \
+                           std::to_string(chunks));                             \
     }                                                                           \
   }()
 
-// Clusters of the decode kernel that can be resident at once on the current device (cached
-// per device; 16 if the query fails). A grid of more clusters would run in two waves.
-int max_resident_clusters() {
+// Multiprocessors of the current device (cached per device; 132 if the query fails).
+int device_sms() {
   static std::mutex mu;
   static std::map<int, int> cache;
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 16;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
   std::lock_guard<std::mutex> lock(mu);
   const auto it = cache.find(dev);
   if (it != cache.end()) return it->second;
-  // The heaviest instantiation at the largest block: what every launch fits within.
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(16 * kernels::kRouteGemmClusterK);
-  cfg.blockDim = dim3(32 * kernels::kRouteGemmMaxWarps);
-  cfg.dynamicSmemBytes = std::size_t(kernels::kRouteGemmMaxWarps) * 64 * 8 * sizeof(float);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = kernels::kRouteGemmClusterK;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int clusters = 0;
-  if (cudaOccupancyMaxActiveClusters(&clusters, kernels::route_gemm_kernel<4, 32>, &cfg) !=
-          cudaSuccess ||
-      clusters < 1) {
+  int sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      sms < 1) {
     (void)cudaGetLastError();
-    clusters = 16;
+    sms = 132;
   }
-  clusters = std::min(clusters, 16);
-  cache.emplace(dev, clusters);
-  return clusters;
+  cache.emplace(dev, sms);
+  return sms;
 }
 
 }  // namespace
 
-int route_gemm_resident_clusters() { return max_resident_clusters(); }
+RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int64_t hidden,
+                                  int sms, int force_groups, int force_levels) {
+  const int groups_total = int(ceil_div(experts, 8));
+  const int chunks = int(ceil_div(hidden, 32));
+  // Measured (H200, DSV4 Flash and Pro, n = 1..64): the fewest groups per tile whose grid
+  // still covers ~90% of the SMs wins or ties at every n. Fewer groups mean fewer H splits
+  // (less partial-sum traffic and a shorter final reduction); the x re-reads they cost
+  // (x bytes per block grow with the block's H range) matter less.
+  RouteGemmTiling best{};
+  int best_blocks = 0;
+  for (int tg = 1; tg <= kernels::kRouteGemmMaxWarps; ++tg) {
+    if (force_groups > 0 && tg != force_groups) continue;
+    const int tiles = int(ceil_div(groups_total, tg));
+    if (tiles > kernels::kRouteGemmMaxTiles) continue;
+    const int splits = std::max(1, std::min({sms / std::max(tiles, 1), chunks,
+                                             kernels::kRouteGemmMaxSplits}));
+    const int blocks = tiles * splits;
+    if (best.tiles != 0 && blocks <= best_blocks) continue;
+    const int block_chunks = int(ceil_div(chunks, splits));
+    const int wk = std::max(1, std::min(kernels::kRouteGemmMaxWarps / tg, block_chunks));
+    best.groups = tg;
+    best.tiles = tiles;
+    best.splits = splits;
+    best.wk = wk;
+    best.warp_chunks = int(ceil_div(block_chunks, wk));
+    best_blocks = blocks;
+    if (10 * blocks >= 9 * sms) break;
+  }
+  if (best.tiles == 0) return best;
+  // One level (the grid's last block sums every split into shared memory, then routes) saves
+  // an arrival round trip where that block's read is small; it needs the logits to fit in
+  // shared memory beside the warps' route buffers.
+  const std::size_t logit_smem = std::size_t(n) * std::size_t((experts + 3) / 4 * 4) * 4 +
+                                 std::size_t(best.groups) * best.wk * 768;
+  const std::size_t partial_bytes = std::size_t(best.splits) * std::size_t(n) *
+                                    std::size_t(best.tiles) * best.groups * 8 * 4;
+  const bool fits = logit_smem <= 40 * 1024;
+  best.one_level = fits && (force_levels == 1 || (force_levels == 0 && partial_bytes <= 24576));
+  return best;
+}
+
+
+namespace {
+
+std::size_t round256(std::size_t b) { return (b + 255) / 256 * 256; }
+
+// Workspace layout: header (counters), logits [max_n][ceil4(E)], partials.
+std::size_t logits_bytes(std::int64_t max_n, std::int64_t experts) {
+  return round256(std::size_t(max_n) * std::size_t((experts + 3) / 4 * 4) * sizeof(float));
+}
+
+}  // namespace
 
 std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts) {
   if (max_n < 1 || max_n > kRouteGemmMaxTokens || experts < 1 || experts > kRouteGemmMaxExperts) {
     return 0;
   }
-  const std::size_t scores = std::size_t(max_n) * std::size_t(experts) * sizeof(float);
-  return kernels::kRouteGemmHeaderBytes + (scores + 255) / 256 * 256;
+  // Partial sums: at most kMaxSplits splits of every tile, whose experts (8 * groups each)
+  // overshoot E by less than one tile of at most 16 groups.
+  const std::size_t tile_experts = std::size_t(ceil_div(experts, 8) * 8 + 8 * 15);
+  const std::size_t partials = std::size_t(kernels::kRouteGemmMaxSplits) * std::size_t(max_n) *
+                               tile_experts * sizeof(float);
+  return kernels::kRouteGemmHeaderBytes + logits_bytes(max_n, experts) + round256(partials);
 }
 
 Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t workspace_bytes,
                          cudaStream_t stream, bool pdl) {
+  return launch_route_gemm_tiled(p, workspace, workspace_bytes, stream, pdl, 0, 0);
+}
+
+Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
+                               std::size_t workspace_bytes, cudaStream_t stream, bool pdl,
+                               int force_groups, int force_levels) {
   MOER_RETURN_IF_ERROR_CUDA(validate(p));
   if (p.n > kRouteGemmMaxTokens) {
     return unsupported("n must be <= 64 (the decode path), got " + std::to_string(p.n));
@@ -136,23 +182,12 @@ Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t work
   MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(kOp, "ids", p.ids));
   MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(kOp, "workspace", workspace));
 
-  // Tiling: as many expert tiles (clusters) of 8-expert groups as are resident at once (15 or
-  // 16 on an H100: up to 128 blocks stream W in one wave); each block's H range is split over
-  // wk warps per group (groups * wk <= 16).
-  const int groups_total = int(ceil_div(p.experts, 8));
-  const int groups = std::min<int>(kernels::kRouteGemmMaxWarps,
-                                   int(ceil_div(groups_total, max_resident_clusters())));
-  const int tiles = int(ceil_div(groups_total, groups));
-  const int block_k = int(ceil_div(ceil_div(p.hidden, kernels::kRouteGemmClusterK), 32) * 32);
-  const int block_chunks = block_k / 32;
-  int wk = 1;
-  for (int cand = 1; cand * groups <= kernels::kRouteGemmMaxWarps; ++cand) {
-    if (ceil_div(block_chunks, cand) < ceil_div(block_chunks, wk)) wk = cand;
-  }
-  const int warp_chunks = int(ceil_div(block_chunks, wk));
+  const RouteGemmTiling tl =
+      route_gemm_tiling(p.n, p.experts, p.hidden, device_sms(), force_groups, force_levels);
+  if (tl.tiles == 0) return unsupported("no tiling for these shapes");
   const int mtiles = p.n <= 16 ? 1 : p.n <= 32 ? 2 : 4;
-  const int per_lane_raw = int(ceil_div(p.experts, 32));
-  const int per_lane = per_lane_raw <= 8 ? 8 : per_lane_raw <= 12 ? 12 : per_lane_raw <= 16 ? 16 : 32;
+  const int chunks_raw = int(ceil_div(p.experts, 128));
+  const int route_chunks = chunks_raw <= 2 ? 2 : chunks_raw <= 4 ? chunks_raw : 8;
 
   RouteGemmArgs a{};
   a.x = static_cast<const std::uint16_t*>(p.x);
@@ -160,9 +195,11 @@ Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t work
   a.bias = p.bias;
   a.weights = p.weights;
   a.ids = p.ids;
-  a.counter = static_cast<unsigned*>(workspace);
-  a.scores = reinterpret_cast<float*>(static_cast<char*>(workspace) +
-                                      kernels::kRouteGemmHeaderBytes);
+  char* ws = static_cast<char*>(workspace);
+  a.counters = reinterpret_cast<unsigned*>(ws);
+  a.logits = reinterpret_cast<float*>(ws + kernels::kRouteGemmHeaderBytes);
+  a.partials = reinterpret_cast<float*>(ws + kernels::kRouteGemmHeaderBytes +
+                                        logits_bytes(p.n, p.experts));
   a.x_stride = x_stride;
   a.weights_stride = ::moerouter::detail::stride_or(p.weights_stride, p.k);
   a.ids_stride = ::moerouter::detail::stride_or(p.ids_stride, p.k);
@@ -172,33 +209,30 @@ Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t work
   a.k = p.k;
   a.scale = p.scale;
   a.ids64 = p.ids_dtype == DType::kI64 ? 1 : 0;
-  a.tiles = tiles;
-  a.groups = groups;
-  a.wk = wk;
-  a.block_k = block_k;
-  a.warp_chunks = warp_chunks;
+  a.logits_stride = int((p.experts + 3) / 4 * 4);
+  a.tiles = tl.tiles;
+  a.splits = tl.splits;
+  a.groups = tl.groups;
+  a.wk = tl.wk;
+  a.chunks = int(ceil_div(p.hidden, 32));
+  a.warp_chunks = tl.warp_chunks;
+  a.one_level = tl.one_level ? 1 : 0;
 
   return MOER_ROUTE_GEMM_DISPATCH_MTILES(mtiles, kMTiles, [&] {
-    return MOER_ROUTE_GEMM_DISPATCH_PER_LANE(per_lane, kPerLane, [&] {
+    return MOER_ROUTE_GEMM_DISPATCH_CHUNKS(route_chunks, kChunks, [&] {
+      const auto kernel = kernels::route_gemm_kernel<kMTiles, kChunks>;
       cudaLaunchConfig_t cfg{};
-      cfg.gridDim = dim3(unsigned(tiles * kernels::kRouteGemmClusterK));
-      cfg.blockDim = dim3(unsigned(32 * groups * wk));
-      cfg.dynamicSmemBytes = std::size_t(wk) * 16 * kMTiles * 8 * groups * sizeof(float);
+      cfg.gridDim = dim3(unsigned(tl.tiles * tl.splits));
+      cfg.blockDim = dim3(unsigned(32 * tl.groups * tl.wk));
+      cfg.dynamicSmemBytes = kernels::route_gemm_smem_bytes(kMTiles, tl.groups, tl.wk, a.n,
+                                                            a.experts, a.one_level != 0);
       cfg.stream = stream;
-      cudaLaunchAttribute attrs[3];
-      attrs[0].id = cudaLaunchAttributeClusterDimension;
-      attrs[0].val.clusterDim.x = kernels::kRouteGemmClusterK;
-      attrs[0].val.clusterDim.y = 1;
-      attrs[0].val.clusterDim.z = 1;
-      // One block per multiprocessor where possible: more SMs pulling W.
-      attrs[1].id = cudaLaunchAttributeClusterSchedulingPolicyPreference;
-      attrs[1].val.clusterSchedulingPolicyPreference = cudaClusterSchedulingPolicySpread;
-      attrs[2].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attrs[2].val.programmaticStreamSerializationAllowed = 1;
+      cudaLaunchAttribute attrs[1];
+      attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attrs[0].val.programmaticStreamSerializationAllowed = 1;
       cfg.attrs = attrs;
-      cfg.numAttrs = pdl ? 3 : 2;
-      const cudaError_t err =
-          cudaLaunchKernelEx(&cfg, kernels::route_gemm_kernel<kMTiles, kPerLane>, a);
+      cfg.numAttrs = pdl ? 1 : 0;
+      const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, a);
       if (err != cudaSuccess) return detail::cuda_status(err, kOp);
       return detail::launch_status(kOp);
     });

@@ -99,11 +99,19 @@ class CudaRouterBackend final : public RouterBackend {
     }
     const RouteParams p =
         dense_gate_params(config_, l.w, l.bias, x, x_stride, n, weights, ids, ids_dtype);
-    if (n > 0 && n <= cuda::kRouteGemmCrossoverTokens && config_.hidden % 8 == 0) {
-      check_status(cuda::launch_route_gemm(p, decode_ws_, decode_bytes_, stream), where);
-    } else {
-      check_status(cuda::route(p, gemm_, prefill_ws_, prefill_bytes_, stream), where);
+    if (n > 0 && n <= cuda::route_gemm_crossover_tokens(config_.experts, config_.hidden) &&
+        config_.hidden % 8 == 0 &&
+        decode_bytes_ > 0) {
+      // The decode kernel checks everything before it launches: a shape or layout it does
+      // not take (kUnsupported: a misaligned x or stride, E > 1024, k > 32) goes through the
+      // prefill path instead.
+      const Status s = cuda::launch_route_gemm(p, decode_ws_, decode_bytes_, stream);
+      if (s.code() != StatusCode::kUnsupported) {
+        check_status(s, where);
+        return;
+      }
     }
+    check_status(cuda::route(p, gemm_, prefill_ws_, prefill_bytes_, stream), where);
   }
 
   std::int32_t* error_flag() override { return flag_; }

@@ -138,11 +138,14 @@ struct GpuRun {
     p.ids_stride = pr.ids_stride;
     return p;
   }
-  // Poisons the outputs (NaN weights, 0x7f.. ids), launches, waits.
-  Status run(std::int64_t rows, cudaStream_t stream = nullptr, bool pdl = false) {
+  // Poisons the outputs (NaN weights, 0x7f.. ids), launches (with the tiling's groups per
+  // tile forced when force_groups > 0), waits.
+  Status run(std::int64_t rows, cudaStream_t stream = nullptr, bool pdl = false,
+             int force_groups = 0, int force_levels = 0) {
     EXPECT_EQ(cudaMemset(weights.ptr, 0xff, weights.count * sizeof(float)), cudaSuccess);
     EXPECT_EQ(cudaMemset(ids.ptr, 0x7f, ids.count * sizeof(std::int64_t)), cudaSuccess);
-    Status st = cuda::launch_route_gemm(params(rows), workspace.ptr, ws_bytes, stream, pdl);
+    Status st = cuda::launch_route_gemm_tiled(params(rows), workspace.ptr, ws_bytes, stream, pdl,
+                                              force_groups, force_levels);
     EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
     return st;
   }
@@ -185,10 +188,11 @@ TEST(RouteGemm, ProEveryN) {
   }
 }
 
-// H in {4096, 5120, 7168, 1032 (not a multiple of 32)} x E in {256, 384, 1000}, k in {1, 6, 8}.
+// H in {4096, 5120, 7168, 1032 and 4104 (odd multiples of 8)} x E in {256, 384, 1000}, k in
+// {1, 6, 8}.
 TEST(RouteGemm, Shapes) {
   SKIP_WITHOUT_GPU();
-  const std::int64_t hs[] = {4096, 5120, 7168, 1032};
+  const std::int64_t hs[] = {4096, 5120, 7168, 1032, 4104};
   const std::int64_t es[] = {256, 384, 1000};
   const int ks[] = {1, 6, 8};
   int combo = 0;
@@ -207,6 +211,33 @@ TEST(RouteGemm, Shapes) {
           g.expect_matches(ref, n, "shapes");
         }
         if (HasFailure()) return;
+      }
+    }
+  }
+}
+
+// Every tiling the cost model can pick (1..16 groups per tile: one split, many splits, warps
+// without chunks; one or two reduction levels) gives a correct route, at token counts of every
+// token-tile variant.
+TEST(RouteGemm, EveryTiling) {
+  SKIP_WITHOUT_GPU();
+  struct Shape {
+    std::int64_t h, e;
+  };
+  for (const Shape sh : {Shape{7168, 384}, Shape{4096, 256}, Shape{1032, 1000}, Shape{40, 384}}) {
+    Problem pr = make_problem(64, sh.h, sh.e, 6, 300 + std::uint64_t(sh.e + sh.h));
+    const oracle::RouteResult ref = oracle::route(pr.host(64));
+    GpuRun g(pr);
+    for (int groups : {1, 2, 3, 4, 5, 6, 8, 12, 16}) {
+      for (int levels : {1, 2}) {
+        for (std::int64_t n : {1, 3, 16, 17, 64}) {
+          ASSERT_TRUE(g.run(n, nullptr, false, groups, levels).ok())
+              << pr.config(n) << " groups " << groups << " levels " << levels;
+          g.expect_matches(ref, n,
+                           "tiling groups=" + std::to_string(groups) + " levels=" +
+                               std::to_string(levels));
+          if (HasFailure()) return;
+        }
       }
     }
   }

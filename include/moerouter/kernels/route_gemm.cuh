@@ -1,41 +1,44 @@
 // moerouter: the one-launch decode router, logits = x W^T then the dense DSV4 route, for n <= 64.
 //
 // Decode is bound by reading W once from HBM (DSV4-Pro: 384 x 7168 bf16 = 5.5 MB), so the
-// kernel is laid out to stream W over the whole card and to finish everything else inside the
-// same launch:
+// kernel is laid out to stream W over every SM at once and to keep the work after the stream
+// short:
 //
-//   grid     = tiles x 8 blocks; each tile is one thread-block cluster of 8 along H
-//   block    = groups x wk warps; a warp owns 8 experts (one mma n-tile) and a run of 32-wide
-//              chunks of its block's H range
+//   grid     = tiles x splits blocks (at most one per SM, no clusters): tile t owns 8 * groups
+//              experts, split s owns a contiguous run of 32-wide H chunks
+//   block    = groups x wk warps; a warp owns 8 experts (one mma n-tile) and a run of the
+//              block's chunks
 //   stage 1  every thread loads its W 16-byte units into registers before
 //            griddepcontrol.wait (W never depends on the previous kernel, only x does), then
 //            loads x and runs mma.sync m16n8k16 (tokens on M, experts on N, fp32 accumulate)
-//   stage 2  partials go to shared memory, are summed over the block's warps, then over the
-//            cluster's 8 blocks through distributed shared memory, all in a fixed order (the
-//            result is bit-reproducible); s = sqrt_softplus(logit) goes to the workspace
-//   stage 3  the last cluster to finish (a device-scope counter, reset by that cluster for
-//            the next launch or graph replay) ranks s + bias per token, one warp per token:
-//            top-k, renormalize (detail/math.h), scale, write weights and ids
+//   stage 2  the partials are summed over the block's warps in shared memory, in a fixed order,
+//            and written to the workspace. Small n * E (one_level): the grid's last block to
+//            finish (an arrival counter) sums every split, in split order, into shared memory.
+//            Otherwise, with one split the partials are the logits; with more, the last block
+//            of each tile (a per-tile counter) sums the tile's splits into the logits.
+//   stage 3  that last block (one_level) or the last tile to finish (a global counter) routes
+//            the n rows, one warp per row, with the fused route's device code (route_topk.cuh:
+//            logit filter, approximate keys, exact sqrt-softplus of a few candidates, rank,
+//            renormalize, scale).
+// Every counter is reset by the block that sees it complete, so the workspace is ready for the
+// next launch or graph replay. Every sum has a fixed order: the result is bit-reproducible.
 //
 // The mma operands are fed straight from global memory: a thread's 16-byte load holds 8
 // consecutive k of one row, and the two mma k-steps of a 32-wide chunk take its first and last
 // 4 values. That permutes k identically for x and W, which leaves every dot product unchanged.
 #pragma once
 
-#include <cooperative_groups.h>
-#include <cuda/atomic>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "moerouter/detail/math.h"
 #include "moerouter/detail/warp_select.cuh"
+#include "moerouter/kernels/route_topk.cuh"
 
 namespace moerouter {
 namespace kernels {
 
-/// Blocks per cluster: the H split whose partial sums are reduced through DSMEM (portable).
-constexpr int kRouteGemmClusterK = 8;
 /// Largest tokens per launch.
 constexpr int kRouteGemmMaxTokens = 64;
 /// Largest experts.
@@ -46,8 +49,12 @@ constexpr int kRouteGemmMaxK = 32;
 constexpr int kRouteGemmMaxWarps = 16;
 /// 32-wide k chunks whose W a thread holds in registers at once (one 16-byte unit each).
 constexpr int kRouteGemmUnits = 8;
-/// Bytes of the workspace header (the arrival counter), before the score buffer.
-constexpr int kRouteGemmHeaderBytes = 256;
+/// Largest H splits (blocks per expert tile).
+constexpr int kRouteGemmMaxSplits = 32;
+/// Largest expert tiles (one arrival counter each).
+constexpr int kRouteGemmMaxTiles = 255;
+/// Bytes of the workspace header (the arrival counters: [0] global, [1 + t] tile t).
+constexpr int kRouteGemmHeaderBytes = 1024;
 
 /// Parameters of route_gemm_kernel (device pointers; built by cuda::launch_route_gemm).
 struct RouteGemmArgs {
@@ -56,34 +63,25 @@ struct RouteGemmArgs {
   const float* bias;          ///< [experts] fp32 or null (zeros)
   float* weights;             ///< out [n, k] fp32, row stride weights_stride
   void* ids;                  ///< out [n, k] int32 or int64 (ids64), row stride ids_stride
-  unsigned* counter;          ///< workspace: clusters that finished stage 2 (0 between launches)
-  float* scores;              ///< workspace: [n, experts] fp32 s = sqrt_softplus(logit)
+  unsigned* counters;         ///< workspace: arrival counters (0 between launches)
+  float* logits;              ///< workspace: [n, logits_stride] fp32, 16-byte aligned rows
+  float* partials;            ///< workspace: [tiles * splits][n][8 * groups] fp32 (splits > 1)
   std::int64_t x_stride, weights_stride, ids_stride;
   int n, hidden, experts, k;
   float scale;
   int ids64;                  ///< 1: ids are int64
-  int tiles;                  ///< clusters (expert tiles) in the grid
-  int groups;                 ///< 8-expert groups per tile (tile experts = 8 * groups)
-  int wk;                     ///< warps per group, splitting the block's H range
-  int block_k;                ///< H per block (a multiple of 32)
-  int warp_chunks;            ///< 32-wide chunks per warp (ceil(block_k / 32 / wk))
+  int logits_stride;          ///< experts rounded up to 4
+  int tiles;                  ///< expert tiles
+  int splits;                 ///< H splits per tile (grid = tiles * splits)
+  int groups;                 ///< 8-expert groups per tile
+  int wk;                     ///< warps per group, splitting the block's chunks
+  int chunks;                 ///< ceil(hidden / 32)
+  int warp_chunks;            ///< the most chunks any warp owns
+  int one_level;              ///< 1: the grid's last block sums every partial (small n * E);
+                              ///< 0: each tile's last block, then the last tile
 };
 
 namespace route_gemm_detail {
-
-#if defined(MOER_ROUTE_GEMM_TRACE)
-// Diagnosis builds only: %globaltimer at each stage, thread 0 of every block.
-__device__ unsigned long long g_trace[1024][8];
-__device__ __forceinline__ void trace(int slot) {
-  if (threadIdx.x == 0) {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    g_trace[blockIdx.x][slot] = t;
-  }
-}
-#else
-__device__ __forceinline__ void trace(int) {}
-#endif
 
 __device__ __forceinline__ uint4 load_stream(const std::uint16_t* p) {
   uint4 v;
@@ -116,46 +114,195 @@ __device__ __forceinline__ void trigger_dependents() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 
+/// Counts this block's arrival at `counter`; thread 0 only, after a barrier that follows every
+/// write of the block (cooperative groups' grid-sync pattern: the barrier makes the block's
+/// writes part of what thread 0's fence orders before the count). Returns true in the block
+/// that arrives last, which resets the counter for the next launch; its fence then orders the
+/// others' writes before its block's reads (after the next barrier).
+__device__ __forceinline__ bool arrive_last(unsigned* counter, unsigned expected) {
+  __threadfence();
+  const unsigned old = atomicAdd(counter, 1u);
+  const bool last = old == expected - 1;
+  if (last) {
+    atomicExch(counter, 0u);  // every other block has counted itself
+    __threadfence();
+  }
+  return last;
+}
+
+#if defined(MOER_ROUTE_GEMM_TRACE)
+// Diagnosis builds only: %globaltimer at each stage, thread 0 of every block.
+__device__ unsigned long long g_trace[1024][8];
+__device__ __forceinline__ void trace(int slot) {
+  if (threadIdx.x == 0) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    g_trace[blockIdx.x][slot] = t;
+  }
+}
+#else
+__device__ __forceinline__ void trace(int) {}
+#endif
+
+/// The dense route of one row of fp32 logits written earlier in this launch (in shared memory,
+/// kShared, or global memory read through L2, never the non-coherent path), one warp:
+/// route_topk_kernel's levels 1-3 with the row's logits in the same lane slots. b: this
+/// lane's bias slots (0 where absent).
+template <int kChunks, bool kShared>
+__device__ __forceinline__ void route_logit_row(const RouteTopkArgs& a,
+                                                route_detail::RouteWarpSmem& sm,
+                                                std::int64_t row, const float* lrow,
+                                                const float (&b)[4 * kChunks], float bmax,
+                                                float b_range, bool logit_filter) {
+  using namespace route_detail;
+  constexpr int kSlots = 4 * kChunks;
+  constexpr float kNaN = __builtin_nanf("");
+  const int lane = detail::lane_id();
+  float l[kSlots];
+  float l_max = kNaN;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int e0 = route_slot_expert(4 * c, lane);
+    if (e0 < a.experts) {  // rows are padded to a multiple of 4: the load stays in the row
+      const float4 v = kShared ? *reinterpret_cast<const float4*>(lrow + e0)
+                               : __ldcg(reinterpret_cast<const float4*>(lrow + e0));
+      l[4 * c + 0] = v.x;
+      l[4 * c + 1] = e0 + 1 < a.experts ? v.y : kNaN;
+      l[4 * c + 2] = e0 + 2 < a.experts ? v.z : kNaN;
+      l[4 * c + 3] = e0 + 3 < a.experts ? v.w : kNaN;
+    } else {
+#pragma unroll
+      for (int t = 0; t < 4; ++t) l[4 * c + t] = kNaN;
+    }
+#pragma unroll
+    for (int t = 0; t < 4; ++t) l_max = fmaxf(l_max, l[4 * c + t]);
+  }
+
+  // Level 1, the logit filter (route_topk.cuh's file comment and kernel).
+  if (logit_filter) {
+    const std::uint32_t t_key = kth_lane_key(detail::order_key(l_max), a.k);
+    const float t = t_key != 0 ? key_to_float(t_key) : kNaN;
+    if (fabsf(t) < 1e30f) {
+      const float low_s = approx_sqrt_softplus(t) * (1.0f - 0x1p-10f) - 1e-18f;
+      const float y = low_s - b_range - 1e-3f * (low_s + bmax) - 1e-6f;
+      if (y >= 0.01f) {
+        const float u = y * y;
+        const float l_raw = u + __logf(1.0f - __expf(-u));
+        const float cut = l_raw - 0.01f * (1.0f + fabsf(l_raw)) - 3e-7f / u;
+        unsigned mask = 0;
+#pragma unroll
+        for (int v = 0; v < kSlots; ++v) mask |= unsigned(l[v] >= cut) << v;
+        const int total = int(__reduce_add_sync(detail::kFullMask, unsigned(__popc(mask))));
+        if (total >= a.k && total <= detail::kWarpSize) {
+          finish_candidates<kSlots>(a, sm, row, mask, total, l, b);
+          return;
+        }
+      }
+    }
+  }
+
+  // Level 2, the approximate-key filter.
+  float ka[kSlots];
+  float lane_max = kNaN;
+  float s_max = 0.0f;
+#pragma unroll
+  for (int v = 0; v < kSlots; ++v) {
+    const float s = approx_sqrt_softplus(l[v]);
+    ka[v] = s + b[v];
+    s_max = fmaxf(s_max, s);
+    lane_max = fmaxf(lane_max, ka[v]);
+  }
+  s_max = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(s_max)));
+  const std::uint32_t t_key = kth_lane_key(detail::order_key(lane_max), a.k);
+  const float d = (kApproxRel * s_max + kApproxAbs + 0x1p-22f * (s_max + bmax)) * 1.001f;
+  const float thr = t_key != 0 ? key_to_float(t_key) - 3.0f * d : kNaN;
+  const bool fast = isfinite(thr) && s_max + bmax < 0x1p100f;
+  unsigned mask = 0;
+#pragma unroll
+  for (int v = 0; v < kSlots; ++v) {
+    const bool cand = fast ? ka[v] >= thr : route_slot_expert(v, lane) < a.experts;
+    mask |= unsigned(cand) << v;
+  }
+  const int total = int(__reduce_add_sync(detail::kFullMask, unsigned(__popc(mask))));
+  if (total <= detail::kWarpSize) {
+    finish_candidates<kSlots>(a, sm, row, mask, total, l, b);
+    return;
+  }
+
+  // Level 3, more than 32 candidates: exact keys of every candidate, merged 32 at a time.
+  int count = 0;
+#pragma unroll
+  for (int v = 0; v < kSlots; ++v) {
+    const bool has = (mask >> v) & 1u;
+    if (__any_sync(detail::kFullMask, has)) {
+      float s = 0.0f;
+      std::uint64_t key = 0;
+      if (has) {
+        s = detail::sqrt_softplus(l[v]);
+        key = detail::pack_rank_key(a.bias != nullptr ? s + b[v] : s,
+                                    std::uint32_t(route_slot_expert(v, lane)));
+      }
+      detail::warp_merge(sm.list, count, a.k, has, key, s);
+    }
+  }
+  if (lane < a.k) {
+    float sum = 0.0f;  // detail::renormalize's order: 0 + s0 + s1 + ... in rank order
+    for (int j = 0; j < a.k; ++j) sum += sm.list.val[j];
+    const float w = sm.list.val[lane] / detail::renorm_denominator(sum) * a.scale;
+    const std::uint32_t id = detail::packed_index(sm.list.key[lane]);
+    a.weights[row * a.weights_stride + lane] = w;
+    if (a.ids_i64) {
+      static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + lane] = std::int64_t(id);
+    } else {
+      static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + lane] = std::int32_t(id);
+    }
+  }
+  __syncwarp();
+}
+
 }  // namespace route_gemm_detail
 
-/// The decode router. kMTiles = ceil(n / 16) rounded to {1, 2, 4}; kPerLane = ceil(E / 32)
-/// rounded to {8, 12, 16, 32}. Dynamic shared memory: wk * 16 * kMTiles * 8 * groups floats.
-/// Launched as clusters of kRouteGemmClusterK blocks along x (see cuda::launch_route_gemm).
-template <int kMTiles, int kPerLane>
-__global__ void __launch_bounds__(kRouteGemmMaxWarps * 32)
+/// Dynamic shared memory of route_gemm_kernel: the warps' partial sums, which the route stage
+/// reuses for its per-warp buffers and, one_level, the logits [n][ceil4(E)].
+inline std::size_t route_gemm_smem_bytes(int m_tiles, int groups, int wk, int n, int experts,
+                                         bool one_level) {
+  const std::size_t part = std::size_t(wk) * 16 * m_tiles * 8 * groups * sizeof(float);
+  std::size_t route = std::size_t(groups) * wk * sizeof(route_detail::RouteWarpSmem);
+  if (one_level) route += std::size_t(n) * std::size_t((experts + 3) / 4 * 4) * sizeof(float);
+  return part > route ? part : route;
+}
+
+/// The decode router. kMTiles = ceil(n / 16) rounded to {1, 2, 4}; kChunks = ceil(E / 128)
+/// rounded to {2, 3, 4, 8}. Dynamic shared memory: route_gemm_smem_bytes(kMTiles, groups, wk).
+template <int kMTiles, int kChunks>
+__global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
     route_gemm_kernel(const RouteGemmArgs a) {
-  namespace cg = cooperative_groups;
   using namespace route_gemm_detail;
   constexpr int kRows = 16 * kMTiles;  // padded tokens
+  constexpr int kSlots = 4 * kChunks;
   extern __shared__ float4 smem_f4[];
   float* part = reinterpret_cast<float*>(smem_f4);  // [wk][kRows][tile_e]
-  __shared__ int last_flag;
   __shared__ float bias_s[kRouteGemmMaxExperts];
-  __shared__ float sel_s[kRouteGemmMaxWarps][kRouteGemmMaxK];
-  __shared__ float sel_w[kRouteGemmMaxWarps][kRouteGemmMaxK];
+  __shared__ int flag_s;
 
-  cg::cluster_group cluster = cg::this_cluster();
-  const int rank = int(cluster.block_rank());
-  const int tile = int(blockIdx.x) / kRouteGemmClusterK;
+  const int tile = int(blockIdx.x) / a.splits, split = int(blockIdx.x) % a.splits;
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
   const int nwarps = int(blockDim.x) >> 5;
   const int tile_e = 8 * a.groups;
-  const int g = warp % a.groups, wk = warp / a.groups;
+  const int g = warp % a.groups, q = warp / a.groups;
   const int quad = lane >> 2, c = lane & 3;
 
   // ---- stage 1: this warp's W slice into registers, then x, then mma ----------------------
   const int e = tile * tile_e + g * 8 + quad;  // the expert row this thread loads
   const bool e_ok = e < a.experts;
-  const int block_k0 = rank * a.block_k;
-  const int k_end = min(a.hidden, block_k0 + a.block_k);
-  const int warp_k0 = block_k0 + wk * a.warp_chunks * 32 + 8 * c;
-  const std::uint16_t* w_row = a.w + std::int64_t(e_ok ? e : 0) * a.hidden;
+  const int c0 = int(std::int64_t(split) * a.chunks / a.splits);
+  const int c1 = int(std::int64_t(split + 1) * a.chunks / a.splits);
+  const int wc = (c1 - c0 + a.wk - 1) / a.wk;
+  const int wc0 = c0 + q * wc;
+  const int wc1 = min(c1, wc0 + wc);
+  const std::uint16_t* w_row = a.w + std::int64_t(e_ok ? e : 0) * a.hidden + 8 * c;
 
   trace(0);
-  // The bias is a weight (never written by the previous kernel): fetch it now, off the tail.
-  for (int i = int(threadIdx.x); i < a.experts; i += int(blockDim.x)) {
-    bias_s[i] = a.bias ? __ldg(a.bias + i) : 0.0f;
-  }
   float acc[kMTiles][4];
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
@@ -164,17 +311,24 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32)
     uint4 wv[kRouteGemmUnits];
 #pragma unroll
     for (int u = 0; u < kRouteGemmUnits; ++u) {
-      const int kk = warp_k0 + (base + u) * 32;
+      const int ch = wc0 + base + u;
       wv[u] = make_uint4(0, 0, 0, 0);
-      if (e_ok && base + u < a.warp_chunks && kk < k_end) wv[u] = load_stream(w_row + kk);
+      if (e_ok && ch < wc1 && ch * 32 + 8 * c < a.hidden) wv[u] = load_stream(w_row + ch * 32);
     }
-    // Only x comes from the previous kernel: W's loads above are already in flight.
-    if (base == 0) grid_dependency_wait();
+    if (base == 0) {
+      // The bias is a weight (never written by the previous kernel): fetch it while W flies.
+      for (int i = int(threadIdx.x); i < a.experts; i += int(blockDim.x)) {
+        bias_s[i] = a.bias ? __ldg(a.bias + i) : 0.0f;
+      }
+      // Only x comes from the previous kernel: W's loads above are already in flight.
+      grid_dependency_wait();
+    }
 #pragma unroll
     for (int u = 0; u < kRouteGemmUnits; ++u) {
-      if (base + u < a.warp_chunks) {  // warp-uniform
-        const int kk = warp_k0 + (base + u) * 32;
-        const bool k_ok = kk < k_end;
+      const int ch = wc0 + base + u;
+      if (ch < wc1) {  // warp-uniform
+        const int kk = ch * 32 + 8 * c;
+        const bool k_ok = kk < a.hidden;
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
           const int t0 = mt * 16 + quad, t1 = t0 + 8;
@@ -187,14 +341,20 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32)
       }
     }
   }
-  // Every block of this grid is past its loads of x: a dependent kernel may start its prologue.
-  trace(1);
+  if (a.warp_chunks <= 0) {
+    for (int i = int(threadIdx.x); i < a.experts; i += int(blockDim.x)) {
+      bias_s[i] = a.bias ? __ldg(a.bias + i) : 0.0f;
+    }
+  }
+  grid_dependency_wait();  // (again) before any workspace access, also for a warp without chunks
+  // This block is past its loads of x: a dependent kernel may start its prologue.
   trigger_dependents();
+  trace(1);
 
-  // ---- stage 2: reduce over the block's warps, then over the cluster, in a fixed order -----
+  // ---- stage 2: reduce over the block's warps in a fixed order, then over the splits ------
   // C fragment: rows (tokens) quad and quad + 8, columns (experts) 2c and 2c + 1.
   {
-    float* mine = part + std::int64_t(wk) * kRows * tile_e;
+    float* mine = part + std::int64_t(q) * kRows * tile_e;
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
       const int t0 = mt * 16 + quad, col = g * 8 + 2 * c;
@@ -206,92 +366,127 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32)
   }
   __syncthreads();
   const int items = a.n * tile_e;  // only real tokens
+  const bool direct = a.splits == 1 && !a.one_level;
+  float* my_part = a.partials + std::int64_t(blockIdx.x) * items;
   for (int i = int(threadIdx.x); i < items; i += int(blockDim.x)) {
     float sum = part[i];
-    for (int q = 1; q < a.wk; ++q) sum += part[std::int64_t(q) * kRows * tile_e + i];
-    part[i] = sum;
+    for (int w2 = 1; w2 < a.wk; ++w2) sum += part[std::int64_t(w2) * kRows * tile_e + i];
+    if (direct) {
+      const int t = i / tile_e, ee = tile * tile_e + i % tile_e;
+      if (ee < a.experts) a.logits[std::int64_t(t) * a.logits_stride + ee] = sum;
+    } else {
+      my_part[i] = sum;
+    }
   }
-  cluster.sync();  // every block's part[0..items) is final
+  __syncthreads();
   trace(2);
-  for (int i = rank * int(blockDim.x) + int(threadIdx.x); i < items;
-       i += kRouteGemmClusterK * int(blockDim.x)) {
-    float logit = 0.0f;
-#pragma unroll
-    for (int q = 0; q < kRouteGemmClusterK; ++q) logit += cluster.map_shared_rank(part, q)[i];
-    const int t = i / tile_e, ee = tile * tile_e + i % tile_e;
-    if (ee < a.experts) {
-      a.scores[std::int64_t(t) * a.experts + ee] = detail::sqrt_softplus(logit);
+  if (!direct && !a.one_level) {
+    if (threadIdx.x == 0) flag_s = arrive_last(a.counters + 1 + tile, unsigned(a.splits));
+    __syncthreads();
+    if (!flag_s) return;
+    // The tile's last block: logits = sum of the tile's splits, in split order.
+    const float* tile_part = a.partials + std::int64_t(tile) * a.splits * items;
+    for (int i = int(threadIdx.x); i < items; i += int(blockDim.x)) {
+      const int t = i / tile_e, ee = tile * tile_e + i % tile_e;
+      float sum = __ldcg(tile_part + i);
+      int s = 1;
+      for (; s + 4 <= a.splits; s += 4) {  // four loads in flight, then the adds in order
+        const float v0 = __ldcg(tile_part + std::int64_t(s) * items + i);
+        const float v1 = __ldcg(tile_part + std::int64_t(s + 1) * items + i);
+        const float v2 = __ldcg(tile_part + std::int64_t(s + 2) * items + i);
+        const float v3 = __ldcg(tile_part + std::int64_t(s + 3) * items + i);
+        sum += v0;
+        sum += v1;
+        sum += v2;
+        sum += v3;
+      }
+      for (; s < a.splits; ++s) sum += __ldcg(tile_part + std::int64_t(s) * items + i);
+      if (ee < a.experts) a.logits[std::int64_t(t) * a.logits_stride + ee] = sum;
     }
+    __syncthreads();
   }
-  // The cluster barrier orders every peer's score writes before rank 0's release, whose
-  // cumulativity publishes them device-wide with the count (one release per cluster, not a
-  // fence per thread). The barrier also keeps every block alive while a peer may still read
-  // its shared memory.
+  if (threadIdx.x == 0) {
+    flag_s = arrive_last(a.counters, unsigned(a.one_level ? a.tiles * a.splits : a.tiles));
+  }
+  __syncthreads();
   trace(3);
-  cluster.sync();
+  if (!flag_s) return;
+  // The partial sums are dead: their shared memory becomes the warps' route buffers (and,
+  // one_level, the logits after them).
+  auto* route_s = reinterpret_cast<route_detail::RouteWarpSmem*>(smem_f4);
+  float* logits_s = reinterpret_cast<float*>(route_s + nwarps);
+  if (a.one_level) {
+    // The grid's last block: logits = sum of every tile's splits, in split order.
+    const int total = a.n * a.experts;
+    for (int i = int(threadIdx.x); i < total; i += int(blockDim.x)) {
+      const int t = i / a.experts, ee = i % a.experts;
+      const int tl = ee / tile_e, j = ee % tile_e;
+      const float* src = a.partials + std::int64_t(tl) * a.splits * items + t * tile_e + j;
+      float sum = __ldcg(src);
+      int s = 1;
+      for (; s + 4 <= a.splits; s += 4) {
+        const float v0 = __ldcg(src + std::int64_t(s) * items);
+        const float v1 = __ldcg(src + std::int64_t(s + 1) * items);
+        const float v2 = __ldcg(src + std::int64_t(s + 2) * items);
+        const float v3 = __ldcg(src + std::int64_t(s + 3) * items);
+        sum += v0;
+        sum += v1;
+        sum += v2;
+        sum += v3;
+      }
+      for (; s < a.splits; ++s) sum += __ldcg(src + std::int64_t(s) * items);
+      logits_s[t * a.logits_stride + ee] = sum;
+    }
+    __syncthreads();
+  }
   trace(4);
-  if (rank == 0 && threadIdx.x == 0) {
-    // acq_rel: releases this cluster's scores, acquires every earlier cluster's.
-    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> count(*a.counter);
-    const bool last = count.fetch_add(1u, ::cuda::memory_order_acq_rel) == unsigned(a.tiles - 1);
-    // Every other cluster has counted itself: reset for the next launch / graph replay.
-    if (last) count.store(0u, ::cuda::memory_order_relaxed);
-    // Pushed into every peer (rather than read from rank 0 later), so no block reads the
-    // shared memory of a peer that may already have exited.
-    for (int q = 0; q < kRouteGemmClusterK; ++q) *cluster.map_shared_rank(&last_flag, q) = last;
-  }
-  cluster.sync();  // orders rank 0's acquire before every read of the scores below
-  trace(5);
-  if (!last_flag) return;
 
-  // ---- stage 3 (last cluster only): top-k of s + bias per token, one warp per token -------
-  for (int row = rank * nwarps + warp; row < a.n; row += kRouteGemmClusterK * nwarps) {
-    const float* srow = a.scores + std::int64_t(row) * a.experts;
-    std::uint64_t key[kPerLane];
-    float sv[kPerLane];
+  // ---- stage 3 (last block only): the dense route of every row, one warp per row ----------
+  RouteTopkArgs ra{};
+  ra.bias = a.bias;
+  ra.weights = a.weights;
+  ra.ids = a.ids;
+  ra.n = a.n;
+  ra.weights_stride = a.weights_stride;
+  ra.ids_stride = a.ids_stride;
+  ra.experts = a.experts;
+  ra.k = a.k;
+  ra.scale = a.scale;
+  ra.ids_i64 = a.ids64 != 0;
+  if (warp >= a.n) return;
+  // This lane's bias slots and the bias range (route_topk_kernel's prologue).
+  float b[kSlots];
+  float bmax = 0.0f, b_hi = -INFINITY, b_lo = INFINITY;
+  bool b_bad = false;
 #pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int ee = lane + 32 * j;
-      key[j] = 0;  // below every real entry
-      sv[j] = 0.0f;
-      if (ee < a.experts) {
-        sv[j] = __ldcg(srow + ee);
-        key[j] = detail::pack_rank_key(a.bias ? sv[j] + bias_s[ee] : sv[j], std::uint32_t(ee));
-      }
+  for (int v = 0; v < kSlots; ++v) {
+    const int ee = route_slot_expert(v, lane);
+    b[v] = ee < a.experts ? bias_s[ee] : 0.0f;
+    bmax = fmaxf(bmax, fabsf(b[v]));
+    if (ee < a.experts) {
+      b_hi = fmaxf(b_hi, b[v]);
+      b_lo = fminf(b_lo, b[v]);
+      b_bad |= !isfinite(b[v]);
     }
-    int my_id = 0;
-    for (int r = 0; r < a.k; ++r) {
-      std::uint64_t best = key[0];
-#pragma unroll
-      for (int j = 1; j < kPerLane; ++j) best = key[j] > best ? key[j] : best;
-      const std::uint64_t top = detail::warp_max_u64(best);
-      float s_top = 0.0f;  // the winner's s, on its owner lane (no second trip to memory)
-#pragma unroll
-      for (int j = 0; j < kPerLane; ++j) {
-        if (key[j] == top) {
-          s_top = sv[j];
-          key[j] = 0;
-        }
-      }
-      const int id = int(detail::packed_index(top));
-      s_top = __shfl_sync(detail::kFullMask, s_top, id & 31);
-      if (lane == r) my_id = id;
-      if (lane == 0) sel_s[warp][r] = s_top;
-    }
-    __syncwarp();
-    if (lane == 0) detail::renormalize(sel_s[warp], a.k, a.scale, sel_w[warp]);
-    __syncwarp();
-    if (lane < a.k) {
-      a.weights[std::int64_t(row) * a.weights_stride + lane] = sel_w[warp][lane];
-      if (a.ids64) {
-        static_cast<std::int64_t*>(a.ids)[std::int64_t(row) * a.ids_stride + lane] = my_id;
-      } else {
-        static_cast<std::int32_t*>(a.ids)[std::int64_t(row) * a.ids_stride + lane] = my_id;
-      }
-    }
-    __syncwarp();  // sel_* are reused by this warp's next row
   }
-  trace(6);
+  bmax = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(bmax)));
+  b_hi = route_detail::key_to_float(
+      __reduce_max_sync(detail::kFullMask, detail::order_key(b_hi)));
+  b_lo = route_detail::key_to_float(
+      __reduce_min_sync(detail::kFullMask, detail::order_key(b_lo)));
+  const bool logit_filter = !__any_sync(detail::kFullMask, b_bad);
+  const float b_range = (b_hi - b_lo) * (1.0f + 0x1p-20f);
+  for (int row = warp; row < a.n; row += nwarps) {
+    if (a.one_level) {
+      route_logit_row<kChunks, true>(ra, route_s[warp], row, logits_s + row * a.logits_stride,
+                                     b, bmax, b_range, logit_filter);
+    } else {
+      route_logit_row<kChunks, false>(ra, route_s[warp], row,
+                                      a.logits + std::int64_t(row) * a.logits_stride, b, bmax,
+                                      b_range, logit_filter);
+    }
+  }
+  if (warp == 0) trace(5);
 }
 
 }  // namespace kernels
