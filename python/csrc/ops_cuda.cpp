@@ -12,7 +12,6 @@
 #include <mutex>
 
 #include "moerouter/cuda.h"
-#include "moerouter/route_gemm.h"
 #include "ops_common.h"
 
 namespace moerouter {
@@ -58,23 +57,10 @@ void route_out_cuda(const at::Tensor& x, const at::Tensor& w, const std::optiona
   const c10::cuda::CUDAGuard guard(x.device());
   const RouteParams p = route_params(x, w, bias, k, scale, weights, ids);
   const cudaStream_t stream = current_stream(x);
-  // The one-launch decode kernel needs a zero-filled workspace. This op keeps none between
-  // calls, and zero-filling a fresh one is one more launch, which costs about what the kernel
-  // saves over the prefill path (route_gemm_crossover_tokens was measured without it): the op
-  // takes the prefill path until it keeps a per-device workspace (kOpDecode).
-  constexpr bool kOpDecode = false;
-  if (kOpDecode && p.n > 0 && p.n <= cuda::route_gemm_crossover_tokens(p.experts, p.hidden) &&
-      p.hidden % 8 == 0 && p.experts <= cuda::kRouteGemmMaxExperts && p.k <= cuda::kRouteGemmMaxK) {
-    // A layout the kernel does not take (kUnsupported: misaligned x or stride) goes through
-    // the prefill path below.
-    const std::size_t bytes = cuda::route_gemm_workspace_size(std::max<int64_t>(p.n, 1), p.experts);
-    at::Tensor ws = at::zeros({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
-    const Status s = cuda::launch_route_gemm(p, ws.data_ptr(), bytes, stream);
-    if (s.code() != StatusCode::kUnsupported) {
-      check_status(s, "route");
-      return;
-    }
-  }
+  // Always the prefill path (cuBLASLt + fused route): the one-launch decode kernel needs a
+  // zero-filled workspace kept between calls, and this op keeps none; zero-filling a fresh one
+  // is one more launch, which costs about what the kernel saves (moerouter.Router, which keeps
+  // its workspace, uses the decode kernel up to cuda::route_gemm_crossover_tokens).
   const std::size_t bytes = cuda::route_workspace_size(p.n, p.experts);
   at::Tensor ws = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
   check_status(cuda::route(p, gemm_for(x), ws.data_ptr(), bytes, stream), "route");
