@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "moerouter/cuda.h"
+#include "moerouter/kernels/radix_topk_cluster.cuh"
 
 namespace {
 
@@ -118,6 +119,40 @@ struct Ctx {
   }
 };
 
+// The cluster kernel launched directly, fp32, with the warp-aggregated first pass or without.
+template <int kItems, bool kAgg>
+void launch_variant(const TopkParams& p, int cluster, cudaStream_t st) {
+  static bool init = false;
+  if (!init) {
+    CK(cudaFuncSetAttribute(kernels::radix_topk_cluster_kernel<float, kItems, kAgg>,
+                            cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    init = true;
+  }
+  kernels::RadixTopkArgs r{};
+  r.values = p.values;
+  r.indices = p.indices;
+  r.out_values = p.out_values;
+  r.n = p.n;
+  r.length = p.length;
+  r.values_stride = p.length;
+  r.indices_stride = p.k;
+  r.out_values_stride = p.k;
+  r.k = p.k;
+  r.sorted = p.sorted;
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.gridDim = dim3(unsigned(p.n * cluster));
+  cfg.blockDim = dim3(kernels::kClusterThreads);
+  cfg.stream = st;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  CK(cudaLaunchKernelEx(&cfg, kernels::radix_topk_cluster_kernel<float, kItems, kAgg>, r));
+}
+
 struct Shape {
   std::int64_t rows, len;
   int k;
@@ -138,11 +173,11 @@ int main(int argc, char** argv) {
   std::printf("Device: %s, %d SMs, L2 %zu MB, copy bandwidth %.0f GB/s (read + write)\n",
               c.name.c_str(), prop.multiProcessorCount, c.l2 >> 20, c.copy_gbps);
   const std::vector<Shape> shapes = {
-      {1, 262144, 512, {}},
+      {1, 262144, 512, {{16, 32}}},
       {64, 65536, 512, {{4, 32}, {8, 16}}},
-      {1024, 8192, 512, {{1, 32}}},
+      {1024, 8192, 512, {{1, 16}, {1, 32}}},
       {4096, 16384, 512, {{1, 32}, {2, 16}}},
-      {256, 262144, 2048, {}},
+      {256, 262144, 2048, {{16, 32}}},
       {1, 65536, 1024, {{8, 16}, {4, 16}}},
       {8, 131072, 1024, {}},
   };
@@ -181,11 +216,11 @@ int main(int argc, char** argv) {
         const std::size_t m = std::size_t(sh.rows * sh.k);
         std::vector<std::int32_t> i0(m), i1(m);
         std::vector<float> v0(m), v1(m);
-        check_status(cuda::topk_radix_config(params(0, sorted), 0, 0, c.stream), "old");
+        check_status(moerouter::cuda::topk_radix_config(params(0, sorted), 0, 0, c.stream), "old");
         CK(cudaMemcpyAsync(i0.data(), idx, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemcpyAsync(v0.data(), val, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemset(idx, 0x7f, m * 4));
-        check_status(cuda::topk(params(0, sorted), c.stream), "new");
+        check_status(moerouter::cuda::topk(params(0, sorted), c.stream), "new");
         CK(cudaMemcpyAsync(i1.data(), idx, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemcpyAsync(v1.data(), val, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaStreamSynchronize(c.stream));
@@ -196,8 +231,8 @@ int main(int argc, char** argv) {
         return c.graph_us([&](cudaStream_t st) {
                  for (int i = 0; i < launches; ++i) {
                    const TopkParams p = params(i % sets, sorted);
-                   check_status(cluster < 0 ? cuda::topk(p, st)
-                                            : cuda::topk_radix_config(p, cluster, items, st),
+                   check_status(cluster < 0 ? moerouter::cuda::topk(p, st)
+                                            : moerouter::cuda::topk_radix_config(p, cluster, items, st),
                                 "launch");
                  }
                }, quick ? 5 : 15) /
@@ -212,6 +247,22 @@ int main(int argc, char** argv) {
         std::snprintf(buf, sizeof(buf), " (%d,%d): %.1f %.1f;", a.first, a.second,
                       time(a.first, a.second, true), time(a.first, a.second, false));
         alts += buf;
+      }
+      if (!bf16 && !sh.alts.empty()) {  // warp-aggregated first pass, first alternative
+        const int cl = sh.alts[0].first, it = sh.alts[0].second;
+        const int launches = std::max(sets, quick ? 8 : 32);
+        for (const bool sorted : {true, false}) {
+          const double t = c.graph_us([&](cudaStream_t st) {
+            for (int i = 0; i < launches; ++i) {
+              const TopkParams p = params(i % sets, sorted);
+              if (it == 16) launch_variant<16, true>(p, cl, st);
+              else launch_variant<32, true>(p, cl, st);
+            }
+          }, quick ? 5 : 15) / launches;
+          char buf[64];
+          std::snprintf(buf, sizeof(buf), " agg(%d,%d)%s: %.1f;", cl, it, sorted ? "s" : "u", t);
+          alts += buf;
+        }
       }
       char shape[32];
       std::snprintf(shape, sizeof(shape), "%lldx%lld", (long long)sh.rows, (long long)sh.len);

@@ -45,7 +45,6 @@ namespace radix_cluster_detail {
 
 constexpr int kBins = 2048;
 constexpr int kWarps = kClusterThreads / 32;
-constexpr int kSortItems = kRadixMaxK / kClusterThreads;
 
 template <typename T>
 struct Vec;
@@ -111,7 +110,57 @@ constexpr std::int64_t cluster_chunk() {
 
 /// Grid: n * cluster blocks, launched with cluster dimension (cluster, 1, 1); row = block /
 /// cluster. Rows must have length <= cluster * cluster_chunk<kItems>().
-template <typename T, int kItems>
+namespace radix_cluster_detail {
+
+template <int kN>
+using SortN = cub::BlockRadixSort<std::uint32_t, kClusterThreads, kN, std::int32_t>;
+
+/// Sorted output of block 0: the `chosen` gathered (key, index) pairs in slot (= index) order,
+/// kN per thread (k <= kN * kClusterThreads), sorted by key descending and written to out.
+/// Keys relative to the prefix (every chosen key is >= it), so that only the bits where the
+/// chosen keys differ are sorted. Padding (0) stays after the elements equal to the prefix: the
+/// sort is stable and padding comes last in slot order.
+template <int kN, typename T>
+__device__ __forceinline__ void sorted_output(typename SortN<kN>::TempStorage& tmp,
+                                              const std::uint32_t* s_key, const std::int32_t* s_idx,
+                                              int (*s_warp)[2], int chosen, int k,
+                                              std::uint32_t prefix, const T* v,
+                                              std::int32_t* out_idx, float* out_val) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  std::uint32_t sk[kN];
+  std::int32_t si[kN];
+  std::uint32_t top = 0;
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+    const int s = tid * kN + i;
+    const bool ok = s < chosen;
+    sk[i] = ok ? s_key[s] - prefix : 0u;
+    si[i] = ok ? s_idx[s] : -1;
+    top = sk[i] > top ? sk[i] : top;
+  }
+  top = __reduce_max_sync(0xffffffffu, top);
+  if (lane == 0) s_warp[warp][0] = int(top >> 1);  // >> 1: fits an int; the bit count is the same
+  __syncthreads();
+  int hi = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) hi |= s_warp[w][0];
+  const int end_bit = hi != 0 ? 33 - __clz(hi) : 1;  // bits of the largest relative key (>= 1)
+  SortN<kN>(tmp).SortDescendingBlockedToStriped(sk, si, 0, end_bit);
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+    const int j = i * kClusterThreads + tid;
+    if (j < k) {
+      out_idx[j] = si[i];
+      if (out_val) out_val[j] = j < chosen ? load_value(v, si[i]) : -INFINITY;
+    }
+  }
+}
+
+}  // namespace radix_cluster_detail
+
+/// kAggregate: the first histogram pass adds equal bins of a warp at once (__match_any_sync)
+/// instead of per-thread runs.
+template <typename T, int kItems, bool kAggregate = false>
 __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
     radix_topk_cluster_kernel(RadixTopkArgs a) {
   namespace cg = cooperative_groups;
@@ -120,11 +169,12 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
   constexpr int kGroups = kItems / kVec;
   static_assert(kItems % kVec == 0, "kItems must be a multiple of the vector width");
   using Scan = cub::BlockScan<int, kClusterThreads>;
-  using Sort = cub::BlockRadixSort<std::uint32_t, kClusterThreads, kSortItems, std::int32_t>;
 
   __shared__ union {
     alignas(16) int hist[2][kBins];
-    typename Sort::TempStorage sort;
+    typename SortN<1>::TempStorage sort1;
+    typename SortN<2>::TempStorage sort2;
+    typename SortN<4>::TempStorage sort4;
   } sm;
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ std::uint32_t s_sort_key[kRadixMaxK];
@@ -172,7 +222,14 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
       const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
       const std::uint32_t dmask = pass == 2 ? 0x3ffu : 0x7ffu;
       int* h = sm.hist[pass & 1];
-      {
+      if (kAggregate && pass == 0) {
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          const std::uint32_t bin = keys[i] >> 21;
+          const unsigned peers = __match_any_sync(0xffffffffu, bin);
+          if (lane == __ffs(peers) - 1) atomicAdd(&h[bin], __popc(peers));
+        }
+      } else {
         // Runs of equal bins in this thread's keys are added at once (few-distinct data).
         std::uint32_t run_bin = 0;
         int run = 0;
@@ -351,23 +408,12 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
   // 4. Sorted: block 0 sorts the gathered pairs (stable: ties keep ascending index order).
   csync();
   if (rank != 0) return;
-  std::uint32_t sk[kSortItems];
-  std::int32_t si[kSortItems];
-#pragma unroll
-  for (int i = 0; i < kSortItems; ++i) {
-    const int s = tid * kSortItems + i;
-    const bool ok = s < chosen;
-    sk[i] = ok ? s_sort_key[s] : 0u;  // padding (key 0) sorts after every element (key >= 1)
-    si[i] = ok ? s_sort_idx[s] : -1;
-  }
-  Sort(sm.sort).SortDescendingBlockedToStriped(sk, si);
-#pragma unroll
-  for (int i = 0; i < kSortItems; ++i) {
-    const int j = i * kClusterThreads + tid;
-    if (j < k) {
-      out_idx[j] = si[i];
-      if (out_val) out_val[j] = j < chosen ? load_value(v, si[i]) : -INFINITY;
-    }
+  if (k <= kClusterThreads) {
+    sorted_output<1>(sm.sort1, s_sort_key, s_sort_idx, s_warp, chosen, k, prefix, v, out_idx, out_val);
+  } else if (k <= 2 * kClusterThreads) {
+    sorted_output<2>(sm.sort2, s_sort_key, s_sort_idx, s_warp, chosen, k, prefix, v, out_idx, out_val);
+  } else {
+    sorted_output<4>(sm.sort4, s_sort_key, s_sort_idx, s_warp, chosen, k, prefix, v, out_idx, out_val);
   }
 }
 
