@@ -175,8 +175,8 @@ TEST_F(GpuRadixTopk, GlobalKernelAndChoice) {
 TEST_F(GpuRadixTopk, RowStride) {
   check(9, 8000, 512, Data::kRandom, true, true, 31, -1, 0, 8004);
   check(9, 8000, 512, Data::kFewLevels, true, false, 32, -1, 0, 8003);
-  check(5, 30001, 1024, Data::kSpecial, false, true, 33, 2, 16, 30007);
-  check(5, 30001, 1024, Data::kEqual, true, false, 34, 4, 16, 30001);
+  check(5, 30001, 1024, Data::kSpecial, false, true, 33, 4, 16, 30007);
+  check(5, 30001, 1024, Data::kEqual, true, false, 34, 8, 16, 30001);
 }
 
 // Small shapes for compute-sanitizer (memcheck, racecheck): every kernel and cluster size once.

@@ -95,6 +95,22 @@ __device__ __forceinline__ void load_vec(const bf16* v, std::int64_t pos, std::i
   }
 }
 
+/// Keys of 16 loaded bytes (the pointer only selects the element type).
+__device__ __forceinline__ void keys_of(const uint4& u, const float*, std::uint32_t* out) {
+  out[0] = key_of(__uint_as_float(u.x));
+  out[1] = key_of(__uint_as_float(u.y));
+  out[2] = key_of(__uint_as_float(u.z));
+  out[3] = key_of(__uint_as_float(u.w));
+}
+__device__ __forceinline__ void keys_of(const uint4& u, const bf16*, std::uint32_t* out) {
+  const std::uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    out[2 * s] = key_of(moerouter::detail::bf16_bits_to_float(std::uint16_t(w[s] & 0xffffu)));
+    out[2 * s + 1] = key_of(moerouter::detail::bf16_bits_to_float(std::uint16_t(w[s] >> 16)));
+  }
+}
+
 __device__ __forceinline__ float load_value(const float* v, std::int64_t i) { return v[i]; }
 __device__ __forceinline__ float load_value(const bf16* v, std::int64_t i) {
   return moerouter::detail::bf16_to_float(v[i]);
@@ -206,9 +222,20 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
       std::int64_t(rank) * cluster_chunk<kItems>() + std::int64_t(warp) * 32 * kItems;
   const bool aligned = (reinterpret_cast<std::uintptr_t>(v) & 15u) == 0;
   std::uint32_t keys[kItems];
+  if (aligned && seg + 32 * kItems <= len) {
+    // The warp's whole segment is valid: every vector load in flight before the first use.
+    uint4 raw[kGroups];
 #pragma unroll
-  for (int j = 0; j < kGroups; ++j) {
-    load_vec(v, seg + j * 32 * kVec + lane * kVec, len, aligned, &keys[j * kVec]);
+    for (int j = 0; j < kGroups; ++j) {
+      raw[j] = __ldg(reinterpret_cast<const uint4*>(v + seg + j * 32 * kVec + lane * kVec));
+    }
+#pragma unroll
+    for (int j = 0; j < kGroups; ++j) keys_of(raw[j], v, &keys[j * kVec]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kGroups; ++j) {
+      load_vec(v, seg + j * 32 * kVec + lane * kVec, len, aligned, &keys[j * kVec]);
+    }
   }
 
   // 2. Radix select.
@@ -252,13 +279,23 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
       // This thread's 4 bins, highest first: 2047-4t .. 2044-4t, summed over the cluster.
       const int b0 = kBins - 4 - 4 * tid;
       int4 c = *reinterpret_cast<const int4*>(&h[b0]);
-      for (int r = 0; r < csize; ++r) {
-        if (r == rank) continue;
-        const int4 o = *reinterpret_cast<const int4*>(cluster.map_shared_rank(&h[b0], r));
-        c.x += o.x;
-        c.y += o.y;
-        c.z += o.z;
-        c.w += o.w;
+#pragma unroll 1
+      for (int r0 = 0; r0 < csize && csize > 1; r0 += 4) {
+        int4 o[4];  // four remote loads in flight before the first add
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int r = r0 + q;
+          o[q] = r < csize && r != rank
+                     ? *reinterpret_cast<const int4*>(cluster.map_shared_rank(&h[b0], r))
+                     : make_int4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          c.x += o[q].x;
+          c.y += o[q].y;
+          c.z += o[q].z;
+          c.w += o[q].w;
+        }
       }
       // The other buffer: every block has finished reading it (it passed this pass's barrier).
       *reinterpret_cast<int4*>(&sm.hist[(pass + 1) & 1][b0]) = make_int4(0, 0, 0, 0);
