@@ -119,12 +119,12 @@ struct Ctx {
   }
 };
 
-// The cluster kernel launched directly, fp32, with the warp-aggregated first pass or without.
-template <int kItems, bool kAgg>
+// The cluster kernel launched directly, fp32, with the group-maxima pre-filter pass or without.
+template <int kItems, bool kPf>
 void launch_variant(const TopkParams& p, int cluster, cudaStream_t st) {
   static bool init = false;
   if (!init) {
-    CK(cudaFuncSetAttribute(kernels::radix_topk_cluster_kernel<float, kItems, kAgg>,
+    CK(cudaFuncSetAttribute(kernels::radix_topk_cluster_kernel<float, kItems, kPf>,
                             cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     init = true;
   }
@@ -150,7 +150,7 @@ void launch_variant(const TopkParams& p, int cluster, cudaStream_t st) {
   cfg.stream = st;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  CK(cudaLaunchKernelEx(&cfg, kernels::radix_topk_cluster_kernel<float, kItems, kAgg>, r));
+  CK(cudaLaunchKernelEx(&cfg, kernels::radix_topk_cluster_kernel<float, kItems, kPf>, r));
 }
 
 struct Shape {
@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
       {4096, 16384, 512, {{1, 32}, {2, 16}}},
       {256, 262144, 2048, {{16, 32}}},
       {1, 65536, 1024, {{8, 16}, {4, 32}, {16, 16}}},
-      {8, 131072, 1024, {}},
+      {8, 131072, 1024, {{16, 16}, {8, 32}}},
   };
   std::printf("%-5s %-12s %5s | %9s %9s | %9s %9s | %8s | %s\n", "dtype", "rows x len", "k",
               "old sort", "old unsrt", "new sort", "new unsrt", "floor", "new config / alternatives (sorted, unsorted)");
@@ -226,13 +226,13 @@ int main(int argc, char** argv) {
         CK(cudaStreamSynchronize(c.stream));
         same = same && i0 == i1 && std::memcmp(v0.data(), v1.data(), m * 4) == 0;
       }
-      auto time = [&](int cluster, int items, bool sorted) {
+      auto time = [&](int cluster, int items, bool sorted, bool cub = false) {
         const int launches = std::max(sets, quick ? 8 : 32);
         return c.graph_us([&](cudaStream_t st) {
                  for (int i = 0; i < launches; ++i) {
                    const TopkParams p = params(i % sets, sorted);
                    check_status(cluster < 0 ? moerouter::cuda::topk(p, st)
-                                            : moerouter::cuda::topk_radix_config(p, cluster, items, st),
+                                            : moerouter::cuda::topk_radix_config(p, cluster, items, st, cub),
                                 "launch");
                  }
                }, quick ? 5 : 15) /
@@ -248,21 +248,27 @@ int main(int argc, char** argv) {
                       time(a.first, a.second, true), time(a.first, a.second, false));
         alts += buf;
       }
-      if (!bf16 && !sh.alts.empty()) {  // warp-aggregated first pass, first alternative
+      if (!bf16 && !sh.alts.empty()) {  // without the pre-filter pass, first alternative
         const int cl = sh.alts[0].first, it = sh.alts[0].second;
         const int launches = std::max(sets, quick ? 8 : 32);
         for (const bool sorted : {true, false}) {
           const double t = c.graph_us([&](cudaStream_t st) {
             for (int i = 0; i < launches; ++i) {
               const TopkParams p = params(i % sets, sorted);
-              if (it == 16) launch_variant<16, true>(p, cl, st);
-              else launch_variant<32, true>(p, cl, st);
+              if (it == 16) launch_variant<16, false>(p, cl, st);
+              else launch_variant<32, false>(p, cl, st);
             }
           }, quick ? 5 : 15) / launches;
           char buf[64];
-          std::snprintf(buf, sizeof(buf), " agg(%d,%d)%s: %.1f;", cl, it, sorted ? "s" : "u", t);
+          std::snprintf(buf, sizeof(buf), " nopf(%d,%d)%s: %.1f;", cl, it, sorted ? "s" : "u", t);
           alts += buf;
         }
+      }
+      if (!sh.alts.empty()) {  // CUB's block radix sort instead of the bitonic network
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), " cub(%d,%d)s: %.1f;", sh.alts[0].first, sh.alts[0].second,
+                      time(sh.alts[0].first, sh.alts[0].second, true, true));
+        alts += buf;
       }
       char shape[32];
       std::snprintf(shape, sizeof(shape), "%lldx%lld", (long long)sh.rows, (long long)sh.len);

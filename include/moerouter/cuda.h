@@ -63,9 +63,10 @@ Status topk(const TopkParams& p, cudaStream_t stream = nullptr);
 /// topk() through the radix path with a forced configuration, for tests and benchmarks:
 /// `cluster` blocks per row (1..16) of `items` keys per thread (16 or 32), or cluster = 0 for
 /// the global-memory kernel. Needs k > 32 or unsorted output, and a row that fits
-/// (length <= cluster * 512 * items); kUnsupported otherwise.
+/// (length <= cluster * 512 * items); kUnsupported otherwise. cub_sort: sorted output of the
+/// cluster kernel by CUB's block radix sort instead of its bitonic network.
 Status topk_radix_config(const TopkParams& p, int cluster, int items,
-                         cudaStream_t stream = nullptr);
+                         cudaStream_t stream = nullptr, bool cub_sort = false);
 
 /// The router GEMM through cuBLASLt: logits fp32 [n, E] = x bf16 [n, H] * W bf16 [E, H]^T,
 /// fp32 accumulation. Create one per device and thread (or guard it): the cuBLASLt handle and

@@ -22,15 +22,10 @@ namespace {
 // Rows longer than this get a 16-warp block each; shorter ones a warp each.
 constexpr std::int64_t kLongRow = 2048;
 
-template <typename T, int kItems>
-const void* cluster_kernel() {
-  return reinterpret_cast<const void*>(&kernels::radix_topk_cluster_kernel<T, kItems>);
-}
-
 // Largest cluster (blocks per row) the current device runs for this kernel: 16 where
 // non-portable cluster sizes fit, else 8 (cached per kernel and device). Also allows the
 // non-portable sizes on the kernel.
-template <typename T, int kItems>
+template <typename T, int kItems, bool kBitonic>
 int max_cluster() {
   static std::mutex mu;
   static std::map<int, int> cache;
@@ -40,7 +35,7 @@ int max_cluster() {
   const auto it = cache.find(dev);
   if (it != cache.end()) return it->second;
   int best = 8;
-  if (cudaFuncSetAttribute(kernels::radix_topk_cluster_kernel<T, kItems>,
+  if (cudaFuncSetAttribute(kernels::radix_topk_cluster_kernel<T, kItems, true, kBitonic>,
                            cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) {
     cudaLaunchConfig_t cfg{};
     cudaLaunchAttribute attr[1];
@@ -53,7 +48,7 @@ int max_cluster() {
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, kernels::radix_topk_cluster_kernel<T, kItems>,
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernels::radix_topk_cluster_kernel<T, kItems, true, kBitonic>,
                                        &cfg) == cudaSuccess &&
         clusters > 0) {
       best = 16;
@@ -64,9 +59,9 @@ int max_cluster() {
   return best;
 }
 
-template <typename T, int kItems>
+template <typename T, int kItems, bool kBitonic>
 Status launch_cluster(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
-  if (cluster > max_cluster<T, kItems>()) {
+  if (cluster > max_cluster<T, kItems, kBitonic>()) {
     return Status(StatusCode::kUnsupported,
                   "topk: this device does not run clusters of " + std::to_string(cluster));
   }
@@ -86,7 +81,7 @@ Status launch_cluster(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   MOER_RETURN_IF_ERROR_CUDA(detail::cuda_status(
-      cudaLaunchKernelEx(&cfg, kernels::radix_topk_cluster_kernel<T, kItems>, r),
+      cudaLaunchKernelEx(&cfg, kernels::radix_topk_cluster_kernel<T, kItems, true, kBitonic>, r),
       "topk: radix_topk_cluster_kernel launch"));
   return detail::launch_status("topk: radix_topk_cluster_kernel launch");
 }
@@ -122,8 +117,10 @@ kernels::RadixTopkArgs radix_args(const TopkParams& p) {
 }
 
 // The radix path with (cluster, items); cluster 0 = the global-memory kernel; cluster < 0 =
-// chosen by shape.
-Status radix_topk(const TopkParams& p, int cluster, int items, cudaStream_t stream) {
+// chosen by shape. cub_sort: sorted output by CUB's block radix sort instead of the bitonic
+// network.
+Status radix_topk(const TopkParams& p, int cluster, int items, bool cub_sort,
+                  cudaStream_t stream) {
   if (p.n > 0x7fffffffLL) {
     return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(p.n));
   }
@@ -131,7 +128,7 @@ Status radix_topk(const TopkParams& p, int cluster, int items, cudaStream_t stre
   return MOER_DISPATCH_REAL_DTYPE(p.values_dtype, T, "topk: values_dtype", [&] {
     int c = cluster, it = items;
     if (c < 0) {
-      const auto cfg = choose_config(p.n, p.length, max_cluster<T, 32>(), detail::sm_count());
+      const auto cfg = choose_config(p.n, p.length, max_cluster<T, 32, true>(), detail::sm_count());
       c = cfg.first;
       it = cfg.second;
     }
@@ -145,7 +142,12 @@ Status radix_topk(const TopkParams& p, int cluster, int items, cudaStream_t stre
                                                   ", " + std::to_string(it) +
                                                   ") does not fit this shape");
     }
-    return it == 16 ? launch_cluster<T, 16>(r, c, stream) : launch_cluster<T, 32>(r, c, stream);
+    if (cub_sort) {
+      return it == 16 ? launch_cluster<T, 16, false>(r, c, stream)
+                      : launch_cluster<T, 32, false>(r, c, stream);
+    }
+    return it == 16 ? launch_cluster<T, 16, true>(r, c, stream)
+                    : launch_cluster<T, 32, true>(r, c, stream);
   });
 }
 
@@ -170,7 +172,8 @@ Status check_common(const TopkParams& p, const char* op) {
 
 }  // namespace
 
-Status topk_radix_config(const TopkParams& p, int cluster, int items, cudaStream_t stream) {
+Status topk_radix_config(const TopkParams& p, int cluster, int items, cudaStream_t stream,
+                         bool cub_sort) {
   MOER_RETURN_IF_ERROR_CUDA(check_common(p, "topk"));
   if (p.n == 0) return Status::success();
   if (p.k <= kMaxK && p.sorted) {
@@ -179,13 +182,13 @@ Status topk_radix_config(const TopkParams& p, int cluster, int items, cudaStream
   if (cluster < 0) {
     return Status(StatusCode::kUnsupported, "topk_radix_config: cluster must be >= 0");
   }
-  return radix_topk(p, cluster, items, stream);
+  return radix_topk(p, cluster, items, cub_sort, stream);
 }
 
 Status topk(const TopkParams& p, cudaStream_t stream) {
   MOER_RETURN_IF_ERROR_CUDA(check_common(p, "topk"));
   if (p.n == 0) return Status::success();
-  if (p.k > kMaxK || !p.sorted) return radix_topk(p, -1, 0, stream);
+  if (p.k > kMaxK || !p.sorted) return radix_topk(p, -1, 0, false, stream);
 
   kernels::TopkArgs a{};
   a.values = p.values;

@@ -52,12 +52,13 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
 // cluster >= 0: through cuda::topk_radix_config(cluster, items) (0 = global-memory kernel);
 // stride > len: rows `stride` apart (the gap holds values that must never be read as elements).
 void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool sorted,
-           std::uint64_t seed, int cluster = -1, int items = 0, std::int64_t stride = 0) {
+           std::uint64_t seed, int cluster = -1, int items = 0, std::int64_t stride = 0,
+           bool cub_sort = false) {
   const std::string cfg = "n=" + std::to_string(n) + " len=" + std::to_string(len) +
                           " k=" + std::to_string(k) + " data=" + std::to_string(int(d)) +
                           " lengths=" + std::to_string(lengths) + " sorted=" + std::to_string(sorted) +
                           " cluster=" + std::to_string(cluster) + " items=" + std::to_string(items) +
-                          " stride=" + std::to_string(stride);
+                          " stride=" + std::to_string(stride) + " cub=" + std::to_string(cub_sort);
   const std::int64_t ld = stride > len ? stride : len;
   auto vals = make_rows(n, ld, d, seed);
   if (ld > len) {
@@ -94,7 +95,8 @@ void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool s
   p.lengths = lengths ? d_lens.get() : nullptr;
   p.indices = d_idx.get();
   p.out_values = d_val.get();
-  const Status st = cluster >= 0 ? cuda::topk_radix_config(p, cluster, items) : cuda::topk(p);
+  const Status st = cluster >= 0 ? cuda::topk_radix_config(p, cluster, items, nullptr, cub_sort)
+                                  : cuda::topk(p);
   ASSERT_TRUE(st.ok()) << cfg << ": " << st.to_string();
   MOER_CUDA_OK(cudaDeviceSynchronize());
   const auto gpu_idx = d_idx.download();
@@ -162,6 +164,21 @@ TEST_F(GpuRadixTopk, ClusterConfigs) {
   }
 }
 
+// The cluster kernel's other sort (CUB's block radix sort instead of the bitonic network).
+TEST_F(GpuRadixTopk, ClusterConfigsCubSort) {
+  std::uint64_t seed = 2000;
+  const int configs[][2] = {{1, 16}, {3, 32}, {16, 16}};
+  for (const auto& c : configs) {
+    const std::int64_t len = std::int64_t(c[0]) * 512 * c[1] - 5;
+    for (int k : {33, 512, 1000, 2048}) {
+      for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSpecial}) {
+        ++seed;
+        check(3, len, k, d, seed % 3 != 0, true, seed, c[0], c[1], 0, true);
+      }
+    }
+  }
+}
+
 // The global-memory kernel forced, and the choice by shape around its limits.
 TEST_F(GpuRadixTopk, GlobalKernelAndChoice) {
   check(5, 20000, 512, Data::kFewLevels, true, true, 21, 0, 0);
@@ -187,6 +204,8 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(2, 20000, 100, Data::kEqual, false, false, 44, 2, 32);
   check(2, 20000, 100, Data::kRandom, false, true, 45, 16, 16);
   check(2, 3000, 64, Data::kRandom, true, true, 46, 0, 0);
+  check(2, 20000, 1100, Data::kFewLevels, true, true, 47, 3, 16, 0, /*cub_sort=*/true);
+  check(2, 20000, 1100, Data::kRandom, false, true, 48, 3, 16);
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {

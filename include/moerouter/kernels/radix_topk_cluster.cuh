@@ -8,7 +8,8 @@
 //    across the warp). Keys: detail::order_key, with NaN moved from 0 to 1 so that 0 marks an
 //    element past the row's valid length (it can never be chosen, see 3).
 // 2. Select: up to three histogram passes (bits 31..21, 20..10, 9..0) over the keys still
-//    matching the chosen prefix. Every block merges all blocks' histograms (DSMEM reads) and
+//    matching the chosen prefix; for rows of >= 16k elements the first counts only keys above a
+//    lower bound found by a pass over the maxima of groups of 8 keys (far fewer atomics). Every block merges all blocks' histograms (DSMEM reads) and
 //    finds the same bucket; the passes stop early once the bucket holds exactly the elements
 //    still to take. Result: prefix/mask and `remaining`, the number of elements whose masked
 //    key equals the prefix that belong to the top k (the lowest-index ones: ties).
@@ -18,8 +19,8 @@
 //    over the cluster's blocks, then ballots within each warp. Unsorted output = slot order
 //    (ascending index), written directly.
 // 4. Sorted: the chosen (key, index) pairs are gathered in slot order into block 0's shared
-//    memory and sorted by CUB's (stable) block radix sort on the key, descending: equal keys
-//    keep ascending index order.
+//    memory and sorted there by a bitonic network on (key desc, index asc), or (kBitonic =
+//    false) by CUB's stable block radix sort on the key, descending.
 // Rows with fewer valid elements than k pad with index -1 and value -inf.
 #pragma once
 
@@ -172,11 +173,80 @@ __device__ __forceinline__ void sorted_output(typename SortN<kN>::TempStorage& t
   }
 }
 
+/// Sorted output of block 0 by a bitonic network (the default): the `chosen` gathered pairs as
+/// unique 64-bit composites (key << 32 | ~index), so that descending composite order is key
+/// descending, index ascending, a total order; padding (composite 0) sorts last. kN per thread
+/// (element e = threadIdx.x + e' * kClusterThreads); strides below 32 exchange by shuffles, up to
+/// kClusterThreads / 2 through `buf` (kN * kClusterThreads words), larger within the thread.
+template <int kN, typename T>
+__device__ __forceinline__ void bitonic_output(unsigned long long* buf, const std::uint32_t* s_key,
+                                               const std::int32_t* s_idx, int chosen, int k,
+                                               const T* v, std::int32_t* out_idx, float* out_val) {
+  using u64 = unsigned long long;
+  constexpr int kT = kClusterThreads, kSize = kT * kN;
+  const int t = threadIdx.x;
+  u64 d[kN];  // ~composite, sorted ascending
+#pragma unroll
+  for (int h = 0; h < kN; ++h) {
+    const int e = t + kT * h;
+    d[h] = e < chosen ? ~((u64(s_key[e]) << 32) | u64(~std::uint32_t(s_idx[e]))) : ~0ull;
+  }
+#pragma unroll
+  for (int size = 2; size <= kSize; size <<= 1) {
+#pragma unroll
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      if (stride >= kT) {
+        const int hs = stride / kT;
+#pragma unroll
+        for (int h = 0; h < kN; ++h) {
+          if ((h & hs) == 0) {
+            const bool up = ((t + kT * h) & size) == 0;
+            const u64 a = d[h], b = d[h | hs];
+            const u64 lo = a < b ? a : b, hi = a < b ? b : a;
+            d[h] = up ? lo : hi;
+            d[h | hs] = up ? hi : lo;
+          }
+        }
+      } else {
+        u64 p[kN];
+        if (stride >= 32) {
+#pragma unroll
+          for (int h = 0; h < kN; ++h) buf[t + kT * h] = d[h];
+          __syncthreads();
+#pragma unroll
+          for (int h = 0; h < kN; ++h) p[h] = buf[(t ^ stride) + kT * h];
+          __syncthreads();
+        } else {
+#pragma unroll
+          for (int h = 0; h < kN; ++h) p[h] = __shfl_xor_sync(0xffffffffu, d[h], stride);
+        }
+#pragma unroll
+        for (int h = 0; h < kN; ++h) {
+          const int e = t + kT * h;
+          const bool lower = (e & stride) == 0, up = (e & size) == 0;
+          const u64 mn = d[h] < p[h] ? d[h] : p[h], mx = d[h] < p[h] ? p[h] : d[h];
+          d[h] = lower == up ? mn : mx;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < kN; ++h) {
+    const int e = t + kT * h;
+    if (e < k) {
+      const bool ok = e < chosen;
+      const std::int32_t idx = ok ? std::int32_t(~std::uint32_t(~d[h])) : -1;
+      out_idx[e] = idx;
+      if (out_val) out_val[e] = ok ? load_value(v, idx) : -INFINITY;
+    }
+  }
+}
+
 }  // namespace radix_cluster_detail
 
-/// kAggregate: the first histogram pass adds equal bins of a warp at once (__match_any_sync)
-/// instead of per-thread runs.
-template <typename T, int kItems, bool kAggregate = false>
+/// kPrefilter: a first pass over group maxima bounds the threshold (see 2.); false for
+/// comparison only. kBitonic: sorted output by a bitonic network (else CUB's block radix sort).
+template <typename T, int kItems, bool kPrefilter = true, bool kBitonic = true>
 __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
     radix_topk_cluster_kernel(RadixTopkArgs a) {
   namespace cg = cooperative_groups;
@@ -244,17 +314,25 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
   if (len > k) {
     for (int b = tid; b < 2 * kBins; b += kClusterThreads) (&sm.hist[0][0])[b] = 0;
     __syncthreads();
+    // Pre-filter (long rows): the k-th largest of the maxima of groups of 8 keys is at most the
+    // k-th largest key (the k largest maxima are k distinct elements), so the lower edge `lo`
+    // of its top-11-bit bucket bounds the threshold from below and the first full pass counts
+    // only keys >= lo: far fewer shared-memory atomics on the row's bulk.
+    const bool prefilter = kPrefilter && len >= 16 * std::int64_t(k);
+    std::uint32_t lo = 0;
+    int buf = 0;
 #pragma unroll 1
-    for (int pass = 0; pass < 3; ++pass) {
-      const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
+    for (int pass = prefilter ? -1 : 0; pass < 3; ++pass, buf ^= 1) {
+      const int shift = pass <= 0 ? 21 : pass == 1 ? 10 : 0;
       const std::uint32_t dmask = pass == 2 ? 0x3ffu : 0x7ffu;
-      int* h = sm.hist[pass & 1];
-      if (kAggregate && pass == 0) {
+      int* h = sm.hist[buf];
+      if (pass < 0) {
 #pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          const std::uint32_t bin = keys[i] >> 21;
-          const unsigned peers = __match_any_sync(0xffffffffu, bin);
-          if (lane == __ffs(peers) - 1) atomicAdd(&h[bin], __popc(peers));
+        for (int q = 0; q < kItems / 8; ++q) {
+          std::uint32_t m = keys[q * 8];
+#pragma unroll
+          for (int i = 1; i < 8; ++i) m = keys[q * 8 + i] > m ? keys[q * 8 + i] : m;
+          atomicAdd(&h[m >> 21], 1);
         }
       } else {
         // Runs of equal bins in this thread's keys are added at once (few-distinct data).
@@ -263,7 +341,7 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
 #pragma unroll
         for (int i = 0; i < kItems; ++i) {
           const std::uint32_t key = keys[i];
-          if ((key & mask) == prefix) {
+          if ((key & mask) == prefix && key >= lo) {
             const std::uint32_t bin = (key >> shift) & dmask;
             if (bin != run_bin) {
               if (run) atomicAdd(&h[run_bin], run);
@@ -298,7 +376,7 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
         }
       }
       // The other buffer: every block has finished reading it (it passed this pass's barrier).
-      *reinterpret_cast<int4*>(&sm.hist[(pass + 1) & 1][b0]) = make_int4(0, 0, 0, 0);
+      *reinterpret_cast<int4*>(&sm.hist[buf ^ 1][b0]) = make_int4(0, 0, 0, 0);
       int before;
       Scan(scan_tmp).ExclusiveSum(c.x + c.y + c.z + c.w, before);
       const int cnt[4] = {c.w, c.z, c.y, c.x};
@@ -312,6 +390,11 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
         before += cnt[i];
       }
       __syncthreads();
+      if (pass < 0) {
+        lo = std::uint32_t(s_sel[0]) << 21;
+        continue;
+      }
+      lo = 0;
       prefix |= std::uint32_t(s_sel[0]) << shift;
       mask |= dmask << shift;
       remaining = s_sel[1];
@@ -445,6 +528,18 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
   // 4. Sorted: block 0 sorts the gathered pairs (stable: ties keep ascending index order).
   csync();
   if (rank != 0) return;
+  if (kBitonic) {
+    // The histograms are dead: every remote read of them came before the totals barrier.
+    unsigned long long* buf = reinterpret_cast<unsigned long long*>(&sm.hist[0][0]);
+    if (k <= kClusterThreads) {
+      bitonic_output<1>(buf, s_sort_key, s_sort_idx, chosen, k, v, out_idx, out_val);
+    } else if (k <= 2 * kClusterThreads) {
+      bitonic_output<2>(buf, s_sort_key, s_sort_idx, chosen, k, v, out_idx, out_val);
+    } else {
+      bitonic_output<4>(buf, s_sort_key, s_sort_idx, chosen, k, v, out_idx, out_val);
+    }
+    return;
+  }
   if (k <= kClusterThreads) {
     sorted_output<1>(sm.sort1, s_sort_key, s_sort_idx, s_warp, chosen, k, prefix, v, out_idx, out_val);
   } else if (k <= 2 * kClusterThreads) {
