@@ -8,8 +8,8 @@
 //    across the warp). Keys: detail::order_key, with NaN moved from 0 to 1 so that 0 marks an
 //    element past the row's valid length (it can never be chosen, see 3).
 // 2. Select: up to three histogram passes (bits 31..21, 20..10, 9..0) over the keys still
-//    matching the chosen prefix; for rows of >= 16k elements the first counts only keys above a
-//    lower bound found by a pass over the maxima of groups of 8 keys (far fewer atomics). Every block merges all blocks' histograms (DSMEM reads) and
+//    matching the chosen prefix (optionally, kPrefilter, for rows of >= 16k elements the first
+//    counts only keys above a lower bound found by a pass over the maxima of groups of 8 keys). Every block merges all blocks' histograms (DSMEM reads) and
 //    finds the same bucket; the passes stop early once the bucket holds exactly the elements
 //    still to take. Result: prefix/mask and `remaining`, the number of elements whose masked
 //    key equals the prefix that belong to the top k (the lowest-index ones: ties).
@@ -19,8 +19,8 @@
 //    over the cluster's blocks, then ballots within each warp. Unsorted output = slot order
 //    (ascending index), written directly.
 // 4. Sorted: the chosen (key, index) pairs are gathered in slot order into block 0's shared
-//    memory and sorted there by a bitonic network on (key desc, index asc), or (kBitonic =
-//    false) by CUB's stable block radix sort on the key, descending.
+//    memory and sorted there: k <= 1024 by a bitonic network on (key desc, index asc); k > 1024
+//    (or kBitonic = false) by CUB's stable block radix sort on the key, descending.
 // Rows with fewer valid elements than k pad with index -1 and value -inf.
 #pragma once
 
@@ -244,9 +244,12 @@ __device__ __forceinline__ void bitonic_output(unsigned long long* buf, const st
 
 }  // namespace radix_cluster_detail
 
-/// kPrefilter: a first pass over group maxima bounds the threshold (see 2.); false for
-/// comparison only. kBitonic: sorted output by a bitonic network (else CUB's block radix sort).
-template <typename T, int kItems, bool kPrefilter = true, bool kBitonic = true>
+/// kPrefilter: a first pass over group maxima bounds the threshold (see 2.). Off by default:
+/// measured slower on an H200 at every indexer shape (the extra pass costs more than the shared
+/// atomics it saves); kept for comparison (bench/radix_topk_bench.cu). kBitonic: sorted output
+/// for k <= 1024 by a bitonic network (measured faster than CUB there; slower at k = 2048,
+/// which keeps CUB's block radix sort), else CUB's for every k.
+template <typename T, int kItems, bool kPrefilter = false, bool kBitonic = true>
 __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
     radix_topk_cluster_kernel(RadixTopkArgs a) {
   namespace cg = cooperative_groups;
@@ -528,15 +531,13 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
   // 4. Sorted: block 0 sorts the gathered pairs (stable: ties keep ascending index order).
   csync();
   if (rank != 0) return;
-  if (kBitonic) {
+  if (kBitonic && k <= 2 * kClusterThreads) {
     // The histograms are dead: every remote read of them came before the totals barrier.
     unsigned long long* buf = reinterpret_cast<unsigned long long*>(&sm.hist[0][0]);
     if (k <= kClusterThreads) {
       bitonic_output<1>(buf, s_sort_key, s_sort_idx, chosen, k, v, out_idx, out_val);
-    } else if (k <= 2 * kClusterThreads) {
-      bitonic_output<2>(buf, s_sort_key, s_sort_idx, chosen, k, v, out_idx, out_val);
     } else {
-      bitonic_output<4>(buf, s_sort_key, s_sort_idx, chosen, k, v, out_idx, out_val);
+      bitonic_output<2>(buf, s_sort_key, s_sort_idx, chosen, k, v, out_idx, out_val);
     }
     return;
   }
