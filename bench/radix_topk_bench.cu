@@ -25,13 +25,13 @@ namespace {
 
 using namespace moerouter;
 
-#define CK(expr)                                                                        \
-  do {                                                                                  \
-    const cudaError_t e_ = (expr);                                                      \
-    if (e_ != cudaSuccess) {                                                            \
+#define CK(expr)                                                                                 \
+  do {                                                                                           \
+    const cudaError_t e_ = (expr);                                                               \
+    if (e_ != cudaSuccess) {                                                                     \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                     \
-    }                                                                                   \
+      std::exit(1);                                                                              \
+    }                                                                                            \
   } while (0)
 
 void check_status(const Status& st, const char* what) {
@@ -111,8 +111,10 @@ struct Ctx {
     CK(cudaMalloc(&b, bytes));
     CK(cudaMemset(a, 1, bytes));
     const double us = graph_us([&](cudaStream_t s) {
-      for (int i = 0; i < 4; ++i) CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
-    }) / 4;
+                        for (int i = 0; i < 4; ++i)
+                          CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
+                      }) /
+                      4;
     copy_gbps = 2.0 * double(bytes) / (us * 1e-6) / 1e9;
     CK(cudaFree(a));
     CK(cudaFree(b));
@@ -174,21 +176,20 @@ int main(int argc, char** argv) {
   std::printf("Device: %s, %d SMs, L2 %zu MB, copy bandwidth %.0f GB/s (read + write)\n",
               c.name.c_str(), prop.multiProcessorCount, c.l2 >> 20, c.copy_gbps);
   const std::vector<Shape> shapes = {
-      {1, 262144, 512, {{16, 32}}},
-      {64, 65536, 512, {{4, 32}, {8, 16}}},
-      {1024, 8192, 512, {{1, 16}, {1, 32}}},
-      {4096, 16384, 512, {{1, 32}, {2, 16}}},
-      {256, 262144, 2048, {{16, 32}}},
-      {1, 65536, 1024, {{4, 32}, {8, 16}, {16, 16}}},
+      {1, 262144, 512, {{16, 32}}},           {64, 65536, 512, {{4, 32}, {8, 16}}},
+      {1024, 8192, 512, {{1, 16}, {1, 32}}},  {4096, 16384, 512, {{1, 32}, {2, 16}}},
+      {256, 262144, 2048, {{16, 32}}},        {1, 65536, 1024, {{4, 32}, {8, 16}, {16, 16}}},
       {8, 131072, 1024, {{8, 32}, {16, 16}}},
   };
   std::printf("%-5s %-12s %5s | %9s %9s | %9s %9s | %8s | %s\n", "dtype", "rows x len", "k",
-              "old sort", "old unsrt", "new sort", "new unsrt", "floor", "new config / alternatives (sorted, unsorted)");
+              "old sort", "old unsrt", "new sort", "new unsrt", "floor",
+              "new config / alternatives (sorted, unsorted)");
   for (const bool bf16 : {false, true}) {
     for (const Shape& sh : shapes) {
       const std::size_t esize = bf16 ? 2 : 4;
       const std::size_t bytes = std::size_t(sh.rows * sh.len) * esize;
-      const int sets = int(std::min<std::size_t>(256, std::max<std::size_t>(1, (3 * c.l2 + bytes - 1) / bytes)));
+      const int sets =
+          int(std::min<std::size_t>(256, std::max<std::size_t>(1, (3 * c.l2 + bytes - 1) / bytes)));
       std::vector<void*> in(sets);
       for (int s = 0; s < sets; ++s) {
         CK(cudaMalloc(&in[s], bytes));
@@ -229,14 +230,17 @@ int main(int argc, char** argv) {
       }
       auto time = [&](int cluster, int items, bool sorted, bool cub = false) {
         const int launches = std::max(sets, quick ? 8 : 32);
-        return c.graph_us([&](cudaStream_t st) {
-                 for (int i = 0; i < launches; ++i) {
-                   const TopkParams p = params(i % sets, sorted);
-                   check_status(cluster < 0 ? moerouter::cuda::topk(p, st)
-                                            : moerouter::cuda::topk_radix_config(p, cluster, items, st, cub),
-                                "launch");
-                 }
-               }, quick ? 5 : 15) /
+        return c.graph_us(
+                   [&](cudaStream_t st) {
+                     for (int i = 0; i < launches; ++i) {
+                       const TopkParams p = params(i % sets, sorted);
+                       check_status(cluster < 0 ? moerouter::cuda::topk(p, st)
+                                                : moerouter::cuda::topk_radix_config(
+                                                      p, cluster, items, st, cub),
+                                    "launch");
+                     }
+                   },
+                   quick ? 5 : 15) /
                launches;
       };
       const double os = time(0, 0, true), ou = time(0, 0, false);
@@ -253,13 +257,18 @@ int main(int argc, char** argv) {
         const int cl = sh.alts[0].first, it = sh.alts[0].second;
         const int launches = std::max(sets, quick ? 8 : 32);
         for (const bool sorted : {true, false}) {
-          const double t = c.graph_us([&](cudaStream_t st) {
-            for (int i = 0; i < launches; ++i) {
-              const TopkParams p = params(i % sets, sorted);
-              if (it == 16) launch_variant<16, true>(p, cl, st);
-              else launch_variant<32, true>(p, cl, st);
-            }
-          }, quick ? 5 : 15) / launches;
+          const double t = c.graph_us(
+                               [&](cudaStream_t st) {
+                                 for (int i = 0; i < launches; ++i) {
+                                   const TopkParams p = params(i % sets, sorted);
+                                   if (it == 16)
+                                     launch_variant<16, true>(p, cl, st);
+                                   else
+                                     launch_variant<32, true>(p, cl, st);
+                                 }
+                               },
+                               quick ? 5 : 15) /
+                           launches;
           char buf[64];
           std::snprintf(buf, sizeof(buf), " pf(%d,%d)%s: %.1f;", cl, it, sorted ? "s" : "u", t);
           alts += buf;
@@ -273,8 +282,8 @@ int main(int argc, char** argv) {
       }
       char shape[32];
       std::snprintf(shape, sizeof(shape), "%lldx%lld", (long long)sh.rows, (long long)sh.len);
-      std::printf("%-5s %-12s %5d | %9.1f %9.1f | %9.1f %9.1f | %8.1f |%s%s\n", bf16 ? "bf16" : "fp32",
-                  shape, sh.k, os, ou, ns, nu, floor, alts.c_str(),
+      std::printf("%-5s %-12s %5d | %9.1f %9.1f | %9.1f %9.1f | %8.1f |%s%s\n",
+                  bf16 ? "bf16" : "fp32", shape, sh.k, os, ou, ns, nu, floor, alts.c_str(),
                   same ? "" : "  MISMATCH vs old kernel");
       std::fflush(stdout);
       for (void* p : in) CK(cudaFree(p));

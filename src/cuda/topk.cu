@@ -48,8 +48,9 @@ int max_cluster() {
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>,
-                                       &cfg) == cudaSuccess &&
+    if (cudaOccupancyMaxActiveClusters(
+            &clusters, kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>, &cfg) ==
+            cudaSuccess &&
         clusters > 0) {
       best = 16;
     }
@@ -93,7 +94,8 @@ Status launch_cluster(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t
 // 8x131072: 8 of 32 keys 29 us, 16 of 16 keys 56 us): every radix pass costs a cluster barrier
 // and a merge of every block's histogram.
 std::pair<int, int> choose_config(std::int64_t length, int max_c) {
-  const std::int64_t c32 = (length + kernels::cluster_chunk<32>() - 1) / kernels::cluster_chunk<32>();
+  const std::int64_t c32 =
+      (length + kernels::cluster_chunk<32>() - 1) / kernels::cluster_chunk<32>();
   if (c32 > max_c) return {0, 0};
   if (length <= kernels::cluster_chunk<16>()) return {1, 16};
   return {int(c32), 32};
@@ -118,8 +120,7 @@ kernels::RadixTopkArgs radix_args(const TopkParams& p) {
 // The radix path with (cluster, items); cluster 0 = the global-memory kernel; cluster < 0 =
 // chosen by shape. cub_sort: sorted output by CUB's block radix sort instead of the bitonic
 // network.
-Status radix_topk(const TopkParams& p, int cluster, int items, bool cub_sort,
-                  cudaStream_t stream) {
+Status radix_topk(const TopkParams& p, int cluster, int items, bool cub_sort, cudaStream_t stream) {
   if (p.n > 0x7fffffffLL) {
     return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(p.n));
   }
@@ -153,9 +154,9 @@ Status radix_topk(const TopkParams& p, int cluster, int items, bool cub_sort,
 Status check_common(const TopkParams& p, const char* op) {
   MOER_RETURN_IF_ERROR_CUDA(validate(p));
   if (p.k > kernels::kRadixMaxK) {
-    return Status(StatusCode::kUnsupported, std::string(op) + ": k must be <= " +
-                                                std::to_string(kernels::kRadixMaxK) +
-                                                " on the GPU, got " + std::to_string(p.k));
+    return Status(StatusCode::kUnsupported,
+                  std::string(op) + ": k must be <= " + std::to_string(kernels::kRadixMaxK) +
+                      " on the GPU, got " + std::to_string(p.k));
   }
   if (p.length >= (std::int64_t(1) << 31)) {
     return Status(StatusCode::kUnsupported,

@@ -54,11 +54,12 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
 void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool sorted,
            std::uint64_t seed, int cluster = -1, int items = 0, std::int64_t stride = 0,
            bool cub_sort = false) {
-  const std::string cfg = "n=" + std::to_string(n) + " len=" + std::to_string(len) +
-                          " k=" + std::to_string(k) + " data=" + std::to_string(int(d)) +
-                          " lengths=" + std::to_string(lengths) + " sorted=" + std::to_string(sorted) +
-                          " cluster=" + std::to_string(cluster) + " items=" + std::to_string(items) +
-                          " stride=" + std::to_string(stride) + " cub=" + std::to_string(cub_sort);
+  const std::string cfg =
+      "n=" + std::to_string(n) + " len=" + std::to_string(len) + " k=" + std::to_string(k) +
+      " data=" + std::to_string(int(d)) + " lengths=" + std::to_string(lengths) +
+      " sorted=" + std::to_string(sorted) + " cluster=" + std::to_string(cluster) +
+      " items=" + std::to_string(items) + " stride=" + std::to_string(stride) +
+      " cub=" + std::to_string(cub_sort);
   const std::int64_t ld = stride > len ? stride : len;
   auto vals = make_rows(n, ld, d, seed);
   if (ld > len) {
@@ -241,9 +242,13 @@ TEST_F(GpuRadixTopk, Bf16Cluster) {
         const std::int64_t n = 4;
         auto vals = testing::make_bf16(n * len, 1.0, seed);
         if (seed % 2 == 0) {  // few distinct values
-          for (auto& b : vals) b = moerouter::detail::float_to_bf16(float(int(moerouter::detail::bf16_to_float(b) * 2)));
+          for (auto& b : vals) {
+            const float f = moerouter::detail::bf16_to_float(b);
+            b = moerouter::detail::float_to_bf16(float(int(f * 2)));
+          }
         }
-        std::vector<std::int32_t> lens = {0, std::int32_t(k - 1), std::int32_t(len), std::int32_t(len / 2)};
+        std::vector<std::int32_t> lens = {0, std::int32_t(k - 1), std::int32_t(len),
+                                          std::int32_t(len / 2)};
         std::vector<std::int32_t> cpu_idx(n * k);
         std::vector<float> cpu_val(n * k);
         TopkParams p;

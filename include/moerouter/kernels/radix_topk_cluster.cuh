@@ -9,10 +9,11 @@
 //    element past the row's valid length (it can never be chosen, see 3).
 // 2. Select: up to three histogram passes (bits 31..21, 20..10, 9..0) over the keys still
 //    matching the chosen prefix (optionally, kPrefilter, for rows of >= 16k elements the first
-//    counts only keys above a lower bound found by a pass over the maxima of groups of 8 keys). Every block merges all blocks' histograms (DSMEM reads) and
-//    finds the same bucket; the passes stop early once the bucket holds exactly the elements
-//    still to take. Result: prefix/mask and `remaining`, the number of elements whose masked
-//    key equals the prefix that belong to the top k (the lowest-index ones: ties).
+//    counts only keys above a lower bound found by a pass over the maxima of groups of 8
+//    keys). Every block merges all blocks' histograms (DSMEM reads) and finds the same bucket; the
+//    passes stop early once the bucket holds exactly the elements still to take. Result:
+//    prefix/mask and `remaining`, the number of elements whose masked key equals the prefix that
+//    belong to the top k (the lowest-index ones: ties).
 // 3. Ordered compaction: an element is chosen if its masked key > prefix, or == prefix (and the
 //    key is not 0) and fewer than `remaining` such elements precede it. Its slot is the number
 //    of chosen elements before it in index order: per-warp counts, a scan over warps, a scan
@@ -268,10 +269,10 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ std::uint32_t s_sort_key[kRadixMaxK];
   __shared__ std::int32_t s_sort_idx[kRadixMaxK];
-  __shared__ int s_sel[3];             // chosen bin, elements of it still to take, its count
-  __shared__ int s_warp[kWarps][2];    // per warp (gt, eq) counts, then their exclusive scan
-  __shared__ int s_total[2];           // this block's (gt, eq) totals (read by other blocks)
-  __shared__ int s_base[3];            // cluster-wide (gt, eq) before this block; chosen total
+  __shared__ int s_sel[3];           // chosen bin, elements of it still to take, its count
+  __shared__ int s_warp[kWarps][2];  // per warp (gt, eq) counts, then their exclusive scan
+  __shared__ int s_total[2];         // this block's (gt, eq) totals (read by other blocks)
+  __shared__ int s_base[3];          // cluster-wide (gt, eq) before this block; chosen total
 
   cg::cluster_group cluster = cg::this_cluster();
   const int csize = int(cluster.num_blocks());
@@ -542,11 +543,14 @@ __global__ void __launch_bounds__(kClusterThreads, kItems <= 16 ? 3 : 2)
     return;
   }
   if (k <= kClusterThreads) {
-    sorted_output<1>(sm.sort1, s_sort_key, s_sort_idx, s_warp, chosen, k, prefix, v, out_idx, out_val);
+    sorted_output<1>(sm.sort1, s_sort_key, s_sort_idx, s_warp, chosen, k, prefix, v, out_idx,
+                     out_val);
   } else if (k <= 2 * kClusterThreads) {
-    sorted_output<2>(sm.sort2, s_sort_key, s_sort_idx, s_warp, chosen, k, prefix, v, out_idx, out_val);
+    sorted_output<2>(sm.sort2, s_sort_key, s_sort_idx, s_warp, chosen, k, prefix, v, out_idx,
+                     out_val);
   } else {
-    sorted_output<4>(sm.sort4, s_sort_key, s_sort_idx, s_warp, chosen, k, prefix, v, out_idx, out_val);
+    sorted_output<4>(sm.sort4, s_sort_key, s_sort_idx, s_warp, chosen, k, prefix, v, out_idx,
+                     out_val);
   }
 }
 
