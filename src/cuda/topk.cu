@@ -1,12 +1,18 @@
 // Launcher of the top-k primitive: k <= 32 sorted by the warp/block kernel (kernels/topk.cuh),
-// larger k (up to 2048) and unsorted output by radix select (kernels/radix_topk.cuh).
+// larger k (up to 2048) and unsorted output by radix select: a cluster of blocks per row holding
+// the row in registers (kernels/radix_topk_cluster.cuh) where the row fits, else one block per
+// row over global memory (kernels/radix_topk.cuh).
+#include <map>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "common.cuh"
 #include "moerouter/cuda.h"
 #include "moerouter/detail/dispatch.cuh"
 #include "moerouter/detail/params.h"
 #include "moerouter/kernels/radix_topk.cuh"
+#include "moerouter/kernels/radix_topk_cluster.cuh"
 #include "moerouter/kernels/topk.cuh"
 
 namespace moerouter {
@@ -16,15 +22,141 @@ namespace {
 // Rows longer than this get a 16-warp block each; shorter ones a warp each.
 constexpr std::int64_t kLongRow = 2048;
 
-}  // namespace
+// Largest cluster (blocks per row) the current device runs for this kernel: 16 where
+// non-portable cluster sizes fit, else 8 (cached per kernel and device). Also allows the
+// non-portable sizes on the kernel.
+template <typename T, int kItems, bool kBitonic>
+int max_cluster() {
+  static std::mutex mu;
+  static std::map<int, int> cache;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 8;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = cache.find(dev);
+  if (it != cache.end()) return it->second;
+  int best = 8;
+  if (cudaFuncSetAttribute(kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>,
+                           cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) {
+    cudaLaunchConfig_t cfg{};
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 16;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.gridDim = dim3(16);
+    cfg.blockDim = dim3(kernels::kClusterThreads);
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(
+            &clusters, kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>, &cfg) ==
+            cudaSuccess &&
+        clusters > 0) {
+      best = 16;
+    }
+  }
+  (void)cudaGetLastError();
+  cache.emplace(dev, best);
+  return best;
+}
 
-Status topk(const TopkParams& p, cudaStream_t stream) {
-  const char* op = "topk";
+template <typename T, int kItems, bool kBitonic>
+Status launch_cluster(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
+  if (cluster > max_cluster<T, kItems, kBitonic>()) {
+    return Status(StatusCode::kUnsupported,
+                  "topk: this device does not run clusters of " + std::to_string(cluster));
+  }
+  if (r.n * cluster > 0x7fffffffLL) {
+    return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
+  }
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.gridDim = dim3(unsigned(r.n * cluster));
+  cfg.blockDim = dim3(kernels::kClusterThreads);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  MOER_RETURN_IF_ERROR_CUDA(detail::cuda_status(
+      cudaLaunchKernelEx(&cfg, kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>, r),
+      "topk: radix_topk_cluster_kernel launch"));
+  return detail::launch_status("topk: radix_topk_cluster_kernel launch");
+}
+
+// Blocks per row and keys per thread for a shape (cluster 0: the global-memory kernel): one
+// block of 16 keys per thread (8192 elements, 3 blocks an SM) for rows up to 8192, else the
+// fewest blocks of 32 keys per thread (16384 elements, 2 blocks an SM). Measured on an H200:
+// fewer, fuller blocks per row win (64x65536: 4 blocks of 32 keys 44 us, 8 of 16 keys 68 us;
+// 8x131072: 8 of 32 keys 29 us, 16 of 16 keys 56 us): every radix pass costs a cluster barrier
+// and a merge of every block's histogram.
+std::pair<int, int> choose_config(std::int64_t length, int max_c) {
+  const std::int64_t c32 =
+      (length + kernels::cluster_chunk<32>() - 1) / kernels::cluster_chunk<32>();
+  if (c32 > max_c) return {0, 0};
+  if (length <= kernels::cluster_chunk<16>()) return {1, 16};
+  return {int(c32), 32};
+}
+
+kernels::RadixTopkArgs radix_args(const TopkParams& p) {
+  kernels::RadixTopkArgs r{};
+  r.values = p.values;
+  r.lengths = p.lengths;
+  r.indices = p.indices;
+  r.out_values = p.out_values;
+  r.n = p.n;
+  r.length = p.length;
+  r.values_stride = moerouter::detail::stride_or(p.values_stride, p.length);
+  r.indices_stride = moerouter::detail::stride_or(p.indices_stride, p.k);
+  r.out_values_stride = moerouter::detail::stride_or(p.out_values_stride, p.k);
+  r.k = p.k;
+  r.sorted = p.sorted;
+  return r;
+}
+
+// The radix path with (cluster, items); cluster 0 = the global-memory kernel; cluster < 0 =
+// chosen by shape. cub_sort: sorted output by CUB's block radix sort instead of the bitonic
+// network.
+Status radix_topk(const TopkParams& p, int cluster, int items, bool cub_sort, cudaStream_t stream) {
+  if (p.n > 0x7fffffffLL) {
+    return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(p.n));
+  }
+  const kernels::RadixTopkArgs r = radix_args(p);
+  return MOER_DISPATCH_REAL_DTYPE(p.values_dtype, T, "topk: values_dtype", [&] {
+    int c = cluster, it = items;
+    if (c < 0) {
+      const auto cfg = choose_config(p.length, max_cluster<T, 32, true>());
+      c = cfg.first;
+      it = cfg.second;
+    }
+    if (c == 0) {
+      kernels::radix_topk_kernel<T><<<unsigned(p.n), kernels::kRadixThreads, 0, stream>>>(r);
+      return detail::launch_status("topk: radix_topk_kernel launch");
+    }
+    if (c > kernels::kClusterMaxBlocks || (it != 16 && it != 32) ||
+        p.length > c * (it == 16 ? kernels::cluster_chunk<16>() : kernels::cluster_chunk<32>())) {
+      return Status(StatusCode::kUnsupported, "topk: radix configuration (" + std::to_string(c) +
+                                                  ", " + std::to_string(it) +
+                                                  ") does not fit this shape");
+    }
+    if (cub_sort) {
+      return it == 16 ? launch_cluster<T, 16, false>(r, c, stream)
+                      : launch_cluster<T, 32, false>(r, c, stream);
+    }
+    return it == 16 ? launch_cluster<T, 16, true>(r, c, stream)
+                    : launch_cluster<T, 32, true>(r, c, stream);
+  });
+}
+
+Status check_common(const TopkParams& p, const char* op) {
   MOER_RETURN_IF_ERROR_CUDA(validate(p));
   if (p.k > kernels::kRadixMaxK) {
-    return Status(StatusCode::kUnsupported, std::string(op) + ": k must be <= " +
-                                                std::to_string(kernels::kRadixMaxK) +
-                                                " on the GPU, got " + std::to_string(p.k));
+    return Status(StatusCode::kUnsupported,
+                  std::string(op) + ": k must be <= " + std::to_string(kernels::kRadixMaxK) +
+                      " on the GPU, got " + std::to_string(p.k));
   }
   if (p.length >= (std::int64_t(1) << 31)) {
     return Status(StatusCode::kUnsupported,
@@ -35,28 +167,28 @@ Status topk(const TopkParams& p, cudaStream_t stream) {
   MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "lengths", p.lengths));
   MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "indices", p.indices));
   MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "out_values", p.out_values));
+  return Status::success();
+}
 
-  if (p.k > kMaxK || !p.sorted) {
-    if (p.n > 0x7fffffffLL) {
-      return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(p.n));
-    }
-    kernels::RadixTopkArgs r{};
-    r.values = p.values;
-    r.lengths = p.lengths;
-    r.indices = p.indices;
-    r.out_values = p.out_values;
-    r.n = p.n;
-    r.length = p.length;
-    r.values_stride = moerouter::detail::stride_or(p.values_stride, p.length);
-    r.indices_stride = moerouter::detail::stride_or(p.indices_stride, p.k);
-    r.out_values_stride = moerouter::detail::stride_or(p.out_values_stride, p.k);
-    r.k = p.k;
-    r.sorted = p.sorted;
-    return MOER_DISPATCH_REAL_DTYPE(p.values_dtype, T, "topk: values_dtype", [&] {
-      kernels::radix_topk_kernel<T><<<unsigned(p.n), kernels::kRadixThreads, 0, stream>>>(r);
-      return detail::launch_status("topk: radix_topk_kernel launch");
-    });
+}  // namespace
+
+Status topk_radix_config(const TopkParams& p, int cluster, int items, cudaStream_t stream,
+                         bool cub_sort) {
+  MOER_RETURN_IF_ERROR_CUDA(check_common(p, "topk"));
+  if (p.n == 0) return Status::success();
+  if (p.k <= kMaxK && p.sorted) {
+    return Status(StatusCode::kUnsupported, "topk_radix_config: needs k > 32 or unsorted");
   }
+  if (cluster < 0) {
+    return Status(StatusCode::kUnsupported, "topk_radix_config: cluster must be >= 0");
+  }
+  return radix_topk(p, cluster, items, cub_sort, stream);
+}
+
+Status topk(const TopkParams& p, cudaStream_t stream) {
+  MOER_RETURN_IF_ERROR_CUDA(check_common(p, "topk"));
+  if (p.n == 0) return Status::success();
+  if (p.k > kMaxK || !p.sorted) return radix_topk(p, -1, 0, false, stream);
 
   kernels::TopkArgs a{};
   a.values = p.values;

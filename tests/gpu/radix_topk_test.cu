@@ -1,5 +1,7 @@
 // Large-k top-k (radix select) and unsorted output against the CPU backend (bit for bit:
-// indices, values, padding) and the float64 oracle, over the indexer's shapes and hard data.
+// indices, values, padding) and the float64 oracle, over the indexer's shapes and hard data;
+// every configuration of the cluster kernel (blocks per row, keys per thread) and the
+// global-memory kernel, forced through cuda::topk_radix_config.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -47,12 +49,24 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
 }
 
 // GPU == CPU backend bit for bit, sorted and unsorted; sorted also == the oracle's indices.
+// cluster >= 0: through cuda::topk_radix_config(cluster, items) (0 = global-memory kernel);
+// stride > len: rows `stride` apart (the gap holds values that must never be read as elements).
 void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool sorted,
-           std::uint64_t seed) {
-  const std::string cfg = "n=" + std::to_string(n) + " len=" + std::to_string(len) +
-                          " k=" + std::to_string(k) + " data=" + std::to_string(int(d)) +
-                          " lengths=" + std::to_string(lengths) + " sorted=" + std::to_string(sorted);
-  const auto vals = make_rows(n, len, d, seed);
+           std::uint64_t seed, int cluster = -1, int items = 0, std::int64_t stride = 0,
+           bool cub_sort = false) {
+  const std::string cfg =
+      "n=" + std::to_string(n) + " len=" + std::to_string(len) + " k=" + std::to_string(k) +
+      " data=" + std::to_string(int(d)) + " lengths=" + std::to_string(lengths) +
+      " sorted=" + std::to_string(sorted) + " cluster=" + std::to_string(cluster) +
+      " items=" + std::to_string(items) + " stride=" + std::to_string(stride) +
+      " cub=" + std::to_string(cub_sort);
+  const std::int64_t ld = stride > len ? stride : len;
+  auto vals = make_rows(n, ld, d, seed);
+  if (ld > len) {
+    for (std::int64_t r = 0; r < n; ++r) {
+      for (std::int64_t i = len; i < ld; ++i) vals[r * ld + i] = testing::kInf;
+    }
+  }
   std::vector<std::int32_t> lens(static_cast<std::size_t>(n));
   for (std::int64_t r = 0; r < n; ++r) {
     const std::int64_t choices[] = {0, 1, k - 1, k, k + 1, len};
@@ -63,6 +77,7 @@ void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool s
   p.length = len;
   p.k = k;
   p.sorted = sorted;
+  p.values_stride = ld;
   std::vector<std::int32_t> cpu_idx(n * k);
   std::vector<float> cpu_val(n * k);
   p.values = vals.data();
@@ -81,7 +96,8 @@ void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool s
   p.lengths = lengths ? d_lens.get() : nullptr;
   p.indices = d_idx.get();
   p.out_values = d_val.get();
-  const Status st = cuda::topk(p);
+  const Status st = cluster >= 0 ? cuda::topk_radix_config(p, cluster, items, nullptr, cub_sort)
+                                  : cuda::topk(p);
   ASSERT_TRUE(st.ok()) << cfg << ": " << st.to_string();
   MOER_CUDA_OK(cudaDeviceSynchronize());
   const auto gpu_idx = d_idx.download();
@@ -128,6 +144,71 @@ TEST_F(GpuRadixTopk, IndexerShapes) {
   check(4096, 1024, 1024, Data::kRandom, false, true, 15);
 }
 
+// The cluster kernel in each configuration: rows that fill the cluster exactly, end one short
+// of it, or barely reach its last block; data whose ties straddle the blocks' chunks (equal,
+// few levels, sorted), NaN/inf, per-row lengths (0, 1, k-1, k, k+1, L), both output orders.
+TEST_F(GpuRadixTopk, ClusterConfigs) {
+  std::uint64_t seed = 1000;
+  const int configs[][2] = {{1, 16}, {1, 32}, {2, 16}, {3, 32}, {4, 16}, {8, 32}, {16, 16}};
+  for (const auto& c : configs) {
+    const std::int64_t cap = std::int64_t(c[0]) * 512 * c[1];
+    const std::int64_t chunk = 512 * c[1];
+    for (std::int64_t len : {cap, cap - 1, cap - chunk + 1}) {
+      for (int k : {33, 512, 2048}) {
+        for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted,
+                       Data::kSpecial}) {
+          ++seed;
+          check(c[0] >= 8 ? 3 : 7, len, k, d, seed % 3 != 0, seed % 2 == 0, seed, c[0], c[1]);
+        }
+      }
+    }
+  }
+}
+
+// The cluster kernel's other sort (CUB's block radix sort instead of the bitonic network).
+TEST_F(GpuRadixTopk, ClusterConfigsCubSort) {
+  std::uint64_t seed = 2000;
+  const int configs[][2] = {{1, 16}, {3, 32}, {16, 16}};
+  for (const auto& c : configs) {
+    const std::int64_t len = std::int64_t(c[0]) * 512 * c[1] - 5;
+    for (int k : {33, 512, 1000, 2048}) {
+      for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSpecial}) {
+        ++seed;
+        check(3, len, k, d, seed % 3 != 0, true, seed, c[0], c[1], 0, true);
+      }
+    }
+  }
+}
+
+// The global-memory kernel forced, and the choice by shape around its limits.
+TEST_F(GpuRadixTopk, GlobalKernelAndChoice) {
+  check(5, 20000, 512, Data::kFewLevels, true, true, 21, 0, 0);
+  check(5, 20000, 512, Data::kRandom, false, false, 22, 0, 0);
+  check(2, 262144, 2048, Data::kEqual, false, true, 23);
+  check(2, 262145, 1024, Data::kRandom, true, true, 24);
+  check(3, 131073, 512, Data::kFewLevels, true, false, 25);
+}
+
+// Row stride: aligned (16-byte vector loads) and odd strides (scalar loads).
+TEST_F(GpuRadixTopk, RowStride) {
+  check(9, 8000, 512, Data::kRandom, true, true, 31, -1, 0, 8004);
+  check(9, 8000, 512, Data::kFewLevels, true, false, 32, -1, 0, 8003);
+  check(5, 30001, 1024, Data::kSpecial, false, true, 33, 4, 16, 30007);
+  check(5, 30001, 1024, Data::kEqual, true, false, 34, 8, 16, 30001);
+}
+
+// Small shapes for compute-sanitizer (memcheck, racecheck): every kernel and cluster size once.
+TEST_F(GpuRadixTopk, SanitizerSmall) {
+  check(3, 3000, 64, Data::kFewLevels, true, true, 41, 1, 16);
+  check(3, 3000, 64, Data::kRandom, true, false, 42, 1, 16);
+  check(2, 20000, 100, Data::kSpecial, true, true, 43, 3, 16);
+  check(2, 20000, 100, Data::kEqual, false, false, 44, 2, 32);
+  check(2, 20000, 100, Data::kRandom, false, true, 45, 16, 16);
+  check(2, 3000, 64, Data::kRandom, true, true, 46, 0, 0);
+  check(2, 20000, 1100, Data::kFewLevels, true, true, 47, 3, 16, 0, /*cub_sort=*/true);
+  check(2, 20000, 1100, Data::kRandom, false, true, 48, 3, 16);
+}
+
 TEST_F(GpuRadixTopk, Bf16Rows) {
   const std::int64_t n = 16, len = 5000;
   const int k = 700;
@@ -147,6 +228,56 @@ TEST_F(GpuRadixTopk, Bf16Rows) {
   p.indices = d_idx.get();
   ASSERT_TRUE(cuda::topk(p).ok());
   EXPECT_EQ(d_idx.download(), cpu_idx);
+}
+
+// bf16 through every cluster configuration, ties straddling chunks (few levels), lengths.
+TEST_F(GpuRadixTopk, Bf16Cluster) {
+  const int configs[][2] = {{0, 0}, {1, 16}, {2, 32}, {5, 16}, {16, 32}};
+  std::uint64_t seed = 50;
+  for (const auto& c : configs) {
+    const std::int64_t len = c[0] == 0 ? 40000 : std::int64_t(c[0]) * 512 * c[1] - 3;
+    for (int k : {64, 1024}) {
+      for (bool sorted : {true, false}) {
+        ++seed;
+        const std::int64_t n = 4;
+        auto vals = testing::make_bf16(n * len, 1.0, seed);
+        if (seed % 2 == 0) {  // few distinct values
+          for (auto& b : vals) {
+            const float f = moerouter::detail::bf16_to_float(b);
+            b = moerouter::detail::float_to_bf16(float(int(f * 2)));
+          }
+        }
+        std::vector<std::int32_t> lens = {0, std::int32_t(k - 1), std::int32_t(len),
+                                          std::int32_t(len / 2)};
+        std::vector<std::int32_t> cpu_idx(n * k);
+        std::vector<float> cpu_val(n * k);
+        TopkParams p;
+        p.values = vals.data();
+        p.values_dtype = DType::kBF16;
+        p.lengths = lens.data();
+        p.indices = cpu_idx.data();
+        p.out_values = cpu_val.data();
+        p.n = n;
+        p.length = len;
+        p.k = k;
+        p.sorted = sorted;
+        ASSERT_TRUE(cpu::topk(p).ok());
+        DeviceBuffer<bf16> d_vals(vals);
+        DeviceBuffer<std::int32_t> d_lens(lens);
+        DeviceBuffer<std::int32_t> d_idx(n * k);
+        DeviceBuffer<float> d_val(n * k);
+        d_idx.fill_bytes(0x7f);
+        p.values = d_vals.get();
+        p.lengths = d_lens.get();
+        p.indices = d_idx.get();
+        p.out_values = d_val.get();
+        ASSERT_TRUE(cuda::topk_radix_config(p, c[0], c[1]).ok());
+        EXPECT_EQ(d_idx.download(), cpu_idx) << "cluster " << c[0] << " k " << k;
+        std::size_t diff = 0;
+        EXPECT_TRUE(testing::same_bits(d_val.download(), cpu_val, &diff)) << "slot " << diff;
+      }
+    }
+  }
 }
 
 }  // namespace

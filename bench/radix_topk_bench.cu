@@ -1,0 +1,295 @@
+// radix_topk_bench: large-k top-k (the sparse-attention indexer's shapes) through
+// cuda::topk_radix_config, the cluster kernel (configuration chosen by shape, and alternatives)
+// next to the global-memory kernel (cluster 0, the kernel before issue 7) and the read floor
+// (row bytes / device-to-device copy bandwidth measured in the same run).
+// Method of moerouter_bench.cu: a CUDA graph of many launches over rotating distinct inputs
+// (>= 3x L2 in total, so reads come from HBM), time per launch = graph time / launches, median
+// of 15 replays. Values: normal random (hash-based), fp32 and bf16.
+//
+// Usage: radix_topk_bench [--quick]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "moerouter/cuda.h"
+#include "moerouter/kernels/radix_topk_cluster.cuh"
+
+namespace {
+
+using namespace moerouter;
+
+#define CK(expr)                                                                                 \
+  do {                                                                                           \
+    const cudaError_t e_ = (expr);                                                               \
+    if (e_ != cudaSuccess) {                                                                     \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                              \
+    }                                                                                            \
+  } while (0)
+
+void check_status(const Status& st, const char* what) {
+  if (!st.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, st.to_string().c_str());
+    std::exit(1);
+  }
+}
+
+__device__ std::uint32_t hash32(std::uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return std::uint32_t(x);
+}
+
+// Normal random values (Box-Muller over a hash), fp32 or bf16 (round to nearest even).
+__global__ void fill_normal(void* out, std::size_t count, bool bf16, std::uint64_t seed) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < count;
+       i += std::size_t(gridDim.x) * blockDim.x) {
+    const float u1 = (hash32(seed * 0x9e3779b97f4a7c15ull + 2 * i) + 1.0f) * 2.3283064e-10f;
+    const float u2 = hash32(seed * 0x9e3779b97f4a7c15ull + 2 * i + 1) * 2.3283064e-10f;
+    const float z = sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);
+    if (bf16) {
+      std::uint32_t b;
+      std::memcpy(&b, &z, 4);
+      b += 0x7fffu + ((b >> 16) & 1u);
+      static_cast<std::uint16_t*>(out)[i] = std::uint16_t(b >> 16);
+    } else {
+      static_cast<float*>(out)[i] = z;
+    }
+  }
+}
+
+struct Ctx {
+  cudaStream_t stream = nullptr;
+  std::size_t l2 = 0;
+  double copy_gbps = 0;
+  std::string name;
+
+  double graph_us(const std::function<void(cudaStream_t)>& body, int replays = 15) {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    body(stream);
+    CK(cudaStreamEndCapture(stream, &graph));
+    CK(cudaGraphInstantiate(&exec, graph, 0));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    for (int i = 0; i < 2; ++i) CK(cudaGraphLaunch(exec, stream));
+    std::vector<float> ms;
+    for (int i = 0; i < replays; ++i) {
+      CK(cudaEventRecord(e0, stream));
+      CK(cudaGraphLaunch(exec, stream));
+      CK(cudaEventRecord(e1, stream));
+      CK(cudaEventSynchronize(e1));
+      float t = 0;
+      CK(cudaEventElapsedTime(&t, e0, e1));
+      ms.push_back(t);
+    }
+    CK(cudaGetLastError());
+    std::sort(ms.begin(), ms.end());
+    CK(cudaGraphExecDestroy(exec));
+    CK(cudaGraphDestroy(graph));
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    return double(ms[ms.size() / 2]) * 1e3;
+  }
+
+  void measure_copy() {
+    const std::size_t bytes = std::size_t(1) << 30;
+    void *a = nullptr, *b = nullptr;
+    CK(cudaMalloc(&a, bytes));
+    CK(cudaMalloc(&b, bytes));
+    CK(cudaMemset(a, 1, bytes));
+    const double us = graph_us([&](cudaStream_t s) {
+                        for (int i = 0; i < 4; ++i)
+                          CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
+                      }) /
+                      4;
+    copy_gbps = 2.0 * double(bytes) / (us * 1e-6) / 1e9;
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+  }
+};
+
+// The cluster kernel launched directly, fp32, with the group-maxima pre-filter pass (off in the
+// library: measured slower).
+template <int kItems, bool kPf>
+void launch_variant(const TopkParams& p, int cluster, cudaStream_t st) {
+  static bool init = false;
+  if (!init) {
+    CK(cudaFuncSetAttribute(kernels::radix_topk_cluster_kernel<float, kItems, kPf>,
+                            cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    init = true;
+  }
+  kernels::RadixTopkArgs r{};
+  r.values = p.values;
+  r.indices = p.indices;
+  r.out_values = p.out_values;
+  r.n = p.n;
+  r.length = p.length;
+  r.values_stride = p.length;
+  r.indices_stride = p.k;
+  r.out_values_stride = p.k;
+  r.k = p.k;
+  r.sorted = p.sorted;
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.gridDim = dim3(unsigned(p.n * cluster));
+  cfg.blockDim = dim3(kernels::kClusterThreads);
+  cfg.stream = st;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  CK(cudaLaunchKernelEx(&cfg, kernels::radix_topk_cluster_kernel<float, kItems, kPf>, r));
+}
+
+struct Shape {
+  std::int64_t rows, len;
+  int k;
+  std::vector<std::pair<int, int>> alts;  // extra (cluster, items) to time
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  Ctx c;
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  c.name = prop.name;
+  c.l2 = std::size_t(prop.l2CacheSize);
+  CK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
+  c.measure_copy();
+  std::printf("Device: %s, %d SMs, L2 %zu MB, copy bandwidth %.0f GB/s (read + write)\n",
+              c.name.c_str(), prop.multiProcessorCount, c.l2 >> 20, c.copy_gbps);
+  const std::vector<Shape> shapes = {
+      {1, 262144, 512, {{16, 32}}},           {64, 65536, 512, {{4, 32}, {8, 16}}},
+      {1024, 8192, 512, {{1, 16}, {1, 32}}},  {4096, 16384, 512, {{1, 32}, {2, 16}}},
+      {256, 262144, 2048, {{16, 32}}},        {1, 65536, 1024, {{4, 32}, {8, 16}, {16, 16}}},
+      {8, 131072, 1024, {{8, 32}, {16, 16}}},
+  };
+  std::printf("%-5s %-12s %5s | %9s %9s | %9s %9s | %8s | %s\n", "dtype", "rows x len", "k",
+              "old sort", "old unsrt", "new sort", "new unsrt", "floor",
+              "new config / alternatives (sorted, unsorted)");
+  for (const bool bf16 : {false, true}) {
+    for (const Shape& sh : shapes) {
+      const std::size_t esize = bf16 ? 2 : 4;
+      const std::size_t bytes = std::size_t(sh.rows * sh.len) * esize;
+      const int sets =
+          int(std::min<std::size_t>(256, std::max<std::size_t>(1, (3 * c.l2 + bytes - 1) / bytes)));
+      std::vector<void*> in(sets);
+      for (int s = 0; s < sets; ++s) {
+        CK(cudaMalloc(&in[s], bytes));
+        fill_normal<<<1024, 256, 0, c.stream>>>(in[s], bytes / esize, bf16, 1234 + s);
+      }
+      std::int32_t* idx = nullptr;
+      float* val = nullptr;
+      CK(cudaMalloc(&idx, sh.rows * sh.k * 4));
+      CK(cudaMalloc(&val, sh.rows * sh.k * 4));
+      CK(cudaStreamSynchronize(c.stream));
+      auto params = [&](int s, bool sorted) {
+        TopkParams p;
+        p.values = in[s];
+        p.values_dtype = bf16 ? DType::kBF16 : DType::kF32;
+        p.indices = idx;
+        p.out_values = val;
+        p.n = sh.rows;
+        p.length = sh.len;
+        p.k = sh.k;
+        p.sorted = sorted;
+        return p;
+      };
+      // Same indices and values as the global-memory kernel, both orders, on set 0.
+      bool same = true;
+      for (const bool sorted : {true, false}) {
+        const std::size_t m = std::size_t(sh.rows * sh.k);
+        std::vector<std::int32_t> i0(m), i1(m);
+        std::vector<float> v0(m), v1(m);
+        check_status(moerouter::cuda::topk_radix_config(params(0, sorted), 0, 0, c.stream), "old");
+        CK(cudaMemcpyAsync(i0.data(), idx, m * 4, cudaMemcpyDeviceToHost, c.stream));
+        CK(cudaMemcpyAsync(v0.data(), val, m * 4, cudaMemcpyDeviceToHost, c.stream));
+        CK(cudaMemset(idx, 0x7f, m * 4));
+        check_status(moerouter::cuda::topk(params(0, sorted), c.stream), "new");
+        CK(cudaMemcpyAsync(i1.data(), idx, m * 4, cudaMemcpyDeviceToHost, c.stream));
+        CK(cudaMemcpyAsync(v1.data(), val, m * 4, cudaMemcpyDeviceToHost, c.stream));
+        CK(cudaStreamSynchronize(c.stream));
+        same = same && i0 == i1 && std::memcmp(v0.data(), v1.data(), m * 4) == 0;
+      }
+      auto time = [&](int cluster, int items, bool sorted, bool cub = false) {
+        const int launches = std::max(sets, quick ? 8 : 32);
+        return c.graph_us(
+                   [&](cudaStream_t st) {
+                     for (int i = 0; i < launches; ++i) {
+                       const TopkParams p = params(i % sets, sorted);
+                       check_status(cluster < 0 ? moerouter::cuda::topk(p, st)
+                                                : moerouter::cuda::topk_radix_config(
+                                                      p, cluster, items, st, cub),
+                                    "launch");
+                     }
+                   },
+                   quick ? 5 : 15) /
+               launches;
+      };
+      const double os = time(0, 0, true), ou = time(0, 0, false);
+      const double ns = time(-1, 0, true), nu = time(-1, 0, false);
+      const double floor = double(bytes) / (c.copy_gbps * 1e9) * 1e6;
+      std::string alts;
+      for (const auto& a : sh.alts) {
+        char buf[96];
+        std::snprintf(buf, sizeof(buf), " (%d,%d): %.1f %.1f;", a.first, a.second,
+                      time(a.first, a.second, true), time(a.first, a.second, false));
+        alts += buf;
+      }
+      if (!bf16 && !sh.alts.empty()) {  // with the pre-filter pass, first alternative
+        const int cl = sh.alts[0].first, it = sh.alts[0].second;
+        const int launches = std::max(sets, quick ? 8 : 32);
+        for (const bool sorted : {true, false}) {
+          const double t = c.graph_us(
+                               [&](cudaStream_t st) {
+                                 for (int i = 0; i < launches; ++i) {
+                                   const TopkParams p = params(i % sets, sorted);
+                                   if (it == 16)
+                                     launch_variant<16, true>(p, cl, st);
+                                   else
+                                     launch_variant<32, true>(p, cl, st);
+                                 }
+                               },
+                               quick ? 5 : 15) /
+                           launches;
+          char buf[64];
+          std::snprintf(buf, sizeof(buf), " pf(%d,%d)%s: %.1f;", cl, it, sorted ? "s" : "u", t);
+          alts += buf;
+        }
+      }
+      if (!sh.alts.empty()) {  // CUB's block radix sort instead of the bitonic network
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), " cub(%d,%d)s: %.1f;", sh.alts[0].first, sh.alts[0].second,
+                      time(sh.alts[0].first, sh.alts[0].second, true, true));
+        alts += buf;
+      }
+      char shape[32];
+      std::snprintf(shape, sizeof(shape), "%lldx%lld", (long long)sh.rows, (long long)sh.len);
+      std::printf("%-5s %-12s %5d | %9.1f %9.1f | %9.1f %9.1f | %8.1f |%s%s\n",
+                  bf16 ? "bf16" : "fp32", shape, sh.k, os, ou, ns, nu, floor, alts.c_str(),
+                  same ? "" : "  MISMATCH vs old kernel");
+      std::fflush(stdout);
+      for (void* p : in) CK(cudaFree(p));
+      CK(cudaFree(idx));
+      CK(cudaFree(val));
+    }
+  }
+  return 0;
+}
