@@ -5,7 +5,9 @@ The sparse-attention indexer's shapes (fp32): k = 512 over 1x262144, 64x65536, 1
 graph over rotating distinct inputs (>= 3x L2 in total, so the reads come from HBM); floor =
 bytes read / copy bandwidth measured in the same run.
 
-Usage: python3 bench/topk_bench.py [--out FILE.md]
+Usage: python3 bench/topk_bench.py [--out FILE.md] [--dtype float32|bfloat16] [--torch-only]
+--torch-only times torch.topk and the floor alone (no moerouter package needed), to sit beside
+bench/radix_topk_bench (the C++ harness of our kernel, same method) from the same run.
 """
 
 import argparse
@@ -13,7 +15,6 @@ import math
 
 import torch
 
-import moerouter
 from graph_timing import graph_us
 
 SHAPES = [(1, 262144, 512), (64, 65536, 512), (1024, 8192, 512), (4096, 16384, 512), (256, 262144, 2048)]
@@ -29,29 +30,40 @@ def copy_bandwidth():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--torch-only", action="store_true")
     args = ap.parse_args()
+    dtype = getattr(torch, args.dtype)
+    ours = not args.torch_only
+    if ours:
+        import moerouter
     props = torch.cuda.get_device_properties(0)
     bw = copy_bandwidth()
     lines = [f"Device: **{props.name}**, torch {torch.__version__}, copy bandwidth {bw / 1e9:.0f} GB/s "
-             "(read + write) in the same run. fp32 values; us per call.", "",
+             "(read + write) in the same run. {args.dtype} values; us per call.", "",
              "| rows x length | k | ours sorted | ours unsorted | torch.topk sorted | torch.topk unsorted | read floor | torch sorted / ours sorted |",
              "|---|---|---|---|---|---|---|---|"]
     for rows, length, k in SHAPES:
-        nbytes = rows * length * 4
+        nbytes = rows * length * dtype.itemsize
         copies = max(2, min(32, math.ceil(3 * props.L2_cache_size / nbytes)))
-        inputs = [torch.randn(rows, length, device="cuda") for _ in range(copies)]
-        # Correctness on this data first: same indices as torch.topk (random data has no ties).
-        ov, oi = moerouter.topk(inputs[0], k)
-        tv, ti = torch.topk(inputs[0], k, dim=1)
-        same = torch.equal(oi.long(), ti)
-        r = [graph_us(lambda x: moerouter.topk(x, k), inputs),
-             graph_us(lambda x: moerouter.topk(x, k, sorted=False), inputs),
+        inputs = [torch.randn(rows, length, device="cuda").to(dtype) for _ in range(copies)]
+        same = None
+        if ours:
+            # Correctness on this data first: same indices as torch.topk where it has no ties
+            # (fp32 random data; bf16 has ties, which torch does not break by index).
+            ov, oi = moerouter.topk(inputs[0], k)
+            tv, ti = torch.topk(inputs[0], k, dim=1)
+            same = torch.equal(oi.long(), ti)
+        nan = float("nan")
+        r = [graph_us(lambda x: moerouter.topk(x, k), inputs) if ours else nan,
+             graph_us(lambda x: moerouter.topk(x, k, sorted=False), inputs) if ours else nan,
              graph_us(lambda x: torch.topk(x, k, dim=1), inputs),
              graph_us(lambda x: torch.topk(x, k, dim=1, sorted=False), inputs)]
         floor = nbytes / bw * 1e6
         line = (f"| {rows}x{length} | {k} | " + " | ".join(f"{t:.1f}" for t in r) +
                 f" | {floor:.1f} | {r[2] / r[0]:.2f}x |")
-        print(line, "(indices equal torch.topk)" if same else "(INDICES DIFFER FROM torch.topk)", flush=True)
+        note = "" if same is None else "(indices equal torch.topk)" if same else "(indices differ from torch.topk)"
+        print(line, note, flush=True)
         lines.append(line)
         del inputs
     text = "\n".join(lines) + "\n"
