@@ -86,7 +86,7 @@ namespace route_gemm_detail {
 __device__ __forceinline__ uint4 load_stream(const std::uint16_t* p) {
   uint4 v;
   // W is read once: keep it out of L1 so x (re-read by the tile's other warps) stays there.
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
   return v;
@@ -115,18 +115,20 @@ __device__ __forceinline__ void trigger_dependents() {
 }
 
 /// Counts this block's arrival at `counter`; thread 0 only, after a barrier that follows every
-/// write of the block (cooperative groups' grid-sync pattern: the barrier makes the block's
-/// writes part of what thread 0's fence orders before the count). Returns true in the block
-/// that arrives last, which resets the counter for the next launch; its fence then orders the
-/// others' writes before its block's reads (after the next barrier).
+/// write of the block (the barrier makes the block's writes part of what thread 0's release
+/// publishes with the count). Returns true in the block that arrives last, which resets the
+/// counter for the next launch; its acquire orders the others' writes before its block's
+/// reads (after the next barrier).
 __device__ __forceinline__ bool arrive_last(unsigned* counter, unsigned expected) {
-  __threadfence();
-  const unsigned old = atomicAdd(counter, 1u);
+  unsigned old;
+  // acq_rel: releases this block's writes (ordered before by the barrier), acquires every
+  // earlier arrival's; one device-scope operation instead of a fence and an atomic.
+  asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], 1;"
+               : "=r"(old)
+               : "l"(counter)
+               : "memory");
   const bool last = old == expected - 1;
-  if (last) {
-    atomicExch(counter, 0u);  // every other block has counted itself
-    __threadfence();
-  }
+  if (last) atomicExch(counter, 0u);  // every other block has counted itself
   return last;
 }
 
