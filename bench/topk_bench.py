@@ -40,7 +40,7 @@ def main():
     props = torch.cuda.get_device_properties(0)
     bw = copy_bandwidth()
     lines = [f"Device: **{props.name}**, torch {torch.__version__}, copy bandwidth {bw / 1e9:.0f} GB/s "
-             "(read + write) in the same run. {args.dtype} values; us per call.", "",
+             f"(read + write) in the same run. {args.dtype} values; us per call.", "",
              "| rows x length | k | ours sorted | ours unsorted | torch.topk sorted | torch.topk unsorted | read floor | torch sorted / ours sorted |",
              "|---|---|---|---|---|---|---|---|"]
     for rows, length, k in SHAPES:
