@@ -340,6 +340,115 @@ struct RouteBias {
 
 }  // namespace route_detail
 
+namespace route_detail {
+
+/// Levels 1 to 3 of the file comment for one row whose logits `l` (NaN past E; l_max = their
+/// lane maximum) and bias slots `b` (0 where absent) this lane holds, one warp; writes the
+/// row's k ids and weights. route_topk_kernel and the decode kernel (route_gemm.cuh) share it.
+template <int kSlots>
+__device__ __forceinline__ void route_row_levels(const RouteTopkArgs& a, RouteWarpSmem& sm,
+                                                 std::int64_t row, const float (&l)[kSlots],
+                                                 float l_max, const float (&b)[kSlots],
+                                                 float bmax, float b_range, bool logit_filter) {
+  constexpr float kNaN = __builtin_nanf("");
+  const int lane = detail::lane_id();
+  // Level 1, the logit filter. The exact score is monotone in the logit up to fp32
+  // rounding. t = the k-th largest lane maximum: k experts have logit >= t, so exact
+  // score >= s(t) (1 - 2^-10) = low_s, and the row's k-th key >= low_s + b_lo (less
+  // rounding). An expert with score below y = low_s - (b_hi - b_lo) - margin cannot reach
+  // it, and its score is below y when its logit is below L = s^-1(y) - margin, with
+  // s^-1(y) = log(exp(y^2) - 1) = u + log(1 - exp(-u)), u = y^2 (all margins >= 100x the
+  // errors of the approximations; see the file comment for s~).
+  if (logit_filter) {
+    const std::uint32_t t_key = kth_lane_key(detail::order_key(l_max), a.k);
+    const float t = t_key != 0 ? key_to_float(t_key) : kNaN;
+    if (fabsf(t) < 1e30f) {
+      const float low_s = approx_sqrt_softplus(t) * (1.0f - 0x1p-10f) - 1e-18f;
+      const float y = low_s - b_range - 1e-3f * (low_s + bmax) - 1e-6f;
+      if (y >= 0.01f) {
+        const float u = y * y;
+        const float l_raw = u + __logf(1.0f - __expf(-u));
+        const float cut = l_raw - 0.01f * (1.0f + fabsf(l_raw)) - 3e-7f / u;
+        unsigned mask = 0;
+#pragma unroll
+        for (int v = 0; v < kSlots; ++v) mask |= unsigned(l[v] >= cut) << v;
+        const int total = int(__reduce_add_sync(detail::kFullMask, unsigned(__popc(mask))));
+        if (total >= a.k && total <= detail::kWarpSize) {
+          finish_candidates<kSlots>(a, sm, row, mask, total, l, b);
+          return;
+        }
+      }
+    }
+  }
+
+  // Level 2, the approximate-key filter: approximate keys, the lane maximum and the row's
+  // largest approximate score.
+  float ka[kSlots];
+  float lane_max = kNaN;
+  float s_max = 0.0f;
+#pragma unroll
+  for (int v = 0; v < kSlots; ++v) {
+    const float s = approx_sqrt_softplus(l[v]);
+    ka[v] = s + b[v];
+    s_max = fmaxf(s_max, s);
+    lane_max = fmaxf(lane_max, ka[v]);
+  }
+  s_max = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(s_max)));
+  const std::uint32_t t_key = kth_lane_key(detail::order_key(lane_max), a.k);
+  // D >= |exact key - ka| for every expert of the row: the score error plus the two
+  // roundings of + bias (2^-24 |key| each, |key| <= s_max + bmax), with a margin for the
+  // rounding of this very expression.
+  const float d = (kApproxRel * s_max + kApproxAbs + 0x1p-22f * (s_max + bmax)) * 1.001f;
+  const float thr = t_key != 0 ? key_to_float(t_key) - 3.0f * d : kNaN;
+  const bool fast = isfinite(thr) && s_max + bmax < 0x1p100f;
+
+  unsigned mask = 0;
+#pragma unroll
+  for (int v = 0; v < kSlots; ++v) {
+    const bool cand = fast ? ka[v] >= thr : route_slot_expert(v, lane) < a.experts;
+    mask |= unsigned(cand) << v;
+  }
+  const int total = int(__reduce_add_sync(detail::kFullMask, unsigned(__popc(mask))));
+  if (total <= detail::kWarpSize) {
+    finish_candidates<kSlots>(a, sm, row, mask, total, l, b);
+    return;
+  }
+
+  // Level 3, more than 32 candidates (ties, NaN/inf, huge values): exact keys of every
+  // candidate, 32 at a time, merged into the warp's top-k list.
+  int count = 0;
+#pragma unroll
+  for (int v = 0; v < kSlots; ++v) {
+    const bool has = (mask >> v) & 1u;
+    if (__any_sync(detail::kFullMask, has)) {
+      float s = 0.0f;
+      std::uint64_t key = 0;
+      if (has) {
+        s = detail::sqrt_softplus(l[v]);
+        key = detail::pack_rank_key(a.bias != nullptr ? s + b[v] : s,
+                                    std::uint32_t(route_slot_expert(v, lane)));
+      }
+      detail::warp_merge(sm.list, count, a.k, has, key, s);
+    }
+  }
+  if (lane < a.k) {
+    // detail::renormalize's order: 0 + s0 + s1 + ... in rank order.
+    float sum = 0.0f;
+    for (int j = 0; j < a.k; ++j) sum += sm.list.val[j];
+    const float w = sm.list.val[lane] / detail::renorm_denominator(sum) * a.scale;
+    const std::uint32_t id = detail::packed_index(sm.list.key[lane]);
+    a.weights[row * a.weights_stride + lane] = w;
+    if (a.ids_i64) {
+      static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + lane] = std::int64_t(id);
+    } else {
+      static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + lane] = std::int32_t(id);
+    }
+  }
+  __syncwarp();
+}
+
+}  // namespace route_detail
+
 /// One warp per row, rows strided over the grid; see the file comment for the method.
 template <typename T, int kChunks>
 __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
@@ -411,99 +520,7 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
       for (int t = 0; t < 4; ++t) l_max = fmaxf(l_max, l[4 * c + t]);
     }
 
-    // Level 1, the logit filter. The exact score is monotone in the logit up to fp32
-    // rounding. t = the k-th largest lane maximum: k experts have logit >= t, so exact
-    // score >= s(t) (1 - 2^-10) = low_s, and the row's k-th key >= low_s + b_lo (less
-    // rounding). An expert with score below y = low_s - (b_hi - b_lo) - margin cannot reach
-    // it, and its score is below y when its logit is below L = s^-1(y) - margin, with
-    // s^-1(y) = log(exp(y^2) - 1) = u + log(1 - exp(-u)), u = y^2 (all margins >= 100x the
-    // errors of the approximations; see the file comment for s~).
-    if (logit_filter) {
-      const std::uint32_t t_key = kth_lane_key(detail::order_key(l_max), a.k);
-      const float t = t_key != 0 ? key_to_float(t_key) : kNaN;
-      if (fabsf(t) < 1e30f) {
-        const float low_s = approx_sqrt_softplus(t) * (1.0f - 0x1p-10f) - 1e-18f;
-        const float y = low_s - b_range - 1e-3f * (low_s + bmax) - 1e-6f;
-        if (y >= 0.01f) {
-          const float u = y * y;
-          const float l_raw = u + __logf(1.0f - __expf(-u));
-          const float cut = l_raw - 0.01f * (1.0f + fabsf(l_raw)) - 3e-7f / u;
-          unsigned mask = 0;
-#pragma unroll
-          for (int v = 0; v < kSlots; ++v) mask |= unsigned(l[v] >= cut) << v;
-          const int total = int(__reduce_add_sync(detail::kFullMask, unsigned(__popc(mask))));
-          if (total >= a.k && total <= detail::kWarpSize) {
-            finish_candidates<kSlots>(a, sm, row, mask, total, l, b);
-            continue;
-          }
-        }
-      }
-    }
-
-    // Level 2, the approximate-key filter: approximate keys, the lane maximum and the row's
-    // largest approximate score.
-    float ka[kSlots];
-    float lane_max = kNaN;
-    float s_max = 0.0f;
-#pragma unroll
-    for (int v = 0; v < kSlots; ++v) {
-      const float s = approx_sqrt_softplus(l[v]);
-      ka[v] = s + b[v];
-      s_max = fmaxf(s_max, s);
-      lane_max = fmaxf(lane_max, ka[v]);
-    }
-    s_max = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(s_max)));
-    const std::uint32_t t_key = kth_lane_key(detail::order_key(lane_max), a.k);
-    // D >= |exact key - ka| for every expert of the row: the score error plus the two
-    // roundings of + bias (2^-24 |key| each, |key| <= s_max + bmax), with a margin for the
-    // rounding of this very expression.
-    const float d = (kApproxRel * s_max + kApproxAbs + 0x1p-22f * (s_max + bmax)) * 1.001f;
-    const float thr = t_key != 0 ? key_to_float(t_key) - 3.0f * d : kNaN;
-    const bool fast = isfinite(thr) && s_max + bmax < 0x1p100f;
-
-    unsigned mask = 0;
-#pragma unroll
-    for (int v = 0; v < kSlots; ++v) {
-      const bool cand = fast ? ka[v] >= thr : route_slot_expert(v, lane) < a.experts;
-      mask |= unsigned(cand) << v;
-    }
-    const int total = int(__reduce_add_sync(detail::kFullMask, unsigned(__popc(mask))));
-    if (total <= detail::kWarpSize) {
-      finish_candidates<kSlots>(a, sm, row, mask, total, l, b);
-      continue;
-    }
-
-    // Level 3, more than 32 candidates (ties, NaN/inf, huge values): exact keys of every
-    // candidate, 32 at a time, merged into the warp's top-k list.
-    int count = 0;
-#pragma unroll
-    for (int v = 0; v < kSlots; ++v) {
-      const bool has = (mask >> v) & 1u;
-      if (__any_sync(detail::kFullMask, has)) {
-        float s = 0.0f;
-        std::uint64_t key = 0;
-        if (has) {
-          s = detail::sqrt_softplus(l[v]);
-          key = detail::pack_rank_key(a.bias != nullptr ? s + b[v] : s,
-                                      std::uint32_t(route_slot_expert(v, lane)));
-        }
-        detail::warp_merge(sm.list, count, a.k, has, key, s);
-      }
-    }
-    if (lane < a.k) {
-      // detail::renormalize's order: 0 + s0 + s1 + ... in rank order.
-      float sum = 0.0f;
-      for (int j = 0; j < a.k; ++j) sum += sm.list.val[j];
-      const float w = sm.list.val[lane] / detail::renorm_denominator(sum) * a.scale;
-      const std::uint32_t id = detail::packed_index(sm.list.key[lane]);
-      a.weights[row * a.weights_stride + lane] = w;
-      if (a.ids_i64) {
-        static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + lane] = std::int64_t(id);
-      } else {
-        static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + lane] = std::int32_t(id);
-      }
-    }
-    __syncwarp();
+    route_detail::route_row_levels<kSlots>(a, sm, row, l, l_max, b, bmax, b_range, logit_filter);
   }
 }
 
