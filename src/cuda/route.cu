@@ -39,9 +39,11 @@ int route_chunks(std::int64_t experts) {
 // (3.20 vs 3.68 us at N = 1), even at 2048, slower from 4096 on (8.6 vs 7.9 us).
 constexpr std::int64_t kSmallMaxRows = 2048;
 
+// pdl: allow programmatic dependent launch (the kernels wait for the previous kernel before
+// any global access), so the launch overlaps the tail of the kernel before it.
 template <typename Kernel>
 Status launch_one_warp_per_row(Kernel kernel, const kernels::RouteTopkArgs& a,
-                               cudaStream_t stream, const char* what) {
+                               cudaStream_t stream, bool pdl, const char* what) {
   constexpr int kThreads = kernels::kRouteWarps * 32;
   const std::int64_t want = (a.n + kernels::kRouteWarps - 1) / kernels::kRouteWarps;
   const int resident = detail::resident_blocks(reinterpret_cast<const void*>(kernel), kThreads);
@@ -50,20 +52,30 @@ Status launch_one_warp_per_row(Kernel kernel, const kernels::RouteTopkArgs& a,
   // that the latency of its extra reductions dominates.
   kernels::RouteTopkArgs args = a;
   args.logit_filter = a.n >= 2 * std::int64_t(resident) * kernels::kRouteWarps;
-  kernel<<<blocks, kThreads, 0, stream>>>(args);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(blocks));
+  cfg.blockDim = dim3(kThreads);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args);
+  if (err != cudaSuccess) return detail::cuda_status(err, what);
   return detail::launch_status(what);
 }
 
 Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, bool pdl) {
   const int chunks = route_chunks(a.experts);
   return MOER_DISPATCH_REAL_DTYPE(logits_dtype, T, "route: logits_dtype", [&] {
     return MOER_DISPATCH_ROUTE_CHUNKS(chunks, kChunks, [&] {
       if (a.n < kSmallMaxRows) {
         return launch_one_warp_per_row(kernels::route_topk_small_kernel<T, kChunks>, a, stream,
-                                       "route: route_topk_small_kernel launch");
+                                       pdl, "route: route_topk_small_kernel launch");
       }
-      return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks>, a, stream,
+      return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks>, a, stream, pdl,
                                      "route: route_topk_kernel launch");
     });
   });
@@ -108,7 +120,7 @@ Status route_logits(const RouteLogitsParams& p, cudaStream_t stream) {
   const kernels::RouteTopkArgs a =
       make_args(p.logits, p.logits_dtype, p.logits_stride, p.bias, p.weights, p.weights_stride,
                 p.ids, p.ids_dtype, p.ids_stride, p.n, p.experts, p.k, p.scale);
-  return launch_route_topk(a, p.logits_dtype, stream);
+  return launch_route_topk(a, p.logits_dtype, stream, /*pdl=*/false);
 }
 
 std::size_t route_workspace_size(std::int64_t max_n, std::int64_t experts) {
@@ -151,7 +163,9 @@ Status route(const RouteParams& p, RouterGemm& gemm, void* workspace,
   const kernels::RouteTopkArgs a =
       make_args(logits, DType::kF32, p.experts, p.bias, p.weights, p.weights_stride, p.ids,
                 p.ids_dtype, p.ids_stride, p.n, p.experts, p.k, p.scale);
-  return launch_route_topk(a, DType::kF32, stream);
+  // PDL: the fused route's launch overlaps the GEMM's tail; it reads the logits only after
+  // griddepcontrol.wait.
+  return launch_route_topk(a, DType::kF32, stream, /*pdl=*/true);
 }
 
 }  // namespace cuda

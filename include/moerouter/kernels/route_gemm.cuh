@@ -107,9 +107,7 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], unsigned a0, unsigned a1
 }
 
 // Programmatic dependent launch: wait for the previous kernel's memory (a no-op without PDL).
-__device__ __forceinline__ void grid_dependency_wait() {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-}
+using route_detail::grid_dependency_wait;
 __device__ __forceinline__ void trigger_dependents() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }

@@ -81,6 +81,13 @@ __device__ __forceinline__ float sqrt_approx(float x) {
   return y;
 }
 
+/// Programmatic dependent launch: waits until the previous kernel in the stream has completed
+/// and its memory is visible (a no-op when the launch did not allow programmatic
+/// serialization).
+__device__ __forceinline__ void grid_dependency_wait() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+
 }  // namespace route_detail
 
 /// s~ ~= sqrt(softplus(z)) from three MUFU operations; only ever used to filter (file comment).
@@ -454,6 +461,8 @@ template <typename T, int kChunks>
 __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
     route_topk_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
+  // Before any global access (cuda::route launches this kernel with PDL after its GEMM).
+  grid_dependency_wait();
   constexpr int kSlots = 4 * kChunks;
   constexpr float kNaN = __builtin_nanf("");
   __shared__ RouteWarpSmem smem_all[kRouteWarps];
@@ -698,6 +707,8 @@ template <typename T, int kChunks>
 __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
     route_topk_small_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
+  // Before any global access (cuda::route launches this kernel with PDL after its GEMM).
+  grid_dependency_wait();
   constexpr int kSlots = 4 * kChunks;
   __shared__ RouteWarpSmem smem_all[kRouteWarps];
   __shared__ __align__(16) float s_bias[kSlots * detail::kWarpSize];  // 0 past E / without bias
