@@ -12,6 +12,7 @@ OPS = [
     ("hash_route_logits", "hash route from fp32 logits"),
     ("hash_route_x", "hash route from x, W (k dot products; torch: full fp32 GEMM)"),
     ("router_gemm", "router GEMM only (cuBLASLt bf16 -> fp32; torch: fp32 linear)"),
+    ("router_gemm_then_empty", "router GEMM followed by an empty kernel (diagnostic: a GEMM as one of two launches)"),
     ("route_x_gemm_fused", "dense route from x, W (GEMM + fused route)"),
 ]
 
