@@ -110,6 +110,9 @@ class Router {
   /// pointers on a CPU router; device pointers and a cudaStream_t (as void*) on a GPU router.
   /// Bad token ids give ids -1 / weights 0 in their rows; the CPU router then throws, the GPU
   /// router throws only in checked mode (otherwise see hash_error_flag()).
+  /// A GPU router owns one workspace (the GEMM's logits, the decode kernel's counters and
+  /// partial sums): calls on one stream may follow each other freely, but calls that can run
+  /// at the same time (different streams, or graphs replayed concurrently) need one Router each.
   void route(int layer, const bf16* x, const void* token_ids, DType token_dtype, std::int64_t n,
              float* weights, void* ids, DType ids_dtype = DType::kI32,
              std::int64_t x_stride = 0, void* stream = nullptr) const;
