@@ -1,6 +1,7 @@
 // Launchers of the fused dense route: route_logits (from logits) and route (GEMM + route).
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "common.cuh"
 #include "moerouter/cuda.h"
@@ -71,12 +72,22 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
   const int chunks = route_chunks(a.experts);
   return MOER_DISPATCH_REAL_DTYPE(logits_dtype, T, "route: logits_dtype", [&] {
     return MOER_DISPATCH_ROUTE_CHUNKS(chunks, kChunks, [&] {
-      if (a.n < kSmallMaxRows) {
-        return launch_one_warp_per_row(kernels::route_topk_small_kernel<T, kChunks>, a, stream,
-                                       pdl, "route: route_topk_small_kernel launch");
+      // Rows of whole aligned vectors (DSV4: E = 256 and 384) load without bounds checks.
+      constexpr bool kFullShape = kChunks == 2 || kChunks == 3;
+      const bool full = kFullShape && a.vector_logits && a.experts == 128 * kChunks;
+      const auto launch = [&](auto full_tag) {
+        constexpr bool kFull = decltype(full_tag)::value;
+        if (a.n < kSmallMaxRows) {
+          return launch_one_warp_per_row(kernels::route_topk_small_kernel<T, kChunks, kFull>, a,
+                                         stream, pdl, "route: route_topk_small_kernel launch");
+        }
+        return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kFull>, a, stream,
+                                       pdl, "route: route_topk_kernel launch");
+      };
+      if constexpr (kFullShape) {
+        if (full) return launch(std::true_type{});
       }
-      return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks>, a, stream, pdl,
-                                     "route: route_topk_kernel launch");
+      return launch(std::false_type{});
     });
   });
 }

@@ -105,7 +105,7 @@ RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int
   // an arrival round trip where that block's read is small; it needs the logits to fit in
   // shared memory beside the warps' route buffers.
   const std::size_t logit_smem = std::size_t(n) * std::size_t((experts + 3) / 4 * 4) * 4 +
-                                 std::size_t(best.groups) * best.wk * 768;
+                                 std::size_t(best.groups) * best.wk * sizeof(kernels::route_detail::RouteWarpSmem);
   const std::size_t partial_bytes = std::size_t(best.splits) * std::size_t(n) *
                                     std::size_t(best.tiles) * best.groups * 8 * 4;
   const bool fits = logit_smem <= 40 * 1024;

@@ -145,21 +145,19 @@ __device__ __forceinline__ void trace(int) {}
 #endif
 
 /// The dense route of one row of fp32 logits written earlier in this launch (in shared memory,
-/// kShared, or global memory read through L2, never the non-coherent path), one warp:
-/// route_topk_kernel's levels 1-3 with the row's logits in the same lane slots. b: this
-/// lane's bias slots (0 where absent).
+/// kShared, or global memory read through L2, never the non-coherent path), one warp, with
+/// the fused route's device code (route_topk.cuh). s_bias: the bias,
+/// 0 past E.
 template <int kChunks, bool kShared>
 __device__ __forceinline__ void route_logit_row(const RouteTopkArgs& a,
                                                 route_detail::RouteWarpSmem& sm,
                                                 std::int64_t row, const float* lrow,
-                                                const float (&b)[4 * kChunks], float bmax,
-                                                float b_range, bool logit_filter) {
-  using namespace route_detail;
+                                                const float* s_bias,
+                                                const route_detail::RouteBias& rb) {
   constexpr int kSlots = 4 * kChunks;
   constexpr float kNaN = __builtin_nanf("");
   const int lane = detail::lane_id();
   float l[kSlots];
-  float l_max = kNaN;
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) {
     const int e0 = route_slot_expert(4 * c, lane);
@@ -174,11 +172,8 @@ __device__ __forceinline__ void route_logit_row(const RouteTopkArgs& a,
 #pragma unroll
       for (int t = 0; t < 4; ++t) l[4 * c + t] = kNaN;
     }
-#pragma unroll
-    for (int t = 0; t < 4; ++t) l_max = fmaxf(l_max, l[4 * c + t]);
   }
-
-  route_row_levels<kSlots>(a, sm, row, l, l_max, b, bmax, b_range, logit_filter);
+  route_detail::route_row<kSlots>(a, sm, s_bias, row, l, rb);
 }
 
 }  // namespace route_gemm_detail
@@ -201,9 +196,11 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   using namespace route_gemm_detail;
   constexpr int kRows = 16 * kMTiles;  // padded tokens
   constexpr int kSlots = 4 * kChunks;
+  constexpr int kBiasSlots = kSlots * 32;  // the route's view of the bias (128 * kChunks)
+  static_assert(kBiasSlots <= kRouteGemmMaxExperts, "bias_s holds the route's slots");
   extern __shared__ float4 smem_f4[];
   float* part = reinterpret_cast<float*>(smem_f4);  // [wk][kRows][tile_e]
-  __shared__ float bias_s[kRouteGemmMaxExperts];
+  __shared__ __align__(16) float bias_s[kRouteGemmMaxExperts];  // 0 past E
   __shared__ int flag_s;
 
   const int tile = int(blockIdx.x) / a.splits, split = int(blockIdx.x) % a.splits;
@@ -238,8 +235,8 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
     }
     if (base == 0) {
       // The bias is a weight (never written by the previous kernel): fetch it while W flies.
-      for (int i = int(threadIdx.x); i < a.experts; i += int(blockDim.x)) {
-        bias_s[i] = a.bias ? __ldg(a.bias + i) : 0.0f;
+      for (int i = int(threadIdx.x); i < kBiasSlots; i += int(blockDim.x)) {
+        bias_s[i] = a.bias && i < a.experts ? __ldg(a.bias + i) : 0.0f;
       }
       // Only x comes from the previous kernel: W's loads above are already in flight.
       grid_dependency_wait();
@@ -263,8 +260,8 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
     }
   }
   if (a.warp_chunks <= 0) {
-    for (int i = int(threadIdx.x); i < a.experts; i += int(blockDim.x)) {
-      bias_s[i] = a.bias ? __ldg(a.bias + i) : 0.0f;
+    for (int i = int(threadIdx.x); i < kBiasSlots; i += int(blockDim.x)) {
+      bias_s[i] = a.bias && i < a.experts ? __ldg(a.bias + i) : 0.0f;
     }
   }
   grid_dependency_wait();  // (again) before any workspace access, also for a warp without chunks
@@ -375,36 +372,24 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   ra.scale = a.scale;
   ra.ids_i64 = a.ids64 != 0;
   if (warp >= a.n) return;
-  // This lane's bias slots and the bias range (route_topk_kernel's prologue).
-  float b[kSlots];
-  float bmax = 0.0f, b_hi = -INFINITY, b_lo = INFINITY;
-  bool b_bad = false;
+  // The bias range (route_topk_kernel's prologue, from shared memory).
+  route_detail::RouteBiasAcc bias_acc;
 #pragma unroll
-  for (int v = 0; v < kSlots; ++v) {
-    const int ee = route_slot_expert(v, lane);
-    b[v] = ee < a.experts ? bias_s[ee] : 0.0f;
-    bmax = fmaxf(bmax, fabsf(b[v]));
-    if (ee < a.experts) {
-      b_hi = fmaxf(b_hi, b[v]);
-      b_lo = fminf(b_lo, b[v]);
-      b_bad |= !isfinite(b[v]);
-    }
+  for (int ch = 0; ch < kChunks; ++ch) {
+    const int e0 = route_slot_expert(4 * ch, lane);
+    const float4 v = *reinterpret_cast<const float4*>(bias_s + e0);
+    const float b4[4] = {v.x, v.y, v.z, v.w};
+    bias_acc.add(b4, e0, a.experts);
   }
-  bmax = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(bmax)));
-  b_hi = route_detail::key_to_float(
-      __reduce_max_sync(detail::kFullMask, detail::order_key(b_hi)));
-  b_lo = route_detail::key_to_float(
-      __reduce_min_sync(detail::kFullMask, detail::order_key(b_lo)));
-  const bool logit_filter = !__any_sync(detail::kFullMask, b_bad);
-  const float b_range = (b_hi - b_lo) * (1.0f + 0x1p-20f);
+  const route_detail::RouteBias rb = bias_acc.reduce(true);
   for (int row = warp; row < a.n; row += nwarps) {
     if (a.one_level) {
       route_logit_row<kChunks, true>(ra, route_s[warp], row, logits_s + row * a.logits_stride,
-                                     b, bmax, b_range, logit_filter);
+                                     bias_s, rb);
     } else {
       route_logit_row<kChunks, false>(ra, route_s[warp], row,
-                                      a.logits + std::int64_t(row) * a.logits_stride, b, bmax,
-                                      b_range, logit_filter);
+                                      a.logits + std::int64_t(row) * a.logits_stride, bias_s,
+                                      rb);
     }
   }
   if (warp == 0) trace(5);

@@ -19,11 +19,13 @@
 //      top k has ka >= T - 2D, so the candidates {ka >= T - 3D} hold it.
 //   3. Otherwise (NaN/inf, huge values, more than 32 candidates such as many exact ties):
 //      every expert, 32 at a time, merged into a running top-k list. Slower, same results.
-// Levels 1 and 2 move the (usually k plus a few) candidates to one lane each, compute their
-// exact keys, rank the packed (order_key, ~index) keys in parallel and write the k best.
+// Levels 1 and 2 move the (usually k plus a few) candidates to one lane each in expert order,
+// compute their exact keys and select the k best: equal keys rank the lower expert first,
+// which in expert order is the lower lane, so a 32-bit order key and the lane decide.
 //
-// Two kernels run this method: route_topk_kernel for large batches, route_topk_small_kernel
-// (bottom of the file) for small ones, where one row's chain of latencies is the time.
+// Three kernels run this method (route_row): route_topk_kernel for large batches,
+// route_topk_small_kernel (bottom of the file) for small ones, where one row's chain of
+// latencies is the time, and the decode kernel (route_gemm.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -39,6 +41,9 @@ namespace kernels {
 
 /// Warps (rows in flight) per block of the fused route.
 constexpr int kRouteWarps = 4;
+/// Blocks per SM that route_topk_kernel's register budget allows at least (64 registers;
+/// on an H100, 8 blocks and 7 measured alike, and unbounded took 96 registers and 5 blocks).
+constexpr int kRouteMinBlocks = 8;
 /// Bound of the approximate score: |s~ - s| <= kApproxRel * s~ + kApproxAbs (see file comment).
 constexpr float kApproxRel = 0x1p-13f;
 constexpr float kApproxAbs = 0x1p-61f;
@@ -64,6 +69,19 @@ struct RouteTopkArgs {
 };
 
 namespace route_detail {
+
+#if defined(MOER_ROUTE_TRACE)
+// Diagnosis builds only: clock64 at each phase of a row's route, thread 0 of the block.
+__device__ long long g_route_trace[16];
+// `dep`: a value the stamp waits for (so the phase that computes it ends before the stamp).
+__device__ __forceinline__ void route_trace(int slot, unsigned dep = 0) {
+  long long t;
+  asm volatile("mov.u64 %0, %%clock64;" : "=l"(t) : "r"(dep) : "memory");
+  if (threadIdx.x == 0) g_route_trace[slot] = t;
+}
+#else
+__device__ __forceinline__ void route_trace(int, unsigned = 0) {}
+#endif
 
 __device__ __forceinline__ float ex2_approx(float x) {
   float y;
@@ -137,11 +155,9 @@ __device__ __forceinline__ float key_to_float(std::uint32_t key) {
   return detail::bits_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
 }
 
-/// Per-warp shared memory: the compacted candidates and the running top-k list.
+/// Per-warp shared memory: the compacted candidates and the top-k list.
 struct RouteWarpSmem {
-  float logit[detail::kWarpSize];
-  float bias[detail::kWarpSize];
-  std::uint32_t index[detail::kWarpSize];
+  uint2 cand[detail::kWarpSize];  ///< candidate i: (logit bits, expert), in expert order
   detail::WarpTopkList list;
 };
 
@@ -154,8 +170,17 @@ __device__ __forceinline__ int route_slot_expert(int v, int lane) {
 
 namespace route_detail {
 
-/// T: the k-th largest of the lanes' order keys (0 when fewer than k lanes have a number).
-/// At least k lanes hold a value whose key is >= T.
+/// Bits of the lanes below this one.
+__device__ __forceinline__ unsigned lanemask_lt() {
+  unsigned m;
+  asm("mov.u32 %0, %%lanemask_lt;" : "=r"(m));
+  return m;
+}
+
+/// T: the k-th largest of the lanes' order keys (0 when fewer than k lanes have a number):
+/// k rounds of one REDUX max each. At least k lanes hold a value whose key is >= T.
+/// (A parallel rank from 32 independent shuffles has the shorter chain on paper and measured
+/// slower on an H100: 1229 against 700 cycles at k = 6.)
 __device__ __forceinline__ std::uint32_t kth_lane_key(std::uint32_t mine, int k) {
   std::uint32_t t = 0;
   for (int r = 0; r < k; ++r) {
@@ -165,350 +190,95 @@ __device__ __forceinline__ std::uint32_t kth_lane_key(std::uint32_t mine, int k)
   return t;
 }
 
-/// Moves the candidates (bits of `mask`, `total` <= 32 of them over the warp) so that lane i
-/// holds candidate i, computes their exact keys (detail/math.h), ranks them in parallel and
-/// writes the k best of the row, renormalized in rank order.
+/// The candidates (bits of `mask`) of one row, at most 32 and at least k of them over the
+/// warp: moves them to one lane each in expert order, computes their exact keys
+/// (detail/math.h, bias from s_bias), selects the k best and writes them renormalized in rank
+/// order. Returns false, having written nothing, when the count is outside [k, 32].
+/// Equal keys rank the lower expert first, which in expert order is the lower lane, so the
+/// 32-bit order key of the value decides everything else: k rounds of a REDUX max, the
+/// lowest lane holding it wins the round. (All-pairs ranks by shuffles cost ~2x the
+/// instructions and, on an H100, no less latency.)
 template <int kSlots>
-__device__ __forceinline__ void finish_candidates(const RouteTopkArgs& a, RouteWarpSmem& sm,
-                                                  std::int64_t row, unsigned mask, int total,
-                                                  const float* l, const float* b) {
-  const int lane = detail::lane_id();
-  const int mine_count = __popc(mask);
-  int pos = mine_count;
-#pragma unroll
-  for (int d = 1; d < detail::kWarpSize; d *= 2) {
-    const int up = __shfl_up_sync(detail::kFullMask, pos, d);
-    if (lane >= d) pos += up;
-  }
-  pos -= mine_count;
-#pragma unroll
-  for (int v = 0; v < kSlots; ++v) {
-    if (mask & (1u << v)) {
-      sm.logit[pos] = l[v];
-      sm.bias[pos] = b[v];
-      sm.index[pos] = std::uint32_t(route_slot_expert(v, lane));
-      ++pos;
-    }
-  }
-  __syncwarp();
-  const bool has = lane < total;
-  float s = 0.0f;
-  std::uint64_t key = 0;
-  std::uint32_t index = 0;
-  if (has) {
-    index = sm.index[lane];
-    s = detail::sqrt_softplus(sm.logit[lane]);
-    key = detail::pack_rank_key(a.bias != nullptr ? s + sm.bias[lane] : s, index);
-  }
-  // Rank = candidates with a larger key. Eight independent shuffles per step keep the
-  // latency down; lanes >= total hold key 0 and never count.
-  int rank = 0;
-  for (int j0 = 0; j0 < total; j0 += 8) {
-    std::uint64_t other[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) other[i] = detail::shfl_u64(key, (j0 + i) & 31);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) rank += (j0 + i < detail::kWarpSize) && other[i] > key;
-  }
-  const bool out = has && rank < a.k;
-  if (out) sm.list.val[rank] = s;
-  __syncwarp();
-  if (out) {
-    // detail::renormalize's order: 0 + s0 + s1 + ... in rank order (loads first, then adds;
-    // adding +0 to the non-negative sum changes no bit).
-    float sum = 0.0f;
-    for (int j0 = 0; j0 < a.k; j0 += 8) {
-      float v[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = j0 + i < a.k ? sm.list.val[j0 + i] : 0.0f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) sum += v[i];
-    }
-    a.weights[row * a.weights_stride + rank] = s / detail::renorm_denominator(sum) * a.scale;
-    if (a.ids_i64) {
-      static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + rank] = std::int64_t(index);
-    } else {
-      static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + rank] = std::int32_t(index);
-    }
-  }
-  __syncwarp();
-}
-
-/// Bits of the lanes below this one.
-__device__ __forceinline__ unsigned lanemask_lt() {
-  unsigned m;
-  asm("mov.u32 %0, %%lanemask_lt;" : "=r"(m));
-  return m;
-}
-
-/// The number of candidates (bits of `mask`) over the warp.
-__device__ __forceinline__ int count_candidates(unsigned mask) {
-  return int(__reduce_add_sync(detail::kFullMask, unsigned(__popc(mask))));
-}
-
-/// finish_candidates for route_topk_small_kernel: the bias from the block's s_bias, positions
-/// from one ballot per slot. Moves the candidates (bits of `mask`, `total` <= 32 of them over
-/// the warp) so that lane i holds candidate i, computes their exact keys (detail/math.h),
-/// ranks them in parallel and writes the k best of the row, renormalized in rank order.
-template <int kSlots>
-__device__ __forceinline__ void finish_candidates_sb(const RouteTopkArgs& a, RouteWarpSmem& sm,
-                                                     const float* s_bias, std::int64_t row,
-                                                     unsigned mask, int total, const float* l) {
+__device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteWarpSmem& sm,
+                                                  const float* s_bias, std::int64_t row,
+                                                  unsigned mask, const float (&l)[kSlots]) {
   const int lane = detail::lane_id();
   const unsigned below = lanemask_lt();
-  // Slot-major order: candidate position = candidates of the earlier slots + lower lanes.
-  int base = 0;
+  // Expert order is (chunk, lane, element): a candidate's position is the count of the
+  // earlier chunks', the lower lanes' in its chunk and its own lower elements.
+  unsigned ballot[kSlots];
+  int total = 0;
 #pragma unroll
   for (int v = 0; v < kSlots; ++v) {
-    const unsigned ballot = __ballot_sync(detail::kFullMask, (mask >> v) & 1u);
-    if (mask & (1u << v)) {
-      const int pos = base + __popc(ballot & below);
-      sm.logit[pos] = l[v];
-      sm.index[pos] = std::uint32_t(route_slot_expert(v, lane));
+    ballot[v] = __ballot_sync(detail::kFullMask, (mask >> v) & 1u);
+    total += __popc(ballot[v]);
+  }
+  if (total < a.k || total > detail::kWarpSize) return false;
+  int base = 0;
+#pragma unroll
+  for (int c = 0; c < kSlots / 4; ++c) {
+    int pos = base;
+#pragma unroll
+    for (int t = 0; t < 4; ++t) pos += __popc(ballot[4 * c + t] & below);
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const int v = 4 * c + t;
+      if ((mask >> v) & 1u) {
+        sm.cand[pos] = make_uint2(__float_as_uint(l[v]), unsigned(route_slot_expert(v, lane)));
+        ++pos;
+      }
+      base += __popc(ballot[v]);
     }
-    base += __popc(ballot);
   }
   __syncwarp();
+  route_trace(4);
   const bool has = lane < total;
   float s = 0.0f;
-  std::uint64_t key = 0;
-  std::uint32_t index = 0;
+  std::uint32_t key = 0, index = 0;
   if (has) {
-    index = sm.index[lane];
-    const float bias = s_bias[index];
-    s = detail::sqrt_softplus(sm.logit[lane]);
-    key = detail::pack_rank_key(a.bias != nullptr ? s + bias : s, index);
+    const uint2 cand = sm.cand[lane];
+    index = cand.y;
+    s = detail::sqrt_softplus(__uint_as_float(cand.x));
+    key = detail::order_key(s + s_bias[index]);  // s_bias is 0 without bias: s + 0 == s
   }
-  // Rank = candidates with a larger key. Eight independent shuffles per step keep the
-  // latency down; lanes >= total hold key 0 and never count.
-  int rank = 0;
-  for (int j0 = 0; j0 < total; j0 += 8) {
-    std::uint64_t other[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) other[i] = detail::shfl_u64(key, (j0 + i) & 31);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) rank += (j0 + i < detail::kWarpSize) && other[i] > key;
-  }
-  const bool out = has && rank < a.k;
-  if (out) sm.list.val[rank] = s;
-  __syncwarp();
-  if (out) {
-    // detail::renormalize's order: 0 + s0 + s1 + ... in rank order (loads first, then adds;
-    // adding +0 to the non-negative sum changes no bit).
-    float sum = 0.0f;
-    for (int j0 = 0; j0 < a.k; j0 += 8) {
-      float v[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = j0 + i < a.k ? sm.list.val[j0 + i] : 0.0f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) sum += v[i];
+  route_trace(5, key);
+  int out_rank = -1;
+  float sum = 0.0f;  // detail::renormalize's order: 0 + s0 + s1 + ... in rank order
+  bool live = has;
+  for (int r = 0; r < a.k; ++r) {
+    const std::uint32_t top = __reduce_max_sync(detail::kFullMask, live ? key : 0u);
+    const unsigned won = __ballot_sync(detail::kFullMask, live && key == top);
+    const int w = __ffs(won) - 1;  // the lowest lane: the lowest expert of equal keys
+    sum += __shfl_sync(detail::kFullMask, s, w);
+    if (lane == w) {
+      out_rank = r;
+      live = false;
     }
-    a.weights[row * a.weights_stride + rank] = s / detail::renorm_denominator(sum) * a.scale;
+  }
+  route_trace(6, unsigned(out_rank));
+  if (out_rank >= 0) {
+    a.weights[row * a.weights_stride + out_rank] = s / detail::renorm_denominator(sum) * a.scale;
     if (a.ids_i64) {
-      static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + rank] = std::int64_t(index);
+      static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + out_rank] = std::int64_t(index);
     } else {
-      static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + rank] = std::int32_t(index);
+      static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + out_rank] = std::int32_t(index);
     }
   }
-  __syncwarp();
+  route_trace(8);
+  return true;
 }
 
 /// One row's logits for this lane (slot v = expert route_slot_expert(v, lane); NaN past E).
-template <typename T, int kChunks>
+/// kFull: E == 128 * kChunks and vector_logits (every chunk a whole aligned vector).
+template <typename T, int kChunks, bool kFull>
 __device__ __forceinline__ void load_row(const RouteTopkArgs& a, std::int64_t row, int lane,
                                          float* l) {
-  constexpr float kNaN = __builtin_nanf("");
   const T* lrow = static_cast<const T*>(a.logits) + row * a.logits_stride;
+  if constexpr (kFull) {
 #pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    const int e0 = route_slot_expert(4 * c, lane);
-    if (a.vector_logits) {
-      if (e0 < a.experts) {
-        load4(lrow + e0, &l[4 * c]);
-      } else {
-#pragma unroll
-        for (int t = 0; t < 4; ++t) l[4 * c + t] = kNaN;
-      }
-    } else {
-#pragma unroll
-      for (int t = 0; t < 4; ++t) {
-        l[4 * c + t] = e0 + t < a.experts ? to_float(lrow[e0 + t]) : kNaN;
-      }
-    }
-  }
-}
-
-/// The bias of this lane's slots and its range over the row, computed once per warp.
-struct RouteBias {
-  float bmax;          ///< max |bias| (NaN ignored), 0 without bias
-  float b_range;       ///< (b_hi - b_lo), rounded up
-  bool logit_filter;   ///< level 1 allowed (requested, and the bias is finite)
-};
-
-}  // namespace route_detail
-
-namespace route_detail {
-
-/// Levels 1 to 3 of the file comment for one row whose logits `l` (NaN past E; l_max = their
-/// lane maximum) and bias slots `b` (0 where absent) this lane holds, one warp; writes the
-/// row's k ids and weights. route_topk_kernel and the decode kernel (route_gemm.cuh) share it.
-template <int kSlots>
-__device__ __forceinline__ void route_row_levels(const RouteTopkArgs& a, RouteWarpSmem& sm,
-                                                 std::int64_t row, const float (&l)[kSlots],
-                                                 float l_max, const float (&b)[kSlots],
-                                                 float bmax, float b_range, bool logit_filter) {
-  constexpr float kNaN = __builtin_nanf("");
-  const int lane = detail::lane_id();
-  // Level 1, the logit filter. The exact score is monotone in the logit up to fp32
-  // rounding. t = the k-th largest lane maximum: k experts have logit >= t, so exact
-  // score >= s(t) (1 - 2^-10) = low_s, and the row's k-th key >= low_s + b_lo (less
-  // rounding). An expert with score below y = low_s - (b_hi - b_lo) - margin cannot reach
-  // it, and its score is below y when its logit is below L = s^-1(y) - margin, with
-  // s^-1(y) = log(exp(y^2) - 1) = u + log(1 - exp(-u)), u = y^2 (all margins >= 100x the
-  // errors of the approximations; see the file comment for s~).
-  if (logit_filter) {
-    const std::uint32_t t_key = kth_lane_key(detail::order_key(l_max), a.k);
-    const float t = t_key != 0 ? key_to_float(t_key) : kNaN;
-    if (fabsf(t) < 1e30f) {
-      const float low_s = approx_sqrt_softplus(t) * (1.0f - 0x1p-10f) - 1e-18f;
-      const float y = low_s - b_range - 1e-3f * (low_s + bmax) - 1e-6f;
-      if (y >= 0.01f) {
-        const float u = y * y;
-        const float l_raw = u + __logf(1.0f - __expf(-u));
-        const float cut = l_raw - 0.01f * (1.0f + fabsf(l_raw)) - 3e-7f / u;
-        unsigned mask = 0;
-#pragma unroll
-        for (int v = 0; v < kSlots; ++v) mask |= unsigned(l[v] >= cut) << v;
-        const int total = int(__reduce_add_sync(detail::kFullMask, unsigned(__popc(mask))));
-        if (total >= a.k && total <= detail::kWarpSize) {
-          finish_candidates<kSlots>(a, sm, row, mask, total, l, b);
-          return;
-        }
-      }
-    }
-  }
-
-  // Level 2, the approximate-key filter: approximate keys, the lane maximum and the row's
-  // largest approximate score.
-  float ka[kSlots];
-  float lane_max = kNaN;
-  float s_max = 0.0f;
-#pragma unroll
-  for (int v = 0; v < kSlots; ++v) {
-    const float s = approx_sqrt_softplus(l[v]);
-    ka[v] = s + b[v];
-    s_max = fmaxf(s_max, s);
-    lane_max = fmaxf(lane_max, ka[v]);
-  }
-  s_max = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(s_max)));
-  const std::uint32_t t_key = kth_lane_key(detail::order_key(lane_max), a.k);
-  // D >= |exact key - ka| for every expert of the row: the score error plus the two
-  // roundings of + bias (2^-24 |key| each, |key| <= s_max + bmax), with a margin for the
-  // rounding of this very expression.
-  const float d = (kApproxRel * s_max + kApproxAbs + 0x1p-22f * (s_max + bmax)) * 1.001f;
-  const float thr = t_key != 0 ? key_to_float(t_key) - 3.0f * d : kNaN;
-  const bool fast = isfinite(thr) && s_max + bmax < 0x1p100f;
-
-  unsigned mask = 0;
-#pragma unroll
-  for (int v = 0; v < kSlots; ++v) {
-    const bool cand = fast ? ka[v] >= thr : route_slot_expert(v, lane) < a.experts;
-    mask |= unsigned(cand) << v;
-  }
-  const int total = int(__reduce_add_sync(detail::kFullMask, unsigned(__popc(mask))));
-  if (total <= detail::kWarpSize) {
-    finish_candidates<kSlots>(a, sm, row, mask, total, l, b);
-    return;
-  }
-
-  // Level 3, more than 32 candidates (ties, NaN/inf, huge values): exact keys of every
-  // candidate, 32 at a time, merged into the warp's top-k list.
-  int count = 0;
-#pragma unroll
-  for (int v = 0; v < kSlots; ++v) {
-    const bool has = (mask >> v) & 1u;
-    if (__any_sync(detail::kFullMask, has)) {
-      float s = 0.0f;
-      std::uint64_t key = 0;
-      if (has) {
-        s = detail::sqrt_softplus(l[v]);
-        key = detail::pack_rank_key(a.bias != nullptr ? s + b[v] : s,
-                                    std::uint32_t(route_slot_expert(v, lane)));
-      }
-      detail::warp_merge(sm.list, count, a.k, has, key, s);
-    }
-  }
-  if (lane < a.k) {
-    // detail::renormalize's order: 0 + s0 + s1 + ... in rank order.
-    float sum = 0.0f;
-    for (int j = 0; j < a.k; ++j) sum += sm.list.val[j];
-    const float w = sm.list.val[lane] / detail::renorm_denominator(sum) * a.scale;
-    const std::uint32_t id = detail::packed_index(sm.list.key[lane]);
-    a.weights[row * a.weights_stride + lane] = w;
-    if (a.ids_i64) {
-      static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + lane] = std::int64_t(id);
-    } else {
-      static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + lane] = std::int32_t(id);
-    }
-  }
-  __syncwarp();
-}
-
-}  // namespace route_detail
-
-/// One warp per row, rows strided over the grid; see the file comment for the method.
-template <typename T, int kChunks>
-__global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
-    route_topk_kernel(const RouteTopkArgs a) {
-  using namespace route_detail;
-  // Before any global access (cuda::route launches this kernel with PDL after its GEMM).
-  grid_dependency_wait();
-  constexpr int kSlots = 4 * kChunks;
-  constexpr float kNaN = __builtin_nanf("");
-  __shared__ RouteWarpSmem smem_all[kRouteWarps];
-  const int warp = int(threadIdx.x) / detail::kWarpSize;
-  const int lane = detail::lane_id();
-  RouteWarpSmem& sm = smem_all[warp];
-
-  // The bias is the same for every row: load it once per warp, with its range.
-  float b[kSlots];
-  float bmax = 0.0f, b_hi = -INFINITY, b_lo = INFINITY;
-  bool b_bad = false;
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    const int e0 = route_slot_expert(4 * c, lane);
-    if (a.bias != nullptr && a.vector_bias && e0 < a.experts) {
-      load4(a.bias + e0, &b[4 * c]);
-    } else {
-#pragma unroll
-      for (int t = 0; t < 4; ++t) {
-        b[4 * c + t] = (a.bias != nullptr && e0 + t < a.experts) ? a.bias[e0 + t] : 0.0f;
-      }
-    }
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      const float v = b[4 * c + t];
-      bmax = fmaxf(bmax, fabsf(v));  // NaN ignored
-      if (e0 + t < a.experts) {
-        b_hi = fmaxf(b_hi, v);
-        b_lo = fminf(b_lo, v);
-        b_bad |= !isfinite(v);
-      }
-    }
-  }
-  bmax = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(bmax)));
-  b_hi = key_to_float(__reduce_max_sync(detail::kFullMask, detail::order_key(b_hi)));
-  b_lo = key_to_float(__reduce_min_sync(detail::kFullMask, detail::order_key(b_lo)));
-  // The logit filter needs a finite bias and its range (rounded up by a relative margin).
-  const bool logit_filter = a.logit_filter && !__any_sync(detail::kFullMask, b_bad);
-  const float b_range = (b_hi - b_lo) * (1.0f + 0x1p-20f);
-
-  const std::int64_t warps_total = std::int64_t(gridDim.x) * kRouteWarps;
-  for (std::int64_t row = std::int64_t(blockIdx.x) * kRouteWarps + warp; row < a.n;
-       row += warps_total) {
-    const T* lrow = static_cast<const T*>(a.logits) + row * a.logits_stride;
-    float l[kSlots];
-    float l_max = kNaN;  // "nothing yet" (fmaxf skips NaN)
+    for (int c = 0; c < kChunks; ++c) load4(lrow + route_slot_expert(4 * c, lane), &l[4 * c]);
+  } else {
+    constexpr float kNaN = __builtin_nanf("");
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
       const int e0 = route_slot_expert(4 * c, lane);
@@ -525,21 +295,80 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
           l[4 * c + t] = e0 + t < a.experts ? to_float(lrow[e0 + t]) : kNaN;
         }
       }
-#pragma unroll
-      for (int t = 0; t < 4; ++t) l_max = fmaxf(l_max, l[4 * c + t]);
     }
-
-    route_detail::route_row_levels<kSlots>(a, sm, row, l, l_max, b, bmax, b_range, logit_filter);
   }
 }
 
-namespace route_detail {
+/// The bias's range over the row, the same for every row of a launch.
+struct RouteBias {
+  float bmax;          ///< max |bias| (NaN ignored), 0 without bias
+  float b_range;       ///< (b_hi - b_lo), rounded up
+  bool logit_filter;   ///< level 1 allowed (requested, and the bias is finite)
+};
 
-/// Routes one row whose logits `l` this lane holds (levels 1 to 3 of the file comment).
+/// Accumulates the range of four bias values of experts e0.. (those below E count).
+struct RouteBiasAcc {
+  float bmax = 0.0f, b_hi = -INFINITY, b_lo = INFINITY;
+  bool bad = false;
+  __device__ __forceinline__ void add(const float (&b)[4], int e0, int experts) {
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      bmax = fmaxf(bmax, fabsf(b[t]));  // NaN ignored
+      if (e0 + t < experts) {
+        b_hi = fmaxf(b_hi, b[t]);
+        b_lo = fminf(b_lo, b[t]);
+        bad |= !isfinite(b[t]);
+      }
+    }
+  }
+  /// Warp-collective: the warp's range. The logit filter needs a finite bias and its range
+  /// (rounded up by a relative margin).
+  __device__ __forceinline__ RouteBias reduce(bool logit_filter) const {
+    RouteBias rb;
+    rb.bmax = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(bmax)));
+    const float hi = key_to_float(__reduce_max_sync(detail::kFullMask, detail::order_key(b_hi)));
+    const float lo = key_to_float(__reduce_min_sync(detail::kFullMask, detail::order_key(b_lo)));
+    rb.logit_filter = logit_filter && !__any_sync(detail::kFullMask, bad);
+    rb.b_range = (hi - lo) * (1.0f + 0x1p-20f);
+    return rb;
+  }
+};
+
+/// Loads the bias (every warp; zeros past E or without bias) and reduces its range; warp w
+/// stores chunks c % warps == w of it to s_bias, which holds 128 * kChunks floats (the caller
+/// syncs the block).
+template <int kChunks>
+__device__ __forceinline__ RouteBias load_bias(const RouteTopkArgs& a, int warp, int warps,
+                                               int lane, float* s_bias) {
+  RouteBiasAcc acc;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int e0 = route_slot_expert(4 * c, lane);
+    float b[4];
+    if (a.bias != nullptr && a.vector_bias && e0 < a.experts) {
+      load4(a.bias + e0, b);
+    } else {
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+        b[t] = (a.bias != nullptr && e0 + t < a.experts) ? a.bias[e0 + t] : 0.0f;
+      }
+    }
+    acc.add(b, e0, a.experts);
+    if (c % warps == warp) {
+      *reinterpret_cast<float4*>(s_bias + e0) = make_float4(b[0], b[1], b[2], b[3]);
+    }
+  }
+  return acc.reduce(a.logit_filter);
+}
+
+/// Routes one row whose logits `l` this lane holds (levels 1 to 3 of the file comment) and
+/// writes its k ids and weights; s_bias: the bias in shared memory, 128 * kSlots / 4 floats,
+/// 0 past E and without bias. Every fused-route kernel and the decode kernel (route_gemm.cuh)
+/// run it.
 template <int kSlots>
 __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem& sm,
-                                          const float* s_bias, std::int64_t row, const float* l,
-                                          const RouteBias& rb) {
+                                          const float* s_bias, std::int64_t row,
+                                          const float (&l)[kSlots], const RouteBias& rb) {
   constexpr float kNaN = __builtin_nanf("");
   const int lane = detail::lane_id();
 
@@ -554,7 +383,9 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
     float l_max = kNaN;  // "nothing yet" (fmaxf skips NaN)
 #pragma unroll
     for (int v = 0; v < kSlots; ++v) l_max = fmaxf(l_max, l[v]);
+    route_trace(1, __float_as_uint(l_max));
     const std::uint32_t t_key = kth_lane_key(detail::order_key(l_max), a.k);
+    route_trace(2, t_key);
     const float t = t_key != 0 ? key_to_float(t_key) : kNaN;
     if (fabsf(t) < 1e30f) {
       const float low_s = approx_sqrt_softplus(t) * (1.0f - 0x1p-10f) - 1e-18f;
@@ -566,17 +397,15 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
         unsigned mask = 0;
 #pragma unroll
         for (int v = 0; v < kSlots; ++v) mask |= unsigned(l[v] >= cut) << v;
-        const int total = count_candidates(mask);
-        if (total >= a.k && total <= detail::kWarpSize) {
-          finish_candidates_sb<kSlots>(a, sm, s_bias, row, mask, total, l);
-          return;
-        }
+        route_trace(3, mask);
+        if (finish_candidates<kSlots>(a, sm, s_bias, row, mask, l)) return;
       }
     }
   }
 
   // Level 2, the approximate-key filter: approximate keys, the lane maximum and the row's
   // largest approximate score.
+  route_trace(9);
   float b[kSlots];
 #pragma unroll
   for (int c = 0; c < kSlots / 4; ++c) {
@@ -605,20 +434,19 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
   const float thr = t_key != 0 ? key_to_float(t_key) - 3.0f * d : kNaN;
   const bool fast = isfinite(thr) && s_max + rb.bmax < 0x1p100f;
 
+  // Every expert of the exact top k is a candidate, and there are at least k of them: k
+  // experts have ka >= the k-th lane maximum >= thr (fast), or all E >= k experts are.
   unsigned mask = 0;
 #pragma unroll
   for (int v = 0; v < kSlots; ++v) {
     const bool cand = fast ? ka[v] >= thr : route_slot_expert(v, lane) < a.experts;
     mask |= unsigned(cand) << v;
   }
-  const int total = count_candidates(mask);
-  if (total <= detail::kWarpSize) {
-    finish_candidates_sb<kSlots>(a, sm, s_bias, row, mask, total, l);
-    return;
-  }
+  if (finish_candidates<kSlots>(a, sm, s_bias, row, mask, l)) return;
 
   // Level 3, more than 32 candidates (ties, NaN/inf, huge values): exact keys of every
   // candidate, 32 at a time, merged into the warp's top-k list.
+  route_trace(10);
   int count = 0;
 #pragma unroll
   for (int v = 0; v < kSlots; ++v) {
@@ -628,8 +456,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
       std::uint64_t key = 0;
       if (has) {
         s = detail::sqrt_softplus(l[v]);
-        key = detail::pack_rank_key(a.bias != nullptr ? s + b[v] : s,
-                                    std::uint32_t(route_slot_expert(v, lane)));
+        key = detail::pack_rank_key(s + b[v], std::uint32_t(route_slot_expert(v, lane)));
       }
       detail::warp_merge(sm.list, count, a.k, has, key, s);
     }
@@ -652,58 +479,39 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 
 }  // namespace route_detail
 
-namespace route_detail {
+/// One warp per row, rows strided over the grid; see the file comment for the method.
+/// At least kRouteMinBlocks blocks per SM (64 registers): rows in flight hide the loads.
+/// kFull: see load_row.
+template <typename T, int kChunks, bool kFull>
+__global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize, kRouteMinBlocks)
+    route_topk_kernel(const RouteTopkArgs a) {
+  using namespace route_detail;
+  // Before any global access (cuda::route launches this kernel with PDL after its GEMM).
+  grid_dependency_wait();
+  constexpr int kSlots = 4 * kChunks;
+  __shared__ RouteWarpSmem smem_all[kRouteWarps];
+  __shared__ __align__(16) float s_bias[kSlots * detail::kWarpSize];  // 0 past E / without bias
+  const int warp = int(threadIdx.x) / detail::kWarpSize;
+  const int lane = detail::lane_id();
+  RouteWarpSmem& sm = smem_all[warp];
+  // The bias is the same for every row: once per block, with its range.
+  const RouteBias rb = load_bias<kChunks>(a, warp, kRouteWarps, lane, s_bias);
+  __syncthreads();  // s_bias
 
-/// Loads the bias (every warp; zeros past E or without bias) and reduces its range; warp w
-/// stores chunks c % kRouteWarps == w of it to s_bias (the caller syncs the block).
-template <int kChunks>
-__device__ __forceinline__ RouteBias load_bias(const RouteTopkArgs& a, int warp, int lane,
-                                               float* s_bias) {
-  float bmax = 0.0f, b_hi = -INFINITY, b_lo = INFINITY;
-  bool b_bad = false;
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    const int e0 = route_slot_expert(4 * c, lane);
-    float b[4];
-    if (a.bias != nullptr && a.vector_bias && e0 < a.experts) {
-      load4(a.bias + e0, b);
-    } else {
-#pragma unroll
-      for (int t = 0; t < 4; ++t) {
-        b[t] = (a.bias != nullptr && e0 + t < a.experts) ? a.bias[e0 + t] : 0.0f;
-      }
-    }
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      const float v = b[t];
-      bmax = fmaxf(bmax, fabsf(v));  // NaN ignored
-      if (e0 + t < a.experts) {
-        b_hi = fmaxf(b_hi, v);
-        b_lo = fminf(b_lo, v);
-        b_bad |= !isfinite(v);
-      }
-    }
-    if (c % kRouteWarps == warp) {
-      *reinterpret_cast<float4*>(s_bias + e0) = make_float4(b[0], b[1], b[2], b[3]);
-    }
+  const std::int64_t warps_total = std::int64_t(gridDim.x) * kRouteWarps;
+  for (std::int64_t row = std::int64_t(blockIdx.x) * kRouteWarps + warp; row < a.n;
+       row += warps_total) {
+    float l[kSlots];
+    load_row<T, kChunks, kFull>(a, row, lane, l);
+    route_row<kSlots>(a, sm, s_bias, row, l, rb);
   }
-  RouteBias rb;
-  rb.bmax = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(bmax)));
-  b_hi = key_to_float(__reduce_max_sync(detail::kFullMask, detail::order_key(b_hi)));
-  b_lo = key_to_float(__reduce_min_sync(detail::kFullMask, detail::order_key(b_lo)));
-  // The logit filter needs a finite bias and its range (rounded up by a relative margin).
-  rb.logit_filter = a.logit_filter && !__any_sync(detail::kFullMask, b_bad);
-  rb.b_range = (b_hi - b_lo) * (1.0f + 0x1p-20f);
-  return rb;
 }
 
-}  // namespace route_detail
-
 /// The small-batch variant of route_topk_kernel (route.cu uses it below 2048 rows, where a
-/// row's chain of dependent latencies is the time): same levels, same results. A warp loads its
-/// first row before the bias (both latencies overlap), keeps the bias in shared memory rather
-/// than registers, and loads its next row before it routes the current one.
-template <typename T, int kChunks>
+/// row's chain of dependent latencies is the time): same levels, same results. A warp loads
+/// its first row before the bias (both latencies overlap) and loads its next row before it
+/// routes the current one. kFull: see load_row.
+template <typename T, int kChunks, bool kFull>
 __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
     route_topk_small_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
@@ -717,17 +525,19 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
   RouteWarpSmem& sm = smem_all[warp];
   const std::int64_t warps_total = std::int64_t(gridDim.x) * kRouteWarps;
   std::int64_t row = std::int64_t(blockIdx.x) * kRouteWarps + warp;
+  route_trace(0);
 
   float next[kSlots];
-  if (row < a.n) load_row<T, kChunks>(a, row, lane, next);
-  const RouteBias rb = load_bias<kChunks>(a, warp, lane, s_bias);
+  if (row < a.n) load_row<T, kChunks, kFull>(a, row, lane, next);
+  const RouteBias rb = load_bias<kChunks>(a, warp, kRouteWarps, lane, s_bias);
   __syncthreads();  // s_bias
+  route_trace(11);
 
   for (; row < a.n; row += warps_total) {
     float l[kSlots];
 #pragma unroll
     for (int v = 0; v < kSlots; ++v) l[v] = next[v];
-    if (row + warps_total < a.n) load_row<T, kChunks>(a, row + warps_total, lane, next);
+    if (row + warps_total < a.n) load_row<T, kChunks, kFull>(a, row + warps_total, lane, next);
     route_row<kSlots>(a, sm, s_bias, row, l, rb);
   }
 }
