@@ -35,9 +35,10 @@ int route_chunks(std::int64_t experts) {
   return c == 5 ? 6 : c == 7 ? 8 : c;
 }
 
-// Batches below kSmallMaxRows take route_topk_small_kernel (a chain of latencies per row),
-// larger ones route_topk_kernel: on an H200 the small kernel was faster at N = 1 to 1024
-// (3.20 vs 3.68 us at N = 1), even at 2048, slower from 4096 on (8.6 vs 7.9 us).
+// Batches below kSmallMaxRows take route_topk_small_kernel (a chain of latencies per row:
+// it loads a warp's next row while it routes the current one), larger ones route_topk_kernel
+// (more rows in flight). On an H100, Pro, warm L2: 2.93 vs 3.10 us at N = 1, 3.67 vs 3.80 at
+// 1024, 7.37 vs 7.06 at 4096.
 constexpr std::int64_t kSmallMaxRows = 2048;
 
 // pdl: allow programmatic dependent launch (the kernels wait for the previous kernel before
@@ -72,20 +73,22 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
   const int chunks = route_chunks(a.experts);
   return MOER_DISPATCH_REAL_DTYPE(logits_dtype, T, "route: logits_dtype", [&] {
     return MOER_DISPATCH_ROUTE_CHUNKS(chunks, kChunks, [&] {
-      // Rows of whole aligned vectors (DSV4: E = 256 and 384) load without bounds checks.
-      constexpr bool kFullShape = kChunks == 2 || kChunks == 3;
-      const bool full = kFullShape && a.vector_logits && a.experts == 128 * kChunks;
-      const auto launch = [&](auto full_tag) {
-        constexpr bool kFull = decltype(full_tag)::value;
+      // The DSV4 fast path (E = 256 or 384 in whole aligned vectors, k = 6): no bounds checks,
+      // k known at compile time.
+      constexpr bool kDsv4Shape = kChunks == 2 || kChunks == 3;
+      const bool dsv4 = kDsv4Shape && a.vector_logits && a.experts == 128 * kChunks &&
+                        a.k == kernels::kDsv4K;
+      const auto launch = [&](auto dsv4_tag) {
+        constexpr bool kDsv4 = decltype(dsv4_tag)::value;
         if (a.n < kSmallMaxRows) {
-          return launch_one_warp_per_row(kernels::route_topk_small_kernel<T, kChunks, kFull>, a,
+          return launch_one_warp_per_row(kernels::route_topk_small_kernel<T, kChunks, kDsv4>, a,
                                          stream, pdl, "route: route_topk_small_kernel launch");
         }
-        return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kFull>, a, stream,
+        return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4>, a, stream,
                                        pdl, "route: route_topk_kernel launch");
       };
-      if constexpr (kFullShape) {
-        if (full) return launch(std::true_type{});
+      if constexpr (kDsv4Shape) {
+        if (dsv4) return launch(std::true_type{});
       }
       return launch(std::false_type{});
     });

@@ -19,9 +19,8 @@
 //      top k has ka >= T - 2D, so the candidates {ka >= T - 3D} hold it.
 //   3. Otherwise (NaN/inf, huge values, more than 32 candidates such as many exact ties):
 //      every expert, 32 at a time, merged into a running top-k list. Slower, same results.
-// Levels 1 and 2 move the (usually k plus a few) candidates to one lane each in expert order,
-// compute their exact keys and select the k best: equal keys rank the lower expert first,
-// which in expert order is the lower lane, so a 32-bit order key and the lane decide.
+// Levels 1 and 2 move the (usually k plus a few) candidates to one lane each, compute their
+// exact keys and select the k best by k rounds of a warp max (equal keys: the lower expert).
 //
 // Three kernels run this method (route_row): route_topk_kernel for large batches,
 // route_topk_small_kernel (bottom of the file) for small ones, where one row's chain of
@@ -41,9 +40,14 @@ namespace kernels {
 
 /// Warps (rows in flight) per block of the fused route.
 constexpr int kRouteWarps = 4;
+/// k of the DSV4 fast path (route_topk_kernel's kDsv4).
+constexpr int kDsv4K = 6;
 /// Blocks per SM that route_topk_kernel's register budget allows at least (64 registers;
 /// on an H100, 8 blocks and 7 measured alike, and unbounded took 96 registers and 5 blocks).
 constexpr int kRouteMinBlocks = 8;
+/// The same for route_topk_small_kernel, which holds a second row (80 registers: no spills,
+/// where 64 spill).
+constexpr int kRouteSmallMinBlocks = 6;
 /// Bound of the approximate score: |s~ - s| <= kApproxRel * s~ + kApproxAbs (see file comment).
 constexpr float kApproxRel = 0x1p-13f;
 constexpr float kApproxAbs = 0x1p-61f;
@@ -157,7 +161,7 @@ __device__ __forceinline__ float key_to_float(std::uint32_t key) {
 
 /// Per-warp shared memory: the compacted candidates and the top-k list.
 struct RouteWarpSmem {
-  uint2 cand[detail::kWarpSize];  ///< candidate i: (logit bits, expert), in expert order
+  uint2 cand[detail::kWarpSize];  ///< candidate i: (logit bits, expert)
   detail::WarpTopkList list;
 };
 
@@ -170,19 +174,13 @@ __device__ __forceinline__ int route_slot_expert(int v, int lane) {
 
 namespace route_detail {
 
-/// Bits of the lanes below this one.
-__device__ __forceinline__ unsigned lanemask_lt() {
-  unsigned m;
-  asm("mov.u32 %0, %%lanemask_lt;" : "=r"(m));
-  return m;
-}
-
 /// T: the k-th largest of the lanes' order keys (0 when fewer than k lanes have a number):
 /// k rounds of one REDUX max each. At least k lanes hold a value whose key is >= T.
 /// (A parallel rank from 32 independent shuffles has the shorter chain on paper and measured
 /// slower on an H100: 1229 against 700 cycles at k = 6.)
 __device__ __forceinline__ std::uint32_t kth_lane_key(std::uint32_t mine, int k) {
   std::uint32_t t = 0;
+#pragma unroll
   for (int r = 0; r < k; ++r) {
     t = __reduce_max_sync(detail::kFullMask, mine);
     if (mine == t) mine = 0;
@@ -191,68 +189,64 @@ __device__ __forceinline__ std::uint32_t kth_lane_key(std::uint32_t mine, int k)
 }
 
 /// The candidates (bits of `mask`) of one row, at most 32 and at least k of them over the
-/// warp: moves them to one lane each in expert order, computes their exact keys
-/// (detail/math.h, bias from s_bias), selects the k best and writes them renormalized in rank
-/// order. Returns false, having written nothing, when the count is outside [k, 32].
-/// Equal keys rank the lower expert first, which in expert order is the lower lane, so the
-/// 32-bit order key of the value decides everything else: k rounds of a REDUX max, the
-/// lowest lane holding it wins the round. (All-pairs ranks by shuffles cost ~2x the
-/// instructions and, on an H100, no less latency.)
-template <int kSlots>
+/// warp: moves them to one lane each (lane by lane: a warp scan of the per-lane counts),
+/// computes their exact keys (detail/math.h, bias from s_bias), selects the k best and writes
+/// them renormalized in rank order. Returns false, having written nothing, when the count is
+/// outside [k, 32]. Selection: k rounds of a REDUX max of the 32-bit order key; a round that
+/// several lanes win (equal keys: an exact tie, or NaN) goes to the lowest expert among them.
+/// Measured on an H100 and dropped: all-pairs ranks by shuffles (~2x the instructions, no
+/// less latency) and positions from one ballot per slot (no shorter chain in practice).
+template <int kSlots, int kFixedK>
 __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteWarpSmem& sm,
                                                   const float* s_bias, std::int64_t row,
                                                   unsigned mask, const float (&l)[kSlots]) {
   const int lane = detail::lane_id();
-  const unsigned below = lanemask_lt();
-  // Expert order is (chunk, lane, element): a candidate's position is the count of the
-  // earlier chunks', the lower lanes' in its chunk and its own lower elements.
-  unsigned ballot[kSlots];
-  int total = 0;
+  const int k = kFixedK > 0 ? kFixedK : a.k;
+  const int mine = __popc(mask);
+  int upto = mine;  // inclusive scan of the counts over the lanes
+#pragma unroll
+  for (int d = 1; d < detail::kWarpSize; d *= 2) {
+    const int up = __shfl_up_sync(detail::kFullMask, upto, d);
+    if (lane >= d) upto += up;
+  }
+  const int total = __shfl_sync(detail::kFullMask, upto, detail::kWarpSize - 1);
+  if (total < k || total > detail::kWarpSize) return false;
+  int pos = upto - mine;
 #pragma unroll
   for (int v = 0; v < kSlots; ++v) {
-    ballot[v] = __ballot_sync(detail::kFullMask, (mask >> v) & 1u);
-    total += __popc(ballot[v]);
-  }
-  if (total < a.k || total > detail::kWarpSize) return false;
-  int base = 0;
-#pragma unroll
-  for (int c = 0; c < kSlots / 4; ++c) {
-    int pos = base;
-#pragma unroll
-    for (int t = 0; t < 4; ++t) pos += __popc(ballot[4 * c + t] & below);
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      const int v = 4 * c + t;
-      if ((mask >> v) & 1u) {
-        sm.cand[pos] = make_uint2(__float_as_uint(l[v]), unsigned(route_slot_expert(v, lane)));
-        ++pos;
-      }
-      base += __popc(ballot[v]);
+    if ((mask >> v) & 1u) {
+      sm.cand[pos] = make_uint2(__float_as_uint(l[v]), unsigned(route_slot_expert(v, lane)));
+      ++pos;
     }
   }
   __syncwarp();
   route_trace(4);
-  const bool has = lane < total;
+  // Selection key: the order key + 1 (NaN: 1), 0 for no candidate or one already taken.
   float s = 0.0f;
   std::uint32_t key = 0, index = 0;
-  if (has) {
+  if (lane < total) {
     const uint2 cand = sm.cand[lane];
     index = cand.y;
     s = detail::sqrt_softplus(__uint_as_float(cand.x));
-    key = detail::order_key(s + s_bias[index]);  // s_bias is 0 without bias: s + 0 == s
+    key = detail::order_key(s + s_bias[index]) + 1u;  // s_bias is 0 without bias: s + 0 == s
   }
   route_trace(5, key);
   int out_rank = -1;
   float sum = 0.0f;  // detail::renormalize's order: 0 + s0 + s1 + ... in rank order
-  bool live = has;
-  for (int r = 0; r < a.k; ++r) {
-    const std::uint32_t top = __reduce_max_sync(detail::kFullMask, live ? key : 0u);
-    const unsigned won = __ballot_sync(detail::kFullMask, live && key == top);
-    const int w = __ffs(won) - 1;  // the lowest lane: the lowest expert of equal keys
+#pragma unroll
+  for (int r = 0; r < k; ++r) {  // total >= k: every round has a winner (key >= 1)
+    const std::uint32_t top = __reduce_max_sync(detail::kFullMask, key);
+    const unsigned won = __ballot_sync(detail::kFullMask, key == top);
+    int w = __ffs(won) - 1;
+    if (__popc(won) > 1) {  // warp-uniform and rare: equal keys, the lowest expert first
+      const bool tied = (won >> lane) & 1u;
+      const std::uint32_t lowest = __reduce_min_sync(detail::kFullMask, tied ? index : ~0u);
+      w = __ffs(__ballot_sync(detail::kFullMask, tied && index == lowest)) - 1;
+    }
     sum += __shfl_sync(detail::kFullMask, s, w);
     if (lane == w) {
       out_rank = r;
-      live = false;
+      key = 0;
     }
   }
   route_trace(6, unsigned(out_rank));
@@ -269,12 +263,12 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
 }
 
 /// One row's logits for this lane (slot v = expert route_slot_expert(v, lane); NaN past E).
-/// kFull: E == 128 * kChunks and vector_logits (every chunk a whole aligned vector).
-template <typename T, int kChunks, bool kFull>
+/// kDsv4: E == 128 * kChunks and vector_logits (every chunk a whole aligned vector).
+template <typename T, int kChunks, bool kDsv4>
 __device__ __forceinline__ void load_row(const RouteTopkArgs& a, std::int64_t row, int lane,
                                          float* l) {
   const T* lrow = static_cast<const T*>(a.logits) + row * a.logits_stride;
-  if constexpr (kFull) {
+  if constexpr (kDsv4) {
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) load4(lrow + route_slot_expert(4 * c, lane), &l[4 * c]);
   } else {
@@ -364,13 +358,14 @@ __device__ __forceinline__ RouteBias load_bias(const RouteTopkArgs& a, int warp,
 /// Routes one row whose logits `l` this lane holds (levels 1 to 3 of the file comment) and
 /// writes its k ids and weights; s_bias: the bias in shared memory, 128 * kSlots / 4 floats,
 /// 0 past E and without bias. Every fused-route kernel and the decode kernel (route_gemm.cuh)
-/// run it.
-template <int kSlots>
+/// run it; kFixedK > 0: k (a.k) known at compile time.
+template <int kSlots, int kFixedK>
 __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem& sm,
                                           const float* s_bias, std::int64_t row,
                                           const float (&l)[kSlots], const RouteBias& rb) {
   constexpr float kNaN = __builtin_nanf("");
   const int lane = detail::lane_id();
+  const int k = kFixedK > 0 ? kFixedK : a.k;
 
   // Level 1, the logit filter. The exact score is monotone in the logit up to fp32
   // rounding. t = the k-th largest lane maximum: k experts have logit >= t, so exact
@@ -384,7 +379,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 #pragma unroll
     for (int v = 0; v < kSlots; ++v) l_max = fmaxf(l_max, l[v]);
     route_trace(1, __float_as_uint(l_max));
-    const std::uint32_t t_key = kth_lane_key(detail::order_key(l_max), a.k);
+    const std::uint32_t t_key = kth_lane_key(detail::order_key(l_max), k);
     route_trace(2, t_key);
     const float t = t_key != 0 ? key_to_float(t_key) : kNaN;
     if (fabsf(t) < 1e30f) {
@@ -393,12 +388,12 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
       if (y >= 0.01f) {
         const float u = y * y;
         const float l_raw = u + __logf(1.0f - __expf(-u));
-        const float cut = l_raw - 0.01f * (1.0f + fabsf(l_raw)) - 3e-7f / u;
+        const float cut = l_raw - 0.01f * (1.0f + fabsf(l_raw)) - __fdividef(3e-7f, u);
         unsigned mask = 0;
 #pragma unroll
         for (int v = 0; v < kSlots; ++v) mask |= unsigned(l[v] >= cut) << v;
         route_trace(3, mask);
-        if (finish_candidates<kSlots>(a, sm, s_bias, row, mask, l)) return;
+        if (finish_candidates<kSlots, kFixedK>(a, sm, s_bias, row, mask, l)) return;
       }
     }
   }
@@ -426,7 +421,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
     lane_max = fmaxf(lane_max, ka[v]);
   }
   s_max = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(s_max)));
-  const std::uint32_t t_key = kth_lane_key(detail::order_key(lane_max), a.k);
+  const std::uint32_t t_key = kth_lane_key(detail::order_key(lane_max), k);
   // D >= |exact key - ka| for every expert of the row: the score error plus the two
   // roundings of + bias (2^-24 |key| each, |key| <= s_max + bmax), with a margin for the
   // rounding of this very expression.
@@ -442,7 +437,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
     const bool cand = fast ? ka[v] >= thr : route_slot_expert(v, lane) < a.experts;
     mask |= unsigned(cand) << v;
   }
-  if (finish_candidates<kSlots>(a, sm, s_bias, row, mask, l)) return;
+  if (finish_candidates<kSlots, kFixedK>(a, sm, s_bias, row, mask, l)) return;
 
   // Level 3, more than 32 candidates (ties, NaN/inf, huge values): exact keys of every
   // candidate, 32 at a time, merged into the warp's top-k list.
@@ -481,8 +476,9 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 
 /// One warp per row, rows strided over the grid; see the file comment for the method.
 /// At least kRouteMinBlocks blocks per SM (64 registers): rows in flight hide the loads.
-/// kFull: see load_row.
-template <typename T, int kChunks, bool kFull>
+/// kDsv4: the DSV4 fast path, rows of whole aligned vectors (E = 128 * kChunks, see
+/// load_row) and k = kDsv4K known at compile time.
+template <typename T, int kChunks, bool kDsv4>
 __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize, kRouteMinBlocks)
     route_topk_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
@@ -502,17 +498,17 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize, kRouteMinBlock
   for (std::int64_t row = std::int64_t(blockIdx.x) * kRouteWarps + warp; row < a.n;
        row += warps_total) {
     float l[kSlots];
-    load_row<T, kChunks, kFull>(a, row, lane, l);
-    route_row<kSlots>(a, sm, s_bias, row, l, rb);
+    load_row<T, kChunks, kDsv4>(a, row, lane, l);
+    route_row<kSlots, kDsv4 ? kDsv4K : 0>(a, sm, s_bias, row, l, rb);
   }
 }
 
 /// The small-batch variant of route_topk_kernel (route.cu uses it below 2048 rows, where a
 /// row's chain of dependent latencies is the time): same levels, same results. A warp loads
 /// its first row before the bias (both latencies overlap) and loads its next row before it
-/// routes the current one. kFull: see load_row.
-template <typename T, int kChunks, bool kFull>
-__global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
+/// routes the current one. kDsv4: see route_topk_kernel.
+template <typename T, int kChunks, bool kDsv4>
+__global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize, kRouteSmallMinBlocks)
     route_topk_small_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
   // Before any global access (cuda::route launches this kernel with PDL after its GEMM).
@@ -528,7 +524,7 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
   route_trace(0);
 
   float next[kSlots];
-  if (row < a.n) load_row<T, kChunks, kFull>(a, row, lane, next);
+  if (row < a.n) load_row<T, kChunks, kDsv4>(a, row, lane, next);
   const RouteBias rb = load_bias<kChunks>(a, warp, kRouteWarps, lane, s_bias);
   __syncthreads();  // s_bias
   route_trace(11);
@@ -537,8 +533,8 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize)
     float l[kSlots];
 #pragma unroll
     for (int v = 0; v < kSlots; ++v) l[v] = next[v];
-    if (row + warps_total < a.n) load_row<T, kChunks, kFull>(a, row + warps_total, lane, next);
-    route_row<kSlots>(a, sm, s_bias, row, l, rb);
+    if (row + warps_total < a.n) load_row<T, kChunks, kDsv4>(a, row + warps_total, lane, next);
+    route_row<kSlots, kDsv4 ? kDsv4K : 0>(a, sm, s_bias, row, l, rb);
   }
 }
 
