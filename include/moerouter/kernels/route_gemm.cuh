@@ -173,7 +173,7 @@ __device__ __forceinline__ void route_logit_row(const RouteTopkArgs& a,
       for (int t = 0; t < 4; ++t) l[4 * c + t] = kNaN;
     }
   }
-  route_detail::route_row<kSlots, 0>(a, sm, s_bias, row, l, rb);
+  route_detail::route_row<kSlots, 0, true>(a, sm, s_bias, row, l, rb);
 }
 
 }  // namespace route_gemm_detail

@@ -161,7 +161,9 @@ __device__ __forceinline__ float key_to_float(std::uint32_t key) {
 
 /// Per-warp shared memory: the compacted candidates and the top-k list.
 struct RouteWarpSmem {
-  uint2 cand[detail::kWarpSize];  ///< candidate i: (logit bits, expert)
+  /// Candidate i: (logit bits, expert), then (selection key, expert) for the ranks; the
+  /// lanes' keys for kth_lane_key's ranks.
+  __align__(16) uint2 cand[detail::kWarpSize];
   detail::WarpTopkList list;
 };
 
@@ -174,29 +176,54 @@ __device__ __forceinline__ int route_slot_expert(int v, int lane) {
 
 namespace route_detail {
 
-/// T: the k-th largest of the lanes' order keys (0 when fewer than k lanes have a number):
-/// k rounds of one REDUX max each. At least k lanes hold a value whose key is >= T.
-/// (A parallel rank from 32 independent shuffles has the shorter chain on paper and measured
-/// slower on an H100: 1229 against 700 cycles at k = 6.)
-__device__ __forceinline__ std::uint32_t kth_lane_key(std::uint32_t mine, int k) {
-  std::uint32_t t = 0;
+/// T: the k-th largest of the lanes' order keys (0 when fewer than k lanes have a number).
+/// At least k lanes hold a value whose key is >= T. kLatency (a row's chain of latencies is
+/// the time): every lane ranks its key against all 32 read back from `scratch` as broadcast
+/// 16-byte loads (lower lane first among equals), the lane ranked k - 1 holds T; otherwise
+/// k rounds of one REDUX max each (fewer instructions, a longer chain). (Ranks from 32
+/// shuffles measured slower than both on an H100.)
+template <bool kLatency>
+__device__ __forceinline__ std::uint32_t kth_lane_key(std::uint32_t mine, int k,
+                                                      std::uint32_t* scratch) {
+  if constexpr (kLatency) {
+    const int lane = detail::lane_id();
+    __syncwarp();  // every lane is past its reads of the scratch (an earlier row)
+    scratch[lane] = mine;
+    __syncwarp();
+    int rank = 0;
 #pragma unroll
-  for (int r = 0; r < k; ++r) {
-    t = __reduce_max_sync(detail::kFullMask, mine);
-    if (mine == t) mine = 0;
+    for (int j = 0; j < detail::kWarpSize; j += 4) {
+      const uint4 q = *reinterpret_cast<const uint4*>(scratch + j);
+      rank += (q.x > mine || (q.x == mine && j < lane)) +
+              (q.y > mine || (q.y == mine && j + 1 < lane)) +
+              (q.z > mine || (q.z == mine && j + 2 < lane)) +
+              (q.w > mine || (q.w == mine && j + 3 < lane));
+    }
+    const unsigned at = __ballot_sync(detail::kFullMask, rank == k - 1);
+    return __shfl_sync(detail::kFullMask, mine, __ffs(at) - 1);
+  } else {
+    (void)scratch;
+    std::uint32_t t = 0;
+#pragma unroll
+    for (int r = 0; r < k; ++r) {
+      t = __reduce_max_sync(detail::kFullMask, mine);
+      if (mine == t) mine = 0;
+    }
+    return t;
   }
-  return t;
 }
 
 /// The candidates (bits of `mask`) of one row, at most 32 and at least k of them over the
 /// warp: moves them to one lane each (lane by lane: a warp scan of the per-lane counts),
 /// computes their exact keys (detail/math.h, bias from s_bias), selects the k best and writes
 /// them renormalized in rank order. Returns false, having written nothing, when the count is
-/// outside [k, 32]. Selection: k rounds of a REDUX max of the 32-bit order key; a round that
-/// several lanes win (equal keys: an exact tie, or NaN) goes to the lowest expert among them.
-/// Measured on an H100 and dropped: all-pairs ranks by shuffles (~2x the instructions, no
-/// less latency) and positions from one ballot per slot (no shorter chain in practice).
-template <int kSlots, int kFixedK>
+/// outside [k, 32]. Selection: kLatency, all-pairs ranks of the (key, expert) pairs read back
+/// from shared memory as broadcast 16-byte loads (the shorter chain); otherwise k rounds of
+/// a REDUX max of the 32-bit key, a round that several lanes win (equal keys: an exact tie,
+/// or NaN) going to the lowest expert among them (fewer instructions). Measured on an H100
+/// and dropped: ranks by shuffles (~2x the instructions, no less latency) and positions from
+/// one ballot per slot (no shorter chain in practice).
+template <int kSlots, int kFixedK, bool kLatency>
 __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteWarpSmem& sm,
                                                   const float* s_bias, std::int64_t row,
                                                   unsigned mask, const float (&l)[kSlots]) {
@@ -212,6 +239,7 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
   const int total = __shfl_sync(detail::kFullMask, upto, detail::kWarpSize - 1);
   if (total < k || total > detail::kWarpSize) return false;
   int pos = upto - mine;
+  __syncwarp();  // every lane has read the warp's previous candidates (an earlier row)
 #pragma unroll
   for (int v = 0; v < kSlots; ++v) {
     if ((mask >> v) & 1u) {
@@ -233,20 +261,48 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
   route_trace(5, key);
   int out_rank = -1;
   float sum = 0.0f;  // detail::renormalize's order: 0 + s0 + s1 + ... in rank order
+  if constexpr (kLatency) {
+    // Lane i overwrites only its own slot: no barrier between its read and this write. Lanes
+    // without a candidate write key 0, which never ranks before a candidate's (>= 1).
+    sm.cand[lane] = make_uint2(key, index);
+    __syncwarp();
+    int rank = 0;
 #pragma unroll
-  for (int r = 0; r < k; ++r) {  // total >= k: every round has a winner (key >= 1)
-    const std::uint32_t top = __reduce_max_sync(detail::kFullMask, key);
-    const unsigned won = __ballot_sync(detail::kFullMask, key == top);
-    int w = __ffs(won) - 1;
-    if (__popc(won) > 1) {  // warp-uniform and rare: equal keys, the lowest expert first
-      const bool tied = (won >> lane) & 1u;
-      const std::uint32_t lowest = __reduce_min_sync(detail::kFullMask, tied ? index : ~0u);
-      w = __ffs(__ballot_sync(detail::kFullMask, tied && index == lowest)) - 1;
+    for (int j = 0; j < detail::kWarpSize; j += 2) {
+      const uint4 q = *reinterpret_cast<const uint4*>(&sm.cand[j]);
+      rank += (q.x > key || (q.x == key && q.y < index)) +
+              (q.z > key || (q.z == key && q.w < index));
     }
-    sum += __shfl_sync(detail::kFullMask, s, w);
-    if (lane == w) {
-      out_rank = r;
-      key = 0;
+    if (lane < total && rank < k) {
+      sm.list.val[rank] = s;
+      out_rank = rank;
+    }
+    __syncwarp();
+    if (out_rank >= 0) {
+      for (int r0 = 0; r0 < k; r0 += 8) {  // loads first, then the adds in order
+        float v[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[i] = r0 + i < k ? sm.list.val[r0 + i] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) sum += v[i];  // + 0 changes no bit of the sum
+      }
+    }
+  } else {
+#pragma unroll
+    for (int r = 0; r < k; ++r) {  // total >= k: every round has a winner (key >= 1)
+      const std::uint32_t top = __reduce_max_sync(detail::kFullMask, key);
+      const unsigned won = __ballot_sync(detail::kFullMask, key == top);
+      int w = __ffs(won) - 1;
+      if (__popc(won) > 1) {  // warp-uniform and rare: equal keys, the lowest expert first
+        const bool tied = (won >> lane) & 1u;
+        const std::uint32_t lowest = __reduce_min_sync(detail::kFullMask, tied ? index : ~0u);
+        w = __ffs(__ballot_sync(detail::kFullMask, tied && index == lowest)) - 1;
+      }
+      sum += __shfl_sync(detail::kFullMask, s, w);
+      if (lane == w) {
+        out_rank = r;
+        key = 0;
+      }
     }
   }
   route_trace(6, unsigned(out_rank));
@@ -358,8 +414,9 @@ __device__ __forceinline__ RouteBias load_bias(const RouteTopkArgs& a, int warp,
 /// Routes one row whose logits `l` this lane holds (levels 1 to 3 of the file comment) and
 /// writes its k ids and weights; s_bias: the bias in shared memory, 128 * kSlots / 4 floats,
 /// 0 past E and without bias. Every fused-route kernel and the decode kernel (route_gemm.cuh)
-/// run it; kFixedK > 0: k (a.k) known at compile time.
-template <int kSlots, int kFixedK>
+/// run it; kFixedK > 0: k (a.k) known at compile time; kLatency: the short-chain selection
+/// (finish_candidates) for kernels whose time is one row's chain of latencies.
+template <int kSlots, int kFixedK, bool kLatency>
 __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem& sm,
                                           const float* s_bias, std::int64_t row,
                                           const float (&l)[kSlots], const RouteBias& rb) {
@@ -379,7 +436,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 #pragma unroll
     for (int v = 0; v < kSlots; ++v) l_max = fmaxf(l_max, l[v]);
     route_trace(1, __float_as_uint(l_max));
-    const std::uint32_t t_key = kth_lane_key(detail::order_key(l_max), k);
+    const std::uint32_t t_key = kth_lane_key<kLatency>(detail::order_key(l_max), k, &sm.cand[0].x);
     route_trace(2, t_key);
     const float t = t_key != 0 ? key_to_float(t_key) : kNaN;
     if (fabsf(t) < 1e30f) {
@@ -393,7 +450,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 #pragma unroll
         for (int v = 0; v < kSlots; ++v) mask |= unsigned(l[v] >= cut) << v;
         route_trace(3, mask);
-        if (finish_candidates<kSlots, kFixedK>(a, sm, s_bias, row, mask, l)) return;
+        if (finish_candidates<kSlots, kFixedK, kLatency>(a, sm, s_bias, row, mask, l)) return;
       }
     }
   }
@@ -421,7 +478,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
     lane_max = fmaxf(lane_max, ka[v]);
   }
   s_max = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(s_max)));
-  const std::uint32_t t_key = kth_lane_key(detail::order_key(lane_max), k);
+  const std::uint32_t t_key = kth_lane_key<kLatency>(detail::order_key(lane_max), k, &sm.cand[0].x);
   // D >= |exact key - ka| for every expert of the row: the score error plus the two
   // roundings of + bias (2^-24 |key| each, |key| <= s_max + bmax), with a margin for the
   // rounding of this very expression.
@@ -437,7 +494,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
     const bool cand = fast ? ka[v] >= thr : route_slot_expert(v, lane) < a.experts;
     mask |= unsigned(cand) << v;
   }
-  if (finish_candidates<kSlots, kFixedK>(a, sm, s_bias, row, mask, l)) return;
+  if (finish_candidates<kSlots, kFixedK, kLatency>(a, sm, s_bias, row, mask, l)) return;
 
   // Level 3, more than 32 candidates (ties, NaN/inf, huge values): exact keys of every
   // candidate, 32 at a time, merged into the warp's top-k list.
@@ -499,7 +556,7 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize, kRouteMinBlock
        row += warps_total) {
     float l[kSlots];
     load_row<T, kChunks, kDsv4>(a, row, lane, l);
-    route_row<kSlots, kDsv4 ? kDsv4K : 0>(a, sm, s_bias, row, l, rb);
+    route_row<kSlots, kDsv4 ? kDsv4K : 0, false>(a, sm, s_bias, row, l, rb);
   }
 }
 
@@ -534,7 +591,7 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize, kRouteSmallMin
 #pragma unroll
     for (int v = 0; v < kSlots; ++v) l[v] = next[v];
     if (row + warps_total < a.n) load_row<T, kChunks, kDsv4>(a, row + warps_total, lane, next);
-    route_row<kSlots, kDsv4 ? kDsv4K : 0>(a, sm, s_bias, row, l, rb);
+    route_row<kSlots, kDsv4 ? kDsv4K : 0, true>(a, sm, s_bias, row, l, rb);
   }
 }
 
