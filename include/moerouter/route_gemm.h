@@ -35,17 +35,17 @@ constexpr std::int32_t kRouteGemmMaxK = 32;
 /// Smallest batch bound below which the Router dispatches to launch_route_gemm rather than
 /// the prefill path (cuBLASLt GEMM + fused route) for every shape; see
 /// route_gemm_crossover_tokens for the per-shape bound.
-constexpr std::int64_t kRouteGemmCrossoverTokens = 4;
+constexpr std::int64_t kRouteGemmCrossoverTokens = 2;
 
 /// Largest batch for which the Router dispatches a dense layer of `experts` x `hidden` to
 /// launch_route_gemm rather than the prefill path. Measured on an H100 80GB HBM3
 /// (bench/route_gemm_bench, cold L2, CUDA graph; docs/benchmarks.md): the decode kernel beats
-/// cuBLASLt + fused route up to n = 16 at DSV4-Flash's size (E * H = 1 Mi; 9.04 vs 9.49 us)
-/// and up to n = 4 at DSV4-Pro's (2.75 Mi; 9.95 vs 10.14 us; n = 8 ties); beyond that the
-/// prefill path's two launches win (the decode kernel re-reads x per expert tile and sums the
-/// H splits through L2).
+/// or ties cuBLASLt + fused route up to n = 8 at DSV4-Flash's size (E * H = 1 Mi; 7.90 vs
+/// 7.92 us, 8.62 vs 8.40 at n = 16) and up to n = 2 at DSV4-Pro's (2.75 Mi; 9.13 vs 9.21 us,
+/// 9.44 vs 9.26 at n = 4); beyond that the prefill path's two launches win (the decode kernel
+/// re-reads x per expert tile and sums the H splits through L2).
 constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden) {
-  return experts * hidden <= (std::int64_t(1) << 20) ? 16 : kRouteGemmCrossoverTokens;
+  return experts * hidden <= (std::int64_t(1) << 20) ? 8 : kRouteGemmCrossoverTokens;
 }
 
 /// Bytes of device workspace that launch_route_gemm needs for up to `max_n` tokens (1..64) of

@@ -8,9 +8,11 @@
 //              experts, split s owns a contiguous run of 32-wide H chunks
 //   block    = groups x wk warps; a warp owns 8 experts (one mma n-tile) and a run of the
 //              block's chunks
-//   stage 1  every thread loads its W 16-byte units into registers before
-//            griddepcontrol.wait (W never depends on the previous kernel, only x does), then
-//            loads x and runs mma.sync m16n8k16 (tokens on M, experts on N, fp32 accumulate)
+//   stage 1  every thread loads its W 16-byte units into registers, requests its x lines into
+//            L2 and copies the bias to shared memory (cp.async) before griddepcontrol.wait
+//            (W and bias never depend on the previous kernel, only x does), then loads x and
+//            runs mma.sync m16n8k16 (tokens on M, experts on N, fp32 accumulate). No thread
+//            waits for the bias or x behind W's stream.
 //   stage 2  the partials are summed over the block's warps in shared memory, in a fixed order,
 //            and written to the workspace. Small n * E (one_level): the grid's last block to
 //            finish (an arrival counter) sums every split, in split order, into shared memory.
@@ -53,6 +55,8 @@ constexpr int kRouteGemmUnits = 8;
 constexpr int kRouteGemmMaxSplits = 32;
 /// Largest expert tiles (one arrival counter each).
 constexpr int kRouteGemmMaxTiles = 255;
+/// Largest n whose x lines stage 1 prefetches into L2 ahead of their loads.
+constexpr int kRouteGemmPrefetchTokens = 8;
 /// Bytes of the workspace header (the arrival counters: [0] global, [1 + t] tile t).
 constexpr int kRouteGemmHeaderBytes = 1024;
 
@@ -104,6 +108,31 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], unsigned a0, unsigned a1
       "{%8,%9}, {%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/// The bias into shared memory without a register round trip (cp.async; 0 past E or without
+/// bias), so no thread waits for it before it loads x: the copies complete in the background
+/// and wait_bias_copies() (before the barrier that precedes any read of bias_s) waits.
+__device__ __forceinline__ void copy_bias(float* bias_s, const float* bias, int experts,
+                                          int slots) {
+  for (int i = int(threadIdx.x); i < slots; i += int(blockDim.x)) {
+    if (bias != nullptr && i < experts) {
+      const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(bias_s + i));
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(bias + i)
+                   : "memory");
+    } else {
+      bias_s[i] = 0.0f;
+    }
+  }
+}
+__device__ __forceinline__ void wait_bias_copies() {
+  asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
+/// Brings x's line into L2 ahead of its load (x may still be written by the previous kernel
+/// under PDL: L2 is coherent, and the value is read only by the load after the wait).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
 // Programmatic dependent launch: wait for the previous kernel's memory (a no-op without PDL).
@@ -202,6 +231,7 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   float* part = reinterpret_cast<float*>(smem_f4);  // [wk][kRows][tile_e]
   __shared__ __align__(16) float bias_s[kRouteGemmMaxExperts];  // 0 past E
   __shared__ int flag_s;
+  __shared__ route_detail::RouteBias rb_s;
 
   const int tile = int(blockIdx.x) / a.splits, split = int(blockIdx.x) % a.splits;
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
@@ -234,10 +264,26 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
       if (e_ok && ch < wc1 && ch * 32 + 8 * c < a.hidden) wv[u] = load_stream(w_row + ch * 32);
     }
     if (base == 0) {
-      // The bias is a weight (never written by the previous kernel): fetch it while W flies.
-      for (int i = int(threadIdx.x); i < kBiasSlots; i += int(blockDim.x)) {
-        bias_s[i] = a.bias && i < a.experts ? __ldg(a.bias + i) : 0.0f;
+      // x behind W in the same queues: request its lines now, its loads below hit L2. Only
+      // for a few tokens: for more, the prefetches crowd W's loads (H100, Pro: N = 64 20.9 ->
+      // 27.5 us with them, N = 1 8.9 -> 8.7).
+      if (kMTiles == 1 && a.n <= kRouteGemmPrefetchTokens) {
+#pragma unroll
+      for (int u = 0; u < kRouteGemmUnits; ++u) {
+        const int ch = wc0 + u;
+        const int kk = ch * 32 + 8 * c;
+        if (ch < wc1 && kk < a.hidden) {
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            const int t0 = mt * 16 + quad, t1 = t0 + 8;
+            if (t0 < a.n) prefetch_l2(a.x + std::int64_t(t0) * a.x_stride + kk);
+            if (t1 < a.n) prefetch_l2(a.x + std::int64_t(t1) * a.x_stride + kk);
+          }
+        }
       }
+      }
+      // The bias is a weight (never written by the previous kernel): copy it while W flies.
+      copy_bias(bias_s, a.bias, a.experts, kBiasSlots);
       // Only x comes from the previous kernel: W's loads above are already in flight.
       grid_dependency_wait();
     }
@@ -259,11 +305,8 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
       }
     }
   }
-  if (a.warp_chunks <= 0) {
-    for (int i = int(threadIdx.x); i < kBiasSlots; i += int(blockDim.x)) {
-      bias_s[i] = a.bias && i < a.experts ? __ldg(a.bias + i) : 0.0f;
-    }
-  }
+  if (a.warp_chunks <= 0) copy_bias(bias_s, a.bias, a.experts, kBiasSlots);
+  wait_bias_copies();  // before the barrier below: bias_s is complete after it
   grid_dependency_wait();  // (again) before any workspace access, also for a warp without chunks
   // This block is past its loads of x: a dependent kernel may start its prologue.
   trigger_dependents();
@@ -283,6 +326,20 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
     }
   }
   __syncthreads();
+  if (warp == nwarps - 1) {
+    // The bias range for the route (the grid's last block needs it): computed here, where
+    // this warp would idle while the first items of the sums below are added.
+    route_detail::RouteBiasAcc bias_acc;
+#pragma unroll
+    for (int ch = 0; ch < kChunks; ++ch) {
+      const int e0 = route_slot_expert(4 * ch, lane);
+      const float4 v = *reinterpret_cast<const float4*>(bias_s + e0);
+      const float b4[4] = {v.x, v.y, v.z, v.w};
+      bias_acc.add(b4, e0, a.experts);
+    }
+    const route_detail::RouteBias rb = bias_acc.reduce(true);
+    if (lane == 0) rb_s = rb;
+  }
   const int items = a.n * tile_e;  // only real tokens
   const bool direct = a.splits == 1 && !a.one_level;
   float* my_part = a.partials + std::int64_t(blockIdx.x) * items;
@@ -372,16 +429,7 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   ra.scale = a.scale;
   ra.ids_i64 = a.ids64 != 0;
   if (warp >= a.n) return;
-  // The bias range (route_topk_kernel's prologue, from shared memory).
-  route_detail::RouteBiasAcc bias_acc;
-#pragma unroll
-  for (int ch = 0; ch < kChunks; ++ch) {
-    const int e0 = route_slot_expert(4 * ch, lane);
-    const float4 v = *reinterpret_cast<const float4*>(bias_s + e0);
-    const float b4[4] = {v.x, v.y, v.z, v.w};
-    bias_acc.add(b4, e0, a.experts);
-  }
-  const route_detail::RouteBias rb = bias_acc.reduce(true);
+  const route_detail::RouteBias rb = rb_s;  // written in stage 2, ordered by its barriers
   for (int row = warp; row < a.n; row += nwarps) {
     if (a.one_level) {
       route_logit_row<kChunks, true>(ra, route_s[warp], row, logits_s + row * a.logits_stride,
