@@ -35,10 +35,10 @@ int route_chunks(std::int64_t experts) {
   return c == 5 ? 6 : c == 7 ? 8 : c;
 }
 
-// Batches below kSmallMaxRows take route_topk_small_kernel (a chain of latencies per row:
-// it loads a warp's next row while it routes the current one), larger ones route_topk_kernel
-// (more rows in flight). On an H100, Pro, warm L2: 2.93 vs 3.10 us at N = 1, 3.67 vs 3.80 at
-// 1024, 7.37 vs 7.06 at 4096.
+// Batches below kSmallMaxRows take route_topk_kernel's kSmall variant (a chain of latencies
+// per row: it loads a warp's next row while it routes the current one), larger ones the plain
+// kernel (more rows in flight). On an H100, Pro, warm L2: 2.93 vs 3.10 us at N = 1, 3.67 vs
+// 3.80 at 1024, 7.37 vs 7.06 at 4096.
 constexpr std::int64_t kSmallMaxRows = 2048;
 
 // pdl: allow programmatic dependent launch (the kernels wait for the previous kernel before
@@ -81,11 +81,11 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
       const auto launch = [&](auto dsv4_tag) {
         constexpr bool kDsv4 = decltype(dsv4_tag)::value;
         if (a.n < kSmallMaxRows) {
-          return launch_one_warp_per_row(kernels::route_topk_small_kernel<T, kChunks, kDsv4>, a,
-                                         stream, pdl, "route: route_topk_small_kernel launch");
+          return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4, true>, a,
+                                         stream, pdl, "route: route_topk_kernel (small) launch");
         }
-        return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4>, a, stream,
-                                       pdl, "route: route_topk_kernel launch");
+        return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4, false>, a,
+                                       stream, pdl, "route: route_topk_kernel launch");
       };
       if constexpr (kDsv4Shape) {
         if (dsv4) return launch(std::true_type{});

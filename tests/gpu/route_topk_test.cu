@@ -246,8 +246,8 @@ TEST_F(GpuRouteLogits, LargeBatchesAllPatternsAndBiasShapes) {
   }
 }
 
-// Batches on both sides of the launcher's kernel choice (route.cu: route_topk_small_kernel
-// below 2048 rows, route_topk_kernel from there on) with bf16 and f32 logits, padded row
+// Batches on both sides of the launcher's kernel choice (route.cu: route_topk_kernel's kSmall
+// variant below 2048 rows, the plain kernel from there on) with bf16 and f32 logits, padded row
 // strides and int64 ids; the ties pattern takes the levels after the filters.
 TEST_F(GpuRouteLogits, LargeBatchDtypesStridesAndTies) {
   std::uint64_t seed = 9000;

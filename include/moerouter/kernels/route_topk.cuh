@@ -22,9 +22,9 @@
 // Levels 1 and 2 move the (usually k plus a few) candidates to one lane each, compute their
 // exact keys and select the k best by k rounds of a warp max (equal keys: the lower expert).
 //
-// Three kernels run this method (route_row): route_topk_kernel for large batches,
-// route_topk_small_kernel (bottom of the file) for small ones, where one row's chain of
-// latencies is the time, and the decode kernel (route_gemm.cuh).
+// Three kernels run this method (route_row): route_topk_kernel for large batches, its kSmall
+// variant for small ones, where one row's chain of latencies is the time, and the decode
+// kernel (route_gemm.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -45,8 +45,8 @@ constexpr int kDsv4K = 6;
 /// Blocks per SM that route_topk_kernel's register budget allows at least (64 registers;
 /// on an H100, 8 blocks and 7 measured alike, and unbounded took 96 registers and 5 blocks).
 constexpr int kRouteMinBlocks = 8;
-/// The same for route_topk_small_kernel, which holds a second row (80 registers: no spills,
-/// where 64 spill).
+/// The same for route_topk_kernel's kSmall variant, which holds a second row (80 registers: no
+/// spills, where 64 spill).
 constexpr int kRouteSmallMinBlocks = 6;
 /// Bound of the approximate score: |s~ - s| <= kApproxRel * s~ + kApproxAbs (see file comment).
 constexpr float kApproxRel = 0x1p-13f;
@@ -532,45 +532,22 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 }  // namespace route_detail
 
 /// One warp per row, rows strided over the grid; see the file comment for the method.
-/// At least kRouteMinBlocks blocks per SM (64 registers): rows in flight hide the loads.
 /// kDsv4: the DSV4 fast path, rows of whole aligned vectors (E = 128 * kChunks, see
 /// load_row) and k = kDsv4K known at compile time.
-template <typename T, int kChunks, bool kDsv4>
-__global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize, kRouteMinBlocks)
+/// kSmall: the small-batch variant (route.cu uses it below 2048 rows, where a row's chain of
+/// dependent latencies is the time): same levels, same results, the short-chain selection; a
+/// warp loads its first row before the bias (both latencies overlap) and its next row before
+/// it routes the current one (80 registers). Otherwise at least kRouteMinBlocks blocks per SM
+/// (64 registers): rows in flight hide the loads.
+template <typename T, int kChunks, bool kDsv4, bool kSmall>
+__global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize,
+                                  kSmall ? kRouteSmallMinBlocks : kRouteMinBlocks)
     route_topk_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
   // Before any global access (cuda::route launches this kernel with PDL after its GEMM).
   grid_dependency_wait();
   constexpr int kSlots = 4 * kChunks;
-  __shared__ RouteWarpSmem smem_all[kRouteWarps];
-  __shared__ __align__(16) float s_bias[kSlots * detail::kWarpSize];  // 0 past E / without bias
-  const int warp = int(threadIdx.x) / detail::kWarpSize;
-  const int lane = detail::lane_id();
-  RouteWarpSmem& sm = smem_all[warp];
-  // The bias is the same for every row: once per block, with its range.
-  const RouteBias rb = load_bias<kChunks>(a, warp, kRouteWarps, lane, s_bias);
-  __syncthreads();  // s_bias
-
-  const std::int64_t warps_total = std::int64_t(gridDim.x) * kRouteWarps;
-  for (std::int64_t row = std::int64_t(blockIdx.x) * kRouteWarps + warp; row < a.n;
-       row += warps_total) {
-    float l[kSlots];
-    load_row<T, kChunks, kDsv4>(a, row, lane, l);
-    route_row<kSlots, kDsv4 ? kDsv4K : 0, false>(a, sm, s_bias, row, l, rb);
-  }
-}
-
-/// The small-batch variant of route_topk_kernel (route.cu uses it below 2048 rows, where a
-/// row's chain of dependent latencies is the time): same levels, same results. A warp loads
-/// its first row before the bias (both latencies overlap) and loads its next row before it
-/// routes the current one. kDsv4: see route_topk_kernel.
-template <typename T, int kChunks, bool kDsv4>
-__global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize, kRouteSmallMinBlocks)
-    route_topk_small_kernel(const RouteTopkArgs a) {
-  using namespace route_detail;
-  // Before any global access (cuda::route launches this kernel with PDL after its GEMM).
-  grid_dependency_wait();
-  constexpr int kSlots = 4 * kChunks;
+  constexpr int kFixedK = kDsv4 ? kDsv4K : 0;
   __shared__ RouteWarpSmem smem_all[kRouteWarps];
   __shared__ __align__(16) float s_bias[kSlots * detail::kWarpSize];  // 0 past E / without bias
   const int warp = int(threadIdx.x) / detail::kWarpSize;
@@ -580,18 +557,25 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize, kRouteSmallMin
   std::int64_t row = std::int64_t(blockIdx.x) * kRouteWarps + warp;
   route_trace(0);
 
-  float next[kSlots];
-  if (row < a.n) load_row<T, kChunks, kDsv4>(a, row, lane, next);
+  [[maybe_unused]] float next[kSmall ? kSlots : 1];  // kSmall: the next row
+  if constexpr (kSmall) {
+    if (row < a.n) load_row<T, kChunks, kDsv4>(a, row, lane, next);
+  }
+  // The bias is the same for every row: once per block, with its range.
   const RouteBias rb = load_bias<kChunks>(a, warp, kRouteWarps, lane, s_bias);
   __syncthreads();  // s_bias
   route_trace(11);
 
   for (; row < a.n; row += warps_total) {
     float l[kSlots];
+    if constexpr (kSmall) {
 #pragma unroll
-    for (int v = 0; v < kSlots; ++v) l[v] = next[v];
-    if (row + warps_total < a.n) load_row<T, kChunks, kDsv4>(a, row + warps_total, lane, next);
-    route_row<kSlots, kDsv4 ? kDsv4K : 0, true>(a, sm, s_bias, row, l, rb);
+      for (int v = 0; v < kSlots; ++v) l[v] = next[v];
+      if (row + warps_total < a.n) load_row<T, kChunks, kDsv4>(a, row + warps_total, lane, next);
+    } else {
+      load_row<T, kChunks, kDsv4>(a, row, lane, l);
+    }
+    route_row<kSlots, kFixedK, kSmall>(a, sm, s_bias, row, l, rb);
   }
 }
 
