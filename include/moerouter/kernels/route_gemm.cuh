@@ -175,8 +175,7 @@ __device__ __forceinline__ void trace(int) {}
 
 /// The dense route of one row of fp32 logits written earlier in this launch (in shared memory,
 /// kShared, or global memory read through L2, never the non-coherent path), one warp, with
-/// the fused route's device code (route_topk.cuh). s_bias: the bias,
-/// 0 past E.
+/// the fused route's device code (route_topk.cuh). s_bias: the bias, 0 past E.
 template <int kChunks, bool kShared>
 __device__ __forceinline__ void route_logit_row(const RouteTopkArgs& a,
                                                 route_detail::RouteWarpSmem& sm,
@@ -269,18 +268,15 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
       // 27.5 us with them, N = 1 8.9 -> 8.7).
       if (kMTiles == 1 && a.n <= kRouteGemmPrefetchTokens) {
 #pragma unroll
-      for (int u = 0; u < kRouteGemmUnits; ++u) {
-        const int ch = wc0 + u;
-        const int kk = ch * 32 + 8 * c;
-        if (ch < wc1 && kk < a.hidden) {
-#pragma unroll
-          for (int mt = 0; mt < kMTiles; ++mt) {
-            const int t0 = mt * 16 + quad, t1 = t0 + 8;
+        for (int u = 0; u < kRouteGemmUnits; ++u) {
+          const int ch = wc0 + u;
+          const int kk = ch * 32 + 8 * c;
+          if (ch < wc1 && kk < a.hidden) {
+            const int t0 = quad, t1 = quad + 8;  // one m-tile
             if (t0 < a.n) prefetch_l2(a.x + std::int64_t(t0) * a.x_stride + kk);
             if (t1 < a.n) prefetch_l2(a.x + std::int64_t(t1) * a.x_stride + kk);
           }
         }
-      }
       }
       // The bias is a weight (never written by the previous kernel): copy it while W flies.
       copy_bias(bias_s, a.bias, a.experts, kBiasSlots);
