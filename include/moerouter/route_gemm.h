@@ -32,20 +32,22 @@ constexpr std::int64_t kRouteGemmMaxTokens = 64;
 constexpr std::int64_t kRouteGemmMaxExperts = 1024;
 /// Largest k of launch_route_gemm.
 constexpr std::int32_t kRouteGemmMaxK = 32;
-/// Smallest batch bound below which the Router dispatches to launch_route_gemm rather than
-/// the prefill path (cuBLASLt GEMM + fused route) for every shape; see
-/// route_gemm_crossover_tokens for the per-shape bound.
-constexpr std::int64_t kRouteGemmCrossoverTokens = 2;
+/// route_gemm_crossover_tokens above 1 Mi of E x H (DSV4-Pro's size): 0, the Router takes the
+/// prefill path at every batch there (see route_gemm_crossover_tokens).
+constexpr std::int64_t kRouteGemmCrossoverTokens = 0;
 
 /// Largest batch for which the Router dispatches a dense layer of `experts` x `hidden` to
 /// launch_route_gemm rather than the prefill path. Measured on an H100 80GB HBM3
-/// (bench/route_gemm_bench, cold L2, CUDA graph; docs/benchmarks.md): the decode kernel beats
-/// or ties cuBLASLt + fused route up to n = 8 at DSV4-Flash's size (E * H = 1 Mi; 7.90 vs
-/// 7.92 us, 8.62 vs 8.40 at n = 16) and up to n = 2 at DSV4-Pro's (2.75 Mi; 9.13 vs 9.21 us,
-/// 9.44 vs 9.26 at n = 4); beyond that the prefill path's two launches win (the decode kernel
-/// re-reads x per expert tile and sums the H splits through L2).
+/// (bench/route_gemm_bench, cold L2, CUDA graph, each launch alone; docs/benchmarks.md) since
+/// the fused route's small batches take a block per row: the decode kernel wins up to n = 4 at
+/// DSV4-Flash's size (E * H = 1 Mi; 7.70 vs 7.77 us at n = 4, 7.90 vs 7.88 at n = 8, 8.55 vs
+/// 8.10 at n = 16) and at no n at DSV4-Pro's (2.75 Mi; 8.63 vs 8.47 us at n = 1): the prefill
+/// path's two launches win there (the decode kernel's route runs on one warp per row after
+/// the split sums). Behind a preceding kernel with programmatic dependent launch the decode
+/// kernel exposes less (5.49 us at Pro n = 1), which an engine that launches it with pdl can
+/// use directly.
 constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden) {
-  return experts * hidden <= (std::int64_t(1) << 20) ? 8 : kRouteGemmCrossoverTokens;
+  return experts * hidden <= (std::int64_t(1) << 20) ? 4 : kRouteGemmCrossoverTokens;
 }
 
 /// Bytes of device workspace that launch_route_gemm needs for up to `max_n` tokens (1..64) of

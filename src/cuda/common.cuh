@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -95,6 +96,27 @@ inline int sm_count() {
 
 inline bool aligned(const void* p, std::uintptr_t bytes) {
   return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
+}
+
+/// Launches `kernel(args)` on `stream`; pdl: with programmatic stream serialization (the
+/// kernel may start before the previous one on the stream ends and must wait with
+/// griddepcontrol.wait before it reads that kernel's output). The launch error as a Status.
+template <typename Kernel, typename Args>
+Status launch_kernel(Kernel kernel, dim3 grid, dim3 block, std::size_t smem_bytes,
+                     cudaStream_t stream, bool pdl, const Args& args, const char* what) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem_bytes;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args);
+  if (err != cudaSuccess) return cuda_status(err, what);
+  return launch_status(what);
 }
 
 }  // namespace detail

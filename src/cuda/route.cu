@@ -41,6 +41,13 @@ int route_chunks(std::int64_t experts) {
 // 3.80 at 1024, 7.37 vs 7.06 at 4096.
 constexpr std::int64_t kSmallMaxRows = 2048;
 
+// Up to kRowBlockMaxRows rows the DSV4 fast path takes route_topk_rowblock_kernel (a block
+// per row, every expert's exact key at once: the shortest chain per row), larger batches
+// route_topk_kernel (a warp per row and the filters: the fewest instructions per row).
+// Measured on an H100, Pro, inputs cold (after an L2 flush): 2.67 vs 3.38 us at N = 64,
+// 3.33 vs 3.73 at 512, 4.22 vs 4.13 at 768, 4.77 vs 4.36 at 1024.
+constexpr std::int64_t kRowBlockMaxRows = 512;
+
 // pdl: allow programmatic dependent launch (the kernels wait for the previous kernel before
 // any global access), so the launch overlaps the tail of the kernel before it.
 template <typename Kernel>
@@ -54,18 +61,18 @@ Status launch_one_warp_per_row(Kernel kernel, const kernels::RouteTopkArgs& a,
   // that the latency of its extra reductions dominates.
   kernels::RouteTopkArgs args = a;
   args.logit_filter = a.n >= 2 * std::int64_t(resident) * kernels::kRouteWarps;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(unsigned(blocks));
-  cfg.blockDim = dim3(kThreads);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args);
-  if (err != cudaSuccess) return detail::cuda_status(err, what);
-  return detail::launch_status(what);
+  return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, pdl,
+                               args, what);
+}
+
+template <typename T, int kWarps>
+Status launch_rowblock(const kernels::RouteTopkArgs& a, cudaStream_t stream, bool pdl) {
+  const auto kernel = kernels::route_topk_rowblock_kernel<T, kWarps>;
+  constexpr int kThreads = kWarps * 32;
+  const int resident = detail::resident_blocks(reinterpret_cast<const void*>(kernel), kThreads);
+  const int blocks = int(std::min<std::int64_t>(a.n, resident));
+  return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, pdl, a,
+                               "route: route_topk_rowblock_kernel launch");
 }
 
 Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
@@ -80,6 +87,11 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
                         a.k == kernels::kDsv4K;
       const auto launch = [&](auto dsv4_tag) {
         constexpr bool kDsv4 = decltype(dsv4_tag)::value;
+        if constexpr (kDsv4) {
+          // (kDsv4 implies kDsv4Shape; the clamp keeps the other chunk counts compiling.)
+          constexpr int kRowWarps = kDsv4Shape ? kChunks : 2;
+          if (a.n <= kRowBlockMaxRows) return launch_rowblock<T, kRowWarps>(a, stream, pdl);
+        }
         if (a.n < kSmallMaxRows) {
           return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4, true>, a,
                                          stream, pdl, "route: route_topk_kernel (small) launch");

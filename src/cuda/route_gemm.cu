@@ -220,21 +220,12 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
 
   return MOER_ROUTE_GEMM_DISPATCH_MTILES(mtiles, kMTiles, [&] {
     return MOER_ROUTE_GEMM_DISPATCH_CHUNKS(route_chunks, kChunks, [&] {
-      const auto kernel = kernels::route_gemm_kernel<kMTiles, kChunks>;
-      cudaLaunchConfig_t cfg{};
-      cfg.gridDim = dim3(unsigned(tl.tiles * tl.splits));
-      cfg.blockDim = dim3(unsigned(32 * tl.groups * tl.wk));
-      cfg.dynamicSmemBytes = kernels::route_gemm_smem_bytes(kMTiles, tl.groups, tl.wk, a.n,
-                                                            a.experts, a.one_level != 0);
-      cfg.stream = stream;
-      cudaLaunchAttribute attrs[1];
-      attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attrs[0].val.programmaticStreamSerializationAllowed = 1;
-      cfg.attrs = attrs;
-      cfg.numAttrs = pdl ? 1 : 0;
-      const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, a);
-      if (err != cudaSuccess) return detail::cuda_status(err, kOp);
-      return detail::launch_status(kOp);
+      return detail::launch_kernel(
+          kernels::route_gemm_kernel<kMTiles, kChunks>, dim3(unsigned(tl.tiles * tl.splits)),
+          dim3(unsigned(32 * tl.groups * tl.wk)),
+          kernels::route_gemm_smem_bytes(kMTiles, tl.groups, tl.wk, a.n, a.experts,
+                                         a.one_level != 0),
+          stream, pdl, a, kOp);
     });
   });
 }

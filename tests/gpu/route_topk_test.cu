@@ -14,6 +14,7 @@
 #include "gpu_testbed.h"
 #include "moerouter/cpu.h"
 #include "moerouter/cuda.h"
+#include "moerouter/detail/exact_math.cuh"
 #include "moerouter/kernels/route_topk.cuh"
 #include "moerouter/oracle.h"
 #include "testbed.h"
@@ -184,6 +185,42 @@ TEST(FusedRouteApprox, ScoreBoundHoldsForEveryFloat) {
   EXPECT_LE(worst, kernels::kApproxRel);
 }
 
+// detail::sqrt_softplus_nobranch (the kernels' score) equals detail::sqrt_softplus (math.h,
+// the CPU backend's) bit for bit for all 2^32 inputs (NaN for NaN).
+__global__ void nobranch_equal_kernel(unsigned long long* mismatches, unsigned* first_bad) {
+  unsigned long long bad = 0;
+  const std::uint64_t stride = std::uint64_t(gridDim.x) * blockDim.x;
+  for (std::uint64_t i = std::uint64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < (std::uint64_t(1) << 32); i += stride) {
+    const float z = __uint_as_float(std::uint32_t(i));
+    const float a = detail::sqrt_softplus_nobranch(z);
+    const float s = detail::sqrt_softplus(z);
+    const bool same = (isnan(a) && isnan(s)) || __float_as_uint(a) == __float_as_uint(s);
+    if (!same) {
+      ++bad;
+      atomicMin(first_bad, std::uint32_t(i));
+    }
+  }
+  atomicAdd(mismatches, bad);
+}
+
+TEST(FusedRouteApprox, BranchlessScoreEqualsTheReferenceEverywhere) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_device_description();
+  DeviceBuffer<unsigned long long> d_count(1);
+  DeviceBuffer<unsigned> d_first(1);
+  d_count.fill_bytes(0);
+  d_first.fill_bytes(0xff);
+  nobranch_equal_kernel<<<132 * 8, 256>>>(d_count.get(), d_first.get());
+  MOER_CUDA_OK(cudaGetLastError());
+  MOER_CUDA_OK(cudaDeviceSynchronize());
+  const unsigned long long count = d_count.download()[0];
+  const unsigned first = d_first.download()[0];
+  float z;
+  std::memcpy(&z, &first, 4);
+  EXPECT_EQ(count, 0u) << "inputs where the branchless score differs; the lowest bit pattern: 0x"
+                       << std::hex << first << " (" << z << ")";
+}
+
 class GpuRouteLogits : public testing::GpuTest {};
 
 TEST_F(GpuRouteLogits, SweepAgainstCpuAndOracle) {
@@ -352,6 +389,97 @@ TEST_F(GpuRouteLogits, OutputStridesLeaveThePaddingAlone) {
         EXPECT_EQ(ids[r * is + j], cid[r * k + j]) << "row " << r;
       } else {
         EXPECT_EQ(std::uint32_t(ids[r * is + j]), poison) << "padding written, row " << r;
+      }
+    }
+  }
+}
+
+// The block-per-row kernel of small DSV4 batches (route.cu: E = 256 / 384 in whole aligned
+// vectors, k = 6, below 2048 rows), launched directly with fewer blocks than rows (its
+// grid-stride loop, which the launcher uses only on GPUs with fewer resident blocks), with the
+// bias read as scalars, as vectors and absent, over every data pattern: ids and weights equal
+// the CPU backend's bit for bit.
+template <int kWarps>
+void check_rowblock_kernel(std::int64_t n, LogitPattern pat, int bias_kind, unsigned grid,
+                           std::uint64_t seed) {
+  const std::int64_t e = 128 * kWarps;
+  const int k = kernels::kDsv4K;
+  RouteCase<float> c{n, e, 0, k, 2.5f, bias_kind == 2, {}, {}};
+  c.logits = testing::make_logits(n, e, pat, seed);
+  if (bias_kind != 0) c.bias = testing::make_bias(e, seed + 1);
+  const RouteOut cpu = c.run_cpu();
+  DeviceBuffer<float> d_logits(c.logits);
+  DeviceBuffer<float> d_bias(c.bias.empty() ? std::vector<float>(1, 0.0f) : c.bias);
+  DeviceBuffer<float> d_w(std::size_t(n * k));
+  DeviceBuffer<std::int64_t> d_ids(std::size_t(n * k));
+  d_w.fill_bytes(0x7f);
+  d_ids.fill_bytes(0x7f);
+  kernels::RouteTopkArgs a{};
+  a.logits = d_logits.get();
+  a.bias = c.bias.empty() ? nullptr : d_bias.get();
+  a.weights = d_w.get();
+  a.ids = d_ids.get();
+  a.n = n;
+  a.logits_stride = e;
+  a.weights_stride = k;
+  a.ids_stride = k;
+  a.experts = int(e);
+  a.k = k;
+  a.scale = c.scale;
+  a.ids_i64 = true;
+  a.vector_logits = true;
+  a.vector_bias = bias_kind == 2;  // 1: the scalar loads
+  kernels::route_topk_rowblock_kernel<float, kWarps><<<grid, kWarps * 32>>>(a);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const auto ids = d_ids.download();
+  const auto w = d_w.download();
+  const std::string cfg = testing::config(n, e, k, std::string("pattern=") +
+                                                       testing::pattern_name(pat) +
+                                                       " bias=" + std::to_string(bias_kind) +
+                                                       " grid=" + std::to_string(grid));
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_EQ(ids[i], cpu.ids[i]) << cfg << ": id differs at row " << i / k << " slot " << i % k;
+  }
+  std::size_t diff = 0;
+  ASSERT_TRUE(testing::same_bits(w, cpu.weights, &diff))
+      << cfg << ": weight differs at row " << diff / k << " slot " << diff % k;
+}
+
+TEST_F(GpuRouteLogits, RowBlockKernelGridStrideBiasLoadsAndPatterns) {
+  const LogitPattern all[] = {LogitPattern::kNormal, LogitPattern::kTies,
+                              LogitPattern::kNearTies, LogitPattern::kExtreme,
+                              LogitPattern::kSpecial};
+  std::uint64_t seed = 6100;
+  for (LogitPattern pat : all) {
+    for (int bias_kind = 0; bias_kind < 3; ++bias_kind) {
+      for (unsigned grid : {1u, 7u, 64u}) {
+        check_rowblock_kernel<2>(150, pat, bias_kind, grid, ++seed);
+        if (HasFatalFailure()) return;
+        check_rowblock_kernel<3>(150, pat, bias_kind, grid, ++seed);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+// Through route_logits at DSV4 shapes below and at the launcher's switch to the one-warp
+// kernel (2048 rows), with and without bias, f32 and bf16, int32 and int64 ids.
+TEST_F(GpuRouteLogits, SmallDsv4BatchesWithAndWithoutBias) {
+  std::uint64_t seed = 6500;
+  for (std::int64_t n : {1, 2, 33, 1000, 2047, 2048}) {
+    for (std::int64_t e : {256, 384}) {
+      for (bool with_bias : {false, true}) {
+        RouteCase<float> c{n, e, 0, 6, 2.5f, with_bias, {}, {}};
+        c.logits = testing::make_logits(n, e, LogitPattern::kNormal, ++seed);
+        if (with_bias) c.bias = testing::make_bias(e, ++seed);
+        check_route_case(c, testing::config(n, e, 6, with_bias ? "bias" : "no bias"));
+        if (HasFatalFailure()) return;
+        RouteCase<bf16> h{n, e, 0, 6, 1.5f, !with_bias, {}, {}};
+        h.logits = testing::make_bf16(n * e, 2.0, ++seed);
+        if (with_bias) h.bias = testing::make_bias(e, ++seed);
+        check_route_case(h, testing::config(n, e, 6, with_bias ? "bf16 bias" : "bf16 no bias"));
+        if (HasFatalFailure()) return;
       }
     }
   }

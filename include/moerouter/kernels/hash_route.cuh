@@ -17,6 +17,7 @@
 
 #include <cstdint>
 
+#include "moerouter/detail/exact_math.cuh"
 #include "moerouter/detail/math.h"
 #include "moerouter/detail/warp_select.cuh"
 #include "moerouter/types.h"
@@ -103,7 +104,7 @@ __global__ void hash_route_gather_kernel(const HashRouteArgs a) {
     const std::int64_t off = token * a.logits_stride + id;
     const float logit = a.logits_bf16 ? detail::bf16_to_float(static_cast<const bf16*>(a.logits)[off])
                                       : __ldg(static_cast<const float*>(a.logits) + off);
-    s = detail::sqrt_softplus(logit);
+    s = detail::sqrt_softplus_nobranch(logit);
   }
   // detail::renormalize's order: 0 + s0 + s1 + ... (every lane of the group sums the same way;
   // the shuffles first, independent of each other, then the additions in order).
@@ -284,7 +285,7 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
       for (int r = 0; r < kHashXMaxCluster; ++r) {
         if (r < csize) logit += part[r];
       }
-      s_score[tid] = detail::sqrt_softplus(logit);
+      s_score[tid] = detail::sqrt_softplus_nobranch(logit);
     }
     __syncthreads();
     if (tid < a.k) {
