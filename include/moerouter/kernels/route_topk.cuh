@@ -419,6 +419,22 @@ __device__ __forceinline__ RouteBias load_bias(const RouteTopkArgs& a, int warp,
   return acc.reduce(a.logit_filter);
 }
 
+/// Level 1's bound (route_row's comment): given the order key of a logit t that at least k
+/// experts of the row reach (0: none), the cut below which a logit cannot be among the row's
+/// k best; NaN where the filter does not apply (t not finite or huge, or the bias range too
+/// wide against s(t)).
+__device__ __forceinline__ float logit_cut(std::uint32_t t_key, const RouteBias& rb) {
+  constexpr float kNaN = __builtin_nanf("");
+  const float t = t_key != 0 ? key_to_float(t_key) : kNaN;
+  if (!(fabsf(t) < 1e30f)) return kNaN;
+  const float low_s = approx_sqrt_softplus(t) * (1.0f - 0x1p-10f) - 1e-18f;
+  const float y = low_s - rb.b_range - 1e-3f * (low_s + rb.bmax) - 1e-6f;
+  if (!(y >= 0.01f)) return kNaN;
+  const float u = y * y;
+  const float l_raw = u + __logf(1.0f - __expf(-u));
+  return l_raw - 0.01f * (1.0f + fabsf(l_raw)) - __fdividef(3e-7f, u);
+}
+
 /// Routes one row whose logits `l` this lane holds (levels 1 to 3 of the file comment) and
 /// writes its k ids and weights; s_bias: the bias in shared memory, 128 * kSlots / 4 floats,
 /// 0 past E and without bias. Every fused-route kernel and the decode kernel (route_gemm.cuh)
@@ -446,20 +462,13 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
     route_trace(1, __float_as_uint(l_max));
     const std::uint32_t t_key = kth_lane_key<kLatency>(detail::order_key(l_max), k, &sm.cand[0].x);
     route_trace(2, t_key);
-    const float t = t_key != 0 ? key_to_float(t_key) : kNaN;
-    if (fabsf(t) < 1e30f) {
-      const float low_s = approx_sqrt_softplus(t) * (1.0f - 0x1p-10f) - 1e-18f;
-      const float y = low_s - rb.b_range - 1e-3f * (low_s + rb.bmax) - 1e-6f;
-      if (y >= 0.01f) {
-        const float u = y * y;
-        const float l_raw = u + __logf(1.0f - __expf(-u));
-        const float cut = l_raw - 0.01f * (1.0f + fabsf(l_raw)) - __fdividef(3e-7f, u);
-        unsigned mask = 0;
+    const float cut = logit_cut(t_key, rb);
+    if (!isnan(cut)) {
+      unsigned mask = 0;
 #pragma unroll
-        for (int v = 0; v < kSlots; ++v) mask |= unsigned(l[v] >= cut) << v;
-        route_trace(3, mask);
-        if (finish_candidates<kSlots, kFixedK, kLatency>(a, sm, s_bias, row, mask, l)) return;
-      }
+      for (int v = 0; v < kSlots; ++v) mask |= unsigned(l[v] >= cut) << v;
+      route_trace(3, mask);
+      if (finish_candidates<kSlots, kFixedK, kLatency>(a, sm, s_bias, row, mask, l)) return;
     }
   }
 
@@ -610,37 +619,124 @@ __device__ __forceinline__ int rank_among(std::uint64_t mine, const std::uint64_
   return rank;
 }
 
-}  // namespace route_detail
+/// Shared memory of route_row_block for one row group of kWarps warps.
+template <int kWarps>
+struct RowBlockSmem {
+  static constexpr int kCand = 4 * kDsv4K;       // a warp's candidates: k lanes x 4 experts
+  static constexpr int kBest = kWarps * kDsv4K;  // the warps' k best each
+  __align__(16) std::uint64_t lane[kWarps][detail::kWarpSize];
+  __align__(16) std::uint64_t cand[kWarps][kCand];
+  float cand_s[kWarps][kCand];
+  __align__(16) std::uint64_t best[kBest];
+  float best_s[kBest];
+  float final_s[kDsv4K];
+};
 
-/// The DSV4 fast path only: E = 128 * kWarps (4 experts a lane; 256 or 384) in whole aligned
-/// vectors, k = kDsv4K. A block of kWarps warps per row, rows strided over the grid.
-///
-/// The latency-bound variant of the fused route (small batches): one block per row, every
-/// expert's exact key computed at once (4 per lane, no filter levels), then the k best in
-/// three short steps of ranks read back from shared memory:
+/// The route of one row by a group of kWarps warps, every expert's exact key at once (the
+/// DSV4 shapes: E = 128 * kWarps, k = kDsv4K): lane `lane` of the group's warp `gw` holds the
+/// logits `l` and bias `b` of experts 4 (32 gw + lane) .. + 3. The k best follow in three
+/// steps of ranks read back from shared memory:
 ///   1. per warp, the k-th largest of the 32 lane maxima T (keys are unique per row, so
 ///      exactly k lanes have a maximum >= T, and they hold the warp's k best: at most 4k
 ///      candidates);
 ///   2. per warp, the k best of those candidates;
-///   3. one warp ranks the warps' k best each and writes the row's k, renormalized in rank
-///      order (detail::renormalize's order of the sum).
-/// Same ids and weights as route_topk_kernel and the CPU backend, bit for bit. A row's chain
-/// is the load, one exact sqrt-softplus and the three rank steps, where the one-warp kernel
-/// has the approximate filter, a warp scan, the exact evaluation and its ranks in turn.
+///   3. the group's first warp ranks the warps' k best each and writes the row's k,
+///      renormalized in rank order (detail::renormalize's order of the sum).
+/// Same ids and weights as route_row and the CPU backend, bit for bit. block_sync(): a barrier
+/// over every thread that calls this (the group, and any other groups that route their rows
+/// in lockstep), taken twice; a group without a row (!active) takes the barriers and writes
+/// nothing.
+template <int kWarps, typename Sync>
+__device__ __forceinline__ void route_row_block(const RouteTopkArgs& a, RowBlockSmem<kWarps>& sm,
+                                                int gw, std::int64_t row, bool active,
+                                                const float (&l)[4], const float (&b)[4],
+                                                Sync block_sync) {
+  using Smem = RowBlockSmem<kWarps>;
+  constexpr int kK = kDsv4K;
+  static_assert(Smem::kBest % 2 == 0 && Smem::kBest <= detail::kWarpSize,
+                "one lane per warp-best key");
+  const int lane = detail::lane_id();
+  const int e0 = (gw * detail::kWarpSize + lane) * 4;
+  float s[4];
+  std::uint64_t key[4];
+#pragma unroll
+  for (int t = 0; t < 4; ++t) {
+    s[t] = detail::sqrt_softplus_nobranch(l[t]);
+    key[t] = unique_key(s[t] + b[t], e0 + t);
+  }
+  const std::uint64_t m01 = key[0] > key[1] ? key[0] : key[1];
+  const std::uint64_t m23 = key[2] > key[3] ? key[2] : key[3];
+  const std::uint64_t lane_max = m01 > m23 ? m01 : m23;
+
+  // 1. T = the warp's k-th largest lane maximum; the k lanes at or above it put their
+  // experts at or above it into the candidate slots (0: none).
+  sm.lane[gw][lane] = lane_max;
+  __syncwarp();
+  const int lane_rank = rank_among<detail::kWarpSize>(lane_max, sm.lane[gw]);
+  const unsigned at = __ballot_sync(detail::kFullMask, lane_rank == kK - 1);
+  const std::uint64_t thr = sm.lane[gw][__ffs(at) - 1];
+  if (lane_rank < kK) {
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      sm.cand[gw][4 * lane_rank + t] = key[t] >= thr ? key[t] : 0;
+      sm.cand_s[gw][4 * lane_rank + t] = s[t];
+    }
+  }
+  __syncwarp();
+  // 2. The warp's k best: the candidates ranked among themselves.
+  if (lane < Smem::kCand) {
+    const std::uint64_t mine = sm.cand[gw][lane];
+    const int r = rank_among<Smem::kCand>(mine, sm.cand[gw]);
+    if (mine != 0 && r < kK) {
+      sm.best[gw * kK + r] = mine;
+      sm.best_s[gw * kK + r] = sm.cand_s[gw][lane];
+    }
+  }
+  block_sync();
+  // 3. The row's k best among the warps', renormalized in rank order.
+  if (gw == 0 && active) {
+    int rank = kK;
+    std::uint64_t mine = 0;
+    float sv = 0.0f;
+    if (lane < Smem::kBest) {
+      mine = sm.best[lane];
+      sv = sm.best_s[lane];
+      rank = rank_among<Smem::kBest>(mine, sm.best);
+    }
+    if (rank < kK) sm.final_s[rank] = sv;
+    __syncwarp();
+    if (rank < kK) {
+      float v[kK];
+#pragma unroll
+      for (int i = 0; i < kK; ++i) v[i] = sm.final_s[i];
+      float sum = 0.0f;  // detail::renormalize's order: 0 + s0 + s1 + ...
+#pragma unroll
+      for (int i = 0; i < kK; ++i) sum += v[i];
+      const std::uint32_t id = ~std::uint32_t(mine);
+      a.weights[row * a.weights_stride + rank] = sv / detail::renorm_denominator(sum) * a.scale;
+      if (a.ids_i64) {
+        static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + rank] = std::int64_t(id);
+      } else {
+        static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + rank] = std::int32_t(id);
+      }
+    }
+  }
+  block_sync();  // every read of this row's shared memory is done
+}
+
+}  // namespace route_detail
+
+/// The latency-bound variant of the fused route for small DSV4 batches (E = 128 * kWarps = 256
+/// or 384 in whole aligned vectors, k = kDsv4K): a block of kWarps warps per row, rows strided
+/// over the grid, route_row_block's method (every expert's exact key at once, then three rank
+/// steps). A row's chain is the load, one exact sqrt-softplus and the three rank steps, where
+/// the one-warp kernel has the approximate filter, a warp scan, the exact evaluation and its
+/// ranks in turn.
 template <typename T, int kWarps>
 __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
     route_topk_rowblock_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
-  constexpr int kK = kDsv4K;
-  constexpr int kCand = 4 * kK;        // a warp's candidates: its k best lanes x 4 experts
-  constexpr int kBest = kWarps * kK;   // the warps' k best each
-  static_assert(kBest % 2 == 0 && kBest <= detail::kWarpSize, "one lane per warp-best key");
-  __shared__ __align__(16) std::uint64_t s_lane[kWarps][detail::kWarpSize];
-  __shared__ __align__(16) std::uint64_t s_cand[kWarps][kCand];
-  __shared__ float s_cand_s[kWarps][kCand];
-  __shared__ __align__(16) std::uint64_t s_best[kBest];
-  __shared__ float s_best_s[kBest];
-  __shared__ float s_final[kK];
+  __shared__ RowBlockSmem<kWarps> sm;
   // Before any global access (cuda::route launches this kernel with PDL after its GEMM).
   grid_dependency_wait();
   const int warp = int(threadIdx.x) / detail::kWarpSize;
@@ -659,77 +755,14 @@ __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
       for (int t = 0; t < 4; ++t) b[t] = __ldg(a.bias + e0 + t);
     }
   }
-
   for (; row < a.n; row += gridDim.x) {
-    float s[4];
-    std::uint64_t key[4];
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      s[t] = detail::sqrt_softplus_nobranch(l[t]);
-      key[t] = unique_key(s[t] + b[t], e0 + t);
-    }
-    // The next row's load overlaps this row's ranks.
+    float next[4];  // the next row's load overlaps this row's route
     if (row + gridDim.x < a.n) {
-      load4(static_cast<const T*>(a.logits) + (row + gridDim.x) * a.logits_stride + e0, l);
+      load4(static_cast<const T*>(a.logits) + (row + gridDim.x) * a.logits_stride + e0, next);
     }
-    const std::uint64_t m01 = key[0] > key[1] ? key[0] : key[1];
-    const std::uint64_t m23 = key[2] > key[3] ? key[2] : key[3];
-    const std::uint64_t lane_max = m01 > m23 ? m01 : m23;
-
-    // 1. T = the warp's k-th largest lane maximum; the k lanes at or above it put their
-    // experts at or above it into the candidate slots (0: none).
-    s_lane[warp][lane] = lane_max;
-    __syncwarp();
-    const int lane_rank = rank_among<detail::kWarpSize>(lane_max, s_lane[warp]);
-    const unsigned at = __ballot_sync(detail::kFullMask, lane_rank == kK - 1);
-    const std::uint64_t thr = s_lane[warp][__ffs(at) - 1];
-    if (lane_rank < kK) {
+    route_row_block<kWarps>(a, sm, warp, row, true, l, b, [] { __syncthreads(); });
 #pragma unroll
-      for (int t = 0; t < 4; ++t) {
-        s_cand[warp][4 * lane_rank + t] = key[t] >= thr ? key[t] : 0;
-        s_cand_s[warp][4 * lane_rank + t] = s[t];
-      }
-    }
-    __syncwarp();
-    // 2. The warp's k best: the candidates ranked among themselves.
-    if (lane < kCand) {
-      const std::uint64_t mine = s_cand[warp][lane];
-      const int r = rank_among<kCand>(mine, s_cand[warp]);
-      if (mine != 0 && r < kK) {
-        s_best[warp * kK + r] = mine;
-        s_best_s[warp * kK + r] = s_cand_s[warp][lane];
-      }
-    }
-    __syncthreads();
-    // 3. The row's k best among the warps', renormalized in rank order.
-    if (warp == 0) {
-      int rank = kK;
-      std::uint64_t mine = 0;
-      float sv = 0.0f;
-      if (lane < kBest) {
-        mine = s_best[lane];
-        sv = s_best_s[lane];
-        rank = rank_among<kBest>(mine, s_best);
-      }
-      if (rank < kK) s_final[rank] = sv;
-      __syncwarp();
-      if (rank < kK) {
-        float v[kK];
-#pragma unroll
-        for (int i = 0; i < kK; ++i) v[i] = s_final[i];
-        float sum = 0.0f;  // detail::renormalize's order: 0 + s0 + s1 + ...
-#pragma unroll
-        for (int i = 0; i < kK; ++i) sum += v[i];
-        const std::uint32_t id = ~std::uint32_t(mine);
-        a.weights[row * a.weights_stride + rank] = sv / detail::renorm_denominator(sum) * a.scale;
-        if (a.ids_i64) {
-          static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + rank] = std::int64_t(id);
-        } else {
-          static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + rank] = std::int32_t(id);
-        }
-      }
-    }
-    __syncthreads();  // every read of this row's shared memory is done
+    for (int t = 0; t < 4; ++t) l[t] = next[t];
   }
 }
 
