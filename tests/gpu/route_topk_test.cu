@@ -395,7 +395,7 @@ TEST_F(GpuRouteLogits, OutputStridesLeaveThePaddingAlone) {
 }
 
 // The block-per-row kernel of small DSV4 batches (route.cu: E = 256 / 384 in whole aligned
-// vectors, k = 6, below 2048 rows), launched directly with fewer blocks than rows (its
+// vectors, k = 6, up to 512 rows), launched directly with fewer blocks than rows (its
 // grid-stride loop, which the launcher uses only on GPUs with fewer resident blocks), with the
 // bias read as scalars, as vectors and absent, over every data pattern: ids and weights equal
 // the CPU backend's bit for bit.
@@ -463,11 +463,12 @@ TEST_F(GpuRouteLogits, RowBlockKernelGridStrideBiasLoadsAndPatterns) {
   }
 }
 
-// Through route_logits at DSV4 shapes below and at the launcher's switch to the one-warp
-// kernel (2048 rows), with and without bias, f32 and bf16, int32 and int64 ids.
+// Through route_logits at DSV4 shapes on both sides of the launcher's switches (the
+// block-per-row kernel up to 512 rows, the one-warp kernels from 513 and from 2048), with and
+// without bias, f32 and bf16, int32 and int64 ids.
 TEST_F(GpuRouteLogits, SmallDsv4BatchesWithAndWithoutBias) {
   std::uint64_t seed = 6500;
-  for (std::int64_t n : {1, 2, 33, 1000, 2047, 2048}) {
+  for (std::int64_t n : {1, 2, 33, 512, 513, 2047, 2048}) {
     for (std::int64_t e : {256, 384}) {
       for (bool with_bias : {false, true}) {
         RouteCase<float> c{n, e, 0, 6, 2.5f, with_bias, {}, {}};
