@@ -22,25 +22,16 @@
 #include <cstdint>
 
 #include "moerouter/detail/math.h"
+#include "moerouter/detail/ptx_approx.cuh"
 
 namespace moerouter {
 namespace detail {
 
 namespace exact_detail {
 
-__device__ __forceinline__ float rcp_approx(float x) {
-  float y;
-  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ float rsqrt_approx(float x) {
-  float y;
-  asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-/// exp_nonpositive (math.h) without branches.
+/// exp_nonpositive (math.h) without branches. Its operations repeat math.h's on purpose:
+/// helpers shared with math.h compiled to the same operations but made route_topk_kernel's
+/// small-batch variant spill registers (measured with ptxas -v).
 __device__ __forceinline__ float exp_nonpositive_nobranch(float x) {
   const bool zero = !(x >= -104.0f);  // also -inf and NaN, as the reference
   const float xc = zero ? 0.0f : x;

@@ -36,6 +36,7 @@
 
 #include "moerouter/detail/exact_math.cuh"
 #include "moerouter/detail/math.h"
+#include "moerouter/detail/ptx_approx.cuh"
 #include "moerouter/detail/warp_select.cuh"
 #include "moerouter/types.h"
 
@@ -91,22 +92,6 @@ __device__ __forceinline__ void route_trace(int slot, unsigned dep = 0) {
 __device__ __forceinline__ void route_trace(int, unsigned = 0) {}
 #endif
 
-__device__ __forceinline__ float ex2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float lg2_approx(float x) {
-  float y;
-  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float sqrt_approx(float x) {
-  float y;
-  asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 /// Programmatic dependent launch: waits until the previous kernel in the stream has completed
 /// and its memory is visible (a no-op when the launch did not allow programmatic
 /// serialization).
@@ -120,7 +105,7 @@ __device__ __forceinline__ void grid_dependency_wait() {
 /// log1p(e) takes a series below e = 2^-6, where lg2.approx(1 + e) has too little relative
 /// accuracy. NaN -> NaN, +inf -> +inf, -inf -> 0.
 __device__ __forceinline__ float approx_sqrt_softplus(float z) {
-  using namespace route_detail;
+  using namespace detail;
   const float e = ex2_approx(fabsf(z) * -1.44269504088896341f);  // exp(-|z|), in [0, 1]
   const float lg = lg2_approx(1.0f + e) * 0.693147180559945309f;
   float q = fmaf(e, 0.333333333f, -0.5f);
