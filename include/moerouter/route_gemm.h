@@ -39,13 +39,14 @@ constexpr std::int64_t kRouteGemmCrossoverTokens = 0;
 /// Largest batch for which the Router dispatches a dense layer of `experts` x `hidden` to
 /// launch_route_gemm rather than the prefill path. Measured on an H100 80GB HBM3
 /// (bench/route_gemm_bench, cold L2, CUDA graph, each launch alone; docs/benchmarks.md) since
-/// the fused route's small batches take a block per row: the decode kernel wins up to n = 4 at
-/// DSV4-Flash's size (E * H = 1 Mi; 7.70 vs 7.77 us at n = 4, 7.90 vs 7.88 at n = 8, 8.55 vs
-/// 8.10 at n = 16) and at no n at DSV4-Pro's (2.75 Mi; 8.63 vs 8.47 us at n = 1): the prefill
-/// path's two launches win there (the decode kernel's route runs on one warp per row after
-/// the split sums). Behind a preceding kernel with programmatic dependent launch the decode
-/// kernel exposes less (5.49 us at Pro n = 1), which an engine that launches it with pdl can
-/// use directly.
+/// the fused route's small batches take a block per row: the decode kernel wins up to n = 2
+/// and ties at n = 4 at DSV4-Flash's size (E * H = 1 Mi; 6.84 vs 7.57 us at n = 1, 7.70 vs
+/// 7.77 and 7.73 vs 7.69 at n = 4 in two runs, 7.91 vs 7.82 at n = 8) and wins at no n at
+/// DSV4-Pro's (2.75 Mi; 8.63 vs 8.47 and 8.74 vs 8.58 us at n = 1): the prefill path's two
+/// launches win there (the decode kernel's route runs on one warp per row after the split
+/// sums). Behind a preceding kernel with programmatic dependent launch the decode kernel
+/// exposes less (5.5-5.6 us at Pro n = 1), which an engine that launches it with pdl can use
+/// directly.
 constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden) {
   return experts * hidden <= (std::int64_t(1) << 20) ? 4 : kRouteGemmCrossoverTokens;
 }

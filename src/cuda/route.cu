@@ -35,7 +35,8 @@ int route_chunks(std::int64_t experts) {
   return c == 5 ? 6 : c == 7 ? 8 : c;
 }
 
-// Batches below kSmallMaxRows take route_topk_kernel's kSmall variant (a chain of latencies
+// Batches below kSmallMaxRows (the DSV4 fast path: from kRowBlockMaxRows + 1, below) take
+// route_topk_kernel's kSmall variant (a chain of latencies
 // per row: it loads a warp's next row while it routes the current one), larger ones the plain
 // kernel (more rows in flight). On an H100, Pro, warm L2: 2.93 vs 3.10 us at N = 1, 3.67 vs
 // 3.80 at 1024, 7.37 vs 7.06 at 4096.
@@ -44,8 +45,8 @@ constexpr std::int64_t kSmallMaxRows = 2048;
 // Up to kRowBlockMaxRows rows the DSV4 fast path takes route_topk_rowblock_kernel (a block
 // per row, every expert's exact key at once: the shortest chain per row), larger batches
 // route_topk_kernel (a warp per row and the filters: the fewest instructions per row).
-// Measured on an H100, Pro, inputs cold (after an L2 flush): 2.67 vs 3.38 us at N = 64,
-// 3.33 vs 3.73 at 512, 4.22 vs 4.13 at 768, 4.77 vs 4.36 at 1024.
+// Measured on an H100, Pro, inputs cold (after an L2 flush), against the kSmall variant:
+// 2.67 vs 3.38 us at N = 64, 3.33 vs 3.73 at 512, 4.22 vs 4.13 at 768, 4.77 vs 4.36 at 1024.
 constexpr std::int64_t kRowBlockMaxRows = 512;
 
 // pdl: allow programmatic dependent launch (the kernels wait for the previous kernel before
