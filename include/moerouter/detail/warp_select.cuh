@@ -31,6 +31,34 @@ __device__ __forceinline__ std::uint64_t shfl_u64(std::uint64_t v, int src) {
   return (std::uint64_t(hi) << 32) | lo;
 }
 
+/// s[0] + s[1] + ... + s[k - 1] from 0, left to right: detail::renormalize's order, so every
+/// backend's weights agree bit for bit. The loads of eight go out before their additions
+/// (adding the +0 past k changes no bit of the sum).
+__device__ __forceinline__ float rank_order_sum(const float* s, int k) {
+  float sum = 0.0f;
+  for (int r0 = 0; r0 < k; r0 += 8) {
+    float v[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = r0 + i < k ? s[r0 + i] : 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sum += v[i];
+  }
+  return sum;
+}
+
+/// Writes slot j of output row `row` of a route: weight w and id (int64 or int32 by
+/// a.ids_i64) at a's row strides (RouteTopkArgs, HashRouteArgs).
+template <typename Args>
+__device__ __forceinline__ void store_route_slot(const Args& a, std::int64_t row, int j,
+                                                 std::int64_t id, float w) {
+  a.weights[row * a.weights_stride + j] = w;
+  if (a.ids_i64) {
+    static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + j] = id;
+  } else {
+    static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + j] = std::int32_t(id);
+  }
+}
+
 /// The warp's maximum of a 64-bit key: two single-instruction REDUX reductions.
 __device__ __forceinline__ std::uint64_t warp_max_u64(std::uint64_t v) {
   const std::uint32_t hi = __reduce_max_sync(kFullMask, std::uint32_t(v >> 32));

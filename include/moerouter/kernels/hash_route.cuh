@@ -61,16 +61,6 @@ __device__ __forceinline__ std::int64_t load_index(const void* p, bool i64, std:
              : std::int64_t(__ldg(static_cast<const int*>(p) + i));
 }
 
-__device__ __forceinline__ void store_row(const HashRouteArgs& a, std::int64_t token, int j,
-                                          std::int64_t id, float w) {
-  a.weights[token * a.weights_stride + j] = w;
-  if (a.ids_i64) {
-    static_cast<std::int64_t*>(a.ids)[token * a.ids_stride + j] = id;
-  } else {
-    static_cast<std::int32_t*>(a.ids)[token * a.ids_stride + j] = std::int32_t(id);
-  }
-}
-
 }  // namespace hash_detail
 
 /// Weights from logits (a.logits != null) or uniform (a.logits == null). Launch with a
@@ -122,7 +112,7 @@ __global__ void hash_route_gather_kernel(const HashRouteArgs a) {
       w = a.logits != nullptr ? s / detail::renorm_denominator(sum) * a.scale
                               : a.scale / float(a.k);
     }
-    hash_detail::store_row(a, token, j, bad ? -1 : id, w);
+    detail::store_route_slot(a, token, j, bad ? -1 : id, w);
     if (bad && j == 0 && a.error_flag != nullptr) *a.error_flag = 1;
   }
 }
@@ -197,7 +187,7 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
   }
   if (__syncthreads_or(bad)) {  // the same in every block of the cluster: all leave together
     if (rank == 0 && tid < a.k) {
-      hash_detail::store_row(a, token, tid, -1, 0.0f);
+      detail::store_route_slot(a, token, tid, -1, 0.0f);
       if (tid == 0 && a.error_flag != nullptr) *a.error_flag = 1;
     }
     return;
@@ -291,7 +281,7 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
     if (tid < a.k) {
       float sum = 0.0f;
       for (int j = 0; j < a.k; ++j) sum += s_score[j];
-      hash_detail::store_row(a, token, tid, s_ids[tid],
+      detail::store_route_slot(a, token, tid, s_ids[tid],
                              s_score[tid] / detail::renorm_denominator(sum) * a.scale);
     }
   }

@@ -271,15 +271,7 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
       out_rank = rank;
     }
     __syncwarp();
-    if (out_rank >= 0) {
-      for (int r0 = 0; r0 < k; r0 += 8) {  // loads first, then the adds in order
-        float v[8];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) v[i] = r0 + i < k ? sm.list.val[r0 + i] : 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) sum += v[i];  // + 0 changes no bit of the sum
-      }
-    }
+    if (out_rank >= 0) sum = detail::rank_order_sum(sm.list.val, k);
   } else {
 #pragma unroll
     for (int r = 0; r < k; ++r) {  // total >= k: every round has a winner (key >= 1)
@@ -300,12 +292,8 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
   }
   route_trace(6, unsigned(out_rank));
   if (out_rank >= 0) {
-    a.weights[row * a.weights_stride + out_rank] = s / detail::renorm_denominator(sum) * a.scale;
-    if (a.ids_i64) {
-      static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + out_rank] = std::int64_t(index);
-    } else {
-      static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + out_rank] = std::int32_t(index);
-    }
+    detail::store_route_slot(a, row, out_rank, index,
+                             s / detail::renorm_denominator(sum) * a.scale);
   }
   route_trace(8);
   return true;
@@ -516,17 +504,9 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
     }
   }
   if (lane < a.k) {
-    // detail::renormalize's order: 0 + s0 + s1 + ... in rank order.
-    float sum = 0.0f;
-    for (int j = 0; j < a.k; ++j) sum += sm.list.val[j];
-    const float w = sm.list.val[lane] / detail::renorm_denominator(sum) * a.scale;
-    const std::uint32_t id = detail::packed_index(sm.list.key[lane]);
-    a.weights[row * a.weights_stride + lane] = w;
-    if (a.ids_i64) {
-      static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + lane] = std::int64_t(id);
-    } else {
-      static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + lane] = std::int32_t(id);
-    }
+    const float sum = detail::rank_order_sum(sm.list.val, a.k);
+    detail::store_route_slot(a, row, lane, detail::packed_index(sm.list.key[lane]),
+                             sm.list.val[lane] / detail::renorm_denominator(sum) * a.scale);
   }
   __syncwarp();
 }
@@ -582,13 +562,6 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize,
 }
 
 namespace route_detail {
-
-/// Ranking key of one expert that is unique within a row: order_key(s + bias) in the high
-/// word, ~expert in the low one. Larger ranks first; equal keys (exact ties, NaN) rank the
-/// lower expert first, as detail::ranks_before does. Never 0.
-__device__ __forceinline__ std::uint64_t unique_key(float biased, int expert) {
-  return (std::uint64_t(detail::order_key(biased)) << 32) | std::uint32_t(~expert);
-}
 
 /// How many of the kCount keys at `keys` (16-byte aligned; 0 for an empty slot, which never
 /// ranks above a key) rank before `mine`: broadcast 16-byte shared-memory loads.
@@ -647,7 +620,7 @@ __device__ __forceinline__ void route_row_block(const RouteTopkArgs& a, RowBlock
 #pragma unroll
   for (int t = 0; t < 4; ++t) {
     s[t] = detail::sqrt_softplus_nobranch(l[t]);
-    key[t] = unique_key(s[t] + b[t], e0 + t);
+    key[t] = detail::pack_rank_key(s[t] + b[t], std::uint32_t(e0 + t));  // unique per row
   }
   const std::uint64_t m01 = key[0] > key[1] ? key[0] : key[1];
   const std::uint64_t m23 = key[2] > key[3] ? key[2] : key[3];
@@ -691,19 +664,9 @@ __device__ __forceinline__ void route_row_block(const RouteTopkArgs& a, RowBlock
     if (rank < kK) sm.final_s[rank] = sv;
     __syncwarp();
     if (rank < kK) {
-      float v[kK];
-#pragma unroll
-      for (int i = 0; i < kK; ++i) v[i] = sm.final_s[i];
-      float sum = 0.0f;  // detail::renormalize's order: 0 + s0 + s1 + ...
-#pragma unroll
-      for (int i = 0; i < kK; ++i) sum += v[i];
-      const std::uint32_t id = ~std::uint32_t(mine);
-      a.weights[row * a.weights_stride + rank] = sv / detail::renorm_denominator(sum) * a.scale;
-      if (a.ids_i64) {
-        static_cast<std::int64_t*>(a.ids)[row * a.ids_stride + rank] = std::int64_t(id);
-      } else {
-        static_cast<std::int32_t*>(a.ids)[row * a.ids_stride + rank] = std::int32_t(id);
-      }
+      const float sum = detail::rank_order_sum(sm.final_s, kK);
+      detail::store_route_slot(a, row, rank, detail::packed_index(mine),
+                               sv / detail::renorm_denominator(sum) * a.scale);
     }
   }
   block_sync();  // every read of this row's shared memory is done
