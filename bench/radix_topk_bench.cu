@@ -1,7 +1,8 @@
-// radix_topk_bench: large-k top-k (the sparse-attention indexer's shapes) through
-// cuda::topk_radix_config, the cluster kernel (configuration chosen by shape, and alternatives)
-// next to the global-memory kernel (cluster 0, the kernel before issue 7) and the read floor
-// (row bytes / device-to-device copy bandwidth measured in the same run).
+// radix_topk_bench: large-k top-k (the sparse-attention indexer's shapes): cuda::topk (the
+// streaming kernel, blocks per row chosen by shape, and other blocks per row forced through
+// cuda::topk_radix_config) next to the register-resident cluster kernel it replaced ("old", as
+// topk chose it before) and the read floor (row bytes / device-to-device copy bandwidth measured
+// in the same run).
 // Method of moerouter_bench.cu: a CUDA graph of many launches over rotating distinct inputs
 // (>= 3x L2 in total, so reads come from HBM), time per launch = graph time / launches, median
 // of 15 replays. Values: normal random (hash-based), fp32 and bf16.
@@ -121,45 +122,10 @@ struct Ctx {
   }
 };
 
-// The cluster kernel launched directly, fp32, with the group-maxima pre-filter pass (off in the
-// library: measured slower).
-template <int kItems, bool kPf>
-void launch_variant(const TopkParams& p, int cluster, cudaStream_t st) {
-  static bool init = false;
-  if (!init) {
-    CK(cudaFuncSetAttribute(kernels::radix_topk_cluster_kernel<float, kItems, kPf>,
-                            cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-    init = true;
-  }
-  kernels::RadixTopkArgs r{};
-  r.values = p.values;
-  r.indices = p.indices;
-  r.out_values = p.out_values;
-  r.n = p.n;
-  r.length = p.length;
-  r.values_stride = p.length;
-  r.indices_stride = p.k;
-  r.out_values_stride = p.k;
-  r.k = p.k;
-  r.sorted = p.sorted;
-  cudaLaunchConfig_t cfg{};
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.gridDim = dim3(unsigned(p.n * cluster));
-  cfg.blockDim = dim3(kernels::kClusterThreads);
-  cfg.stream = st;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  CK(cudaLaunchKernelEx(&cfg, kernels::radix_topk_cluster_kernel<float, kItems, kPf>, r));
-}
-
 struct Shape {
   std::int64_t rows, len;
   int k;
-  std::vector<std::pair<int, int>> alts;  // extra (cluster, items) to time
+  std::vector<int> alts;  // blocks per row of the streaming kernel to time as well
 };
 
 }  // namespace
@@ -176,14 +142,13 @@ int main(int argc, char** argv) {
   std::printf("Device: %s, %d SMs, L2 %zu MB, copy bandwidth %.0f GB/s (read + write)\n",
               c.name.c_str(), prop.multiProcessorCount, c.l2 >> 20, c.copy_gbps);
   const std::vector<Shape> shapes = {
-      {1, 262144, 512, {{16, 32}}},           {64, 65536, 512, {{4, 32}, {8, 16}}},
-      {1024, 8192, 512, {{1, 16}, {1, 32}}},  {4096, 16384, 512, {{1, 32}, {2, 16}}},
-      {256, 262144, 2048, {{16, 32}}},        {1, 65536, 1024, {{4, 32}, {8, 16}, {16, 16}}},
-      {8, 131072, 1024, {{8, 32}, {16, 16}}},
+      {1, 262144, 512, {8, 16}},     {64, 65536, 512, {2, 4, 8}},   {1024, 8192, 512, {1}},
+      {4096, 16384, 512, {1, 2}},    {256, 262144, 2048, {1, 2}},   {1, 65536, 1024, {4, 8, 16}},
+      {8, 131072, 1024, {8, 16}},    {4, 1048576, 1024, {16}},
   };
   std::printf("%-5s %-12s %5s | %9s %9s | %9s %9s | %8s | %s\n", "dtype", "rows x len", "k",
               "old sort", "old unsrt", "new sort", "new unsrt", "floor",
-              "new config / alternatives (sorted, unsorted)");
+              "streaming kernel, blocks per row: sorted, unsorted");
   for (const bool bf16 : {false, true}) {
     for (const Shape& sh : shapes) {
       const std::size_t esize = bf16 ? 2 : 4;
@@ -212,13 +177,14 @@ int main(int argc, char** argv) {
         p.sorted = sorted;
         return p;
       };
-      // Same indices and values as the global-memory kernel, both orders, on set 0.
+      // Same indices and values as the register-resident kernel, both orders, on set 0.
       bool same = true;
       for (const bool sorted : {true, false}) {
         const std::size_t m = std::size_t(sh.rows * sh.k);
         std::vector<std::int32_t> i0(m), i1(m);
         std::vector<float> v0(m), v1(m);
-        check_status(moerouter::cuda::topk_radix_config(params(0, sorted), 0, 0, c.stream), "old");
+        check_status(moerouter::cuda::topk_radix_config(params(0, sorted), -1, -1, c.stream),
+                     "old");
         CK(cudaMemcpyAsync(i0.data(), idx, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemcpyAsync(v0.data(), val, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemset(idx, 0x7f, m * 4));
@@ -228,63 +194,35 @@ int main(int argc, char** argv) {
         CK(cudaStreamSynchronize(c.stream));
         same = same && i0 == i1 && std::memcmp(v0.data(), v1.data(), m * 4) == 0;
       }
-      auto time = [&](int cluster, int items, bool sorted, bool cub = false) {
+      auto time = [&](int cluster, int items, bool sorted) {
         const int launches = std::max(sets, quick ? 8 : 32);
         return c.graph_us(
                    [&](cudaStream_t st) {
                      for (int i = 0; i < launches; ++i) {
                        const TopkParams p = params(i % sets, sorted);
-                       check_status(cluster < 0 ? moerouter::cuda::topk(p, st)
-                                                : moerouter::cuda::topk_radix_config(
-                                                      p, cluster, items, st, cub),
+                       check_status(cluster == -2 ? moerouter::cuda::topk(p, st)
+                                                  : moerouter::cuda::topk_radix_config(
+                                                        p, cluster, items, st),
                                     "launch");
                      }
                    },
                    quick ? 5 : 15) /
                launches;
       };
-      const double os = time(0, 0, true), ou = time(0, 0, false);
-      const double ns = time(-1, 0, true), nu = time(-1, 0, false);
+      const double os = time(-1, -1, true), ou = time(-1, -1, false);
+      const double ns = time(-2, 0, true), nu = time(-2, 0, false);
       const double floor = double(bytes) / (c.copy_gbps * 1e9) * 1e6;
       std::string alts;
-      for (const auto& a : sh.alts) {
+      for (const int a : sh.alts) {
         char buf[96];
-        std::snprintf(buf, sizeof(buf), " (%d,%d): %.1f %.1f;", a.first, a.second,
-                      time(a.first, a.second, true), time(a.first, a.second, false));
-        alts += buf;
-      }
-      if (!bf16 && !sh.alts.empty()) {  // with the pre-filter pass, first alternative
-        const int cl = sh.alts[0].first, it = sh.alts[0].second;
-        const int launches = std::max(sets, quick ? 8 : 32);
-        for (const bool sorted : {true, false}) {
-          const double t = c.graph_us(
-                               [&](cudaStream_t st) {
-                                 for (int i = 0; i < launches; ++i) {
-                                   const TopkParams p = params(i % sets, sorted);
-                                   if (it == 16)
-                                     launch_variant<16, true>(p, cl, st);
-                                   else
-                                     launch_variant<32, true>(p, cl, st);
-                                 }
-                               },
-                               quick ? 5 : 15) /
-                           launches;
-          char buf[64];
-          std::snprintf(buf, sizeof(buf), " pf(%d,%d)%s: %.1f;", cl, it, sorted ? "s" : "u", t);
-          alts += buf;
-        }
-      }
-      if (!sh.alts.empty()) {  // CUB's block radix sort instead of the bitonic network
-        char buf[64];
-        std::snprintf(buf, sizeof(buf), " cub(%d,%d)s: %.1f;", sh.alts[0].first, sh.alts[0].second,
-                      time(sh.alts[0].first, sh.alts[0].second, true, true));
+        std::snprintf(buf, sizeof(buf), " %d: %.1f %.1f;", a, time(a, 0, true), time(a, 0, false));
         alts += buf;
       }
       char shape[32];
       std::snprintf(shape, sizeof(shape), "%lldx%lld", (long long)sh.rows, (long long)sh.len);
       std::printf("%-5s %-12s %5d | %9.1f %9.1f | %9.1f %9.1f | %8.1f |%s%s\n",
                   bf16 ? "bf16" : "fp32", shape, sh.k, os, ou, ns, nu, floor, alts.c_str(),
-                  same ? "" : "  MISMATCH vs old kernel");
+                  same ? "" : "  MISMATCH vs the register-resident kernel");
       std::fflush(stdout);
       for (void* p : in) CK(cudaFree(p));
       CK(cudaFree(idx));

@@ -53,18 +53,21 @@ Status check_error_flag(const std::int32_t* d_error_flag, cudaStream_t stream = 
 /// Top-k over rows (f32 or bf16 values, row stride, optional per-row lengths), ties to the
 /// lower index, NaN last; rows shorter than k pad with -1 / -inf. Sorted with k <= 32: a warp
 /// (short rows) or a block (long rows) per row, in registers. k > 32 (up to 2048) or unsorted
-/// output: radix select (kernels/radix_topk_cluster.cuh: a cluster of 1..16 blocks per row,
-/// the row read once and held in registers, for rows up to 262144 (131072 where the device
-/// cannot run 16-block clusters); kernels/radix_topk.cuh, one block per row over global memory,
-/// for longer rows); unsorted gives the chosen elements in ascending index order. Returns
-/// kUnsupported for k > 2048 (the chosen pairs are sorted in one block's shared memory).
+/// output: radix select by kernels/radix_topk_stream.cuh (each row streamed once by a cluster
+/// of 1..16 blocks, only the candidates above a sampled bound kept on chip, an exact select
+/// among them; any row length); unsorted gives the chosen elements in ascending index order.
+/// Returns kUnsupported for k > 2048 (the chosen pairs are sorted in one block's shared memory).
 Status topk(const TopkParams& p, cudaStream_t stream = nullptr);
 
-/// topk() through the radix path with a forced configuration, for tests and benchmarks:
-/// `cluster` blocks per row (1..16) of `items` keys per thread (16 or 32), or cluster = 0 for
-/// the global-memory kernel. Needs k > 32 or unsorted output, and a row that fits
-/// (length <= cluster * 512 * items); kUnsupported otherwise. cub_sort: sorted output of the
-/// cluster kernel by CUB's block radix sort instead of its bitonic network.
+/// topk() through the radix path with a forced kernel and configuration, for tests and
+/// benchmarks. items = 0: the streaming kernel with `cluster` blocks per row (1..16).
+/// items = 16 or 32: the register-resident cluster kernel (kernels/radix_topk_cluster.cuh)
+/// with `cluster` blocks per row of `items` keys per thread; the row must fit (length <=
+/// cluster * 512 * items). cluster = 0: the global-memory kernel (kernels/radix_topk.cuh).
+/// cluster = items = -1: the register-resident kernel configured by shape, as topk() chose
+/// before the streaming kernel. Needs k > 32 or unsorted output; kUnsupported otherwise.
+/// cub_sort: sorted output of the register-resident kernel by CUB's block radix sort instead
+/// of its bitonic network.
 Status topk_radix_config(const TopkParams& p, int cluster, int items,
                          cudaStream_t stream = nullptr, bool cub_sort = false);
 

@@ -2,6 +2,7 @@
 // larger k (up to 2048) and unsorted output by radix select: a cluster of blocks per row holding
 // the row in registers (kernels/radix_topk_cluster.cuh) where the row fits, else one block per
 // row over global memory (kernels/radix_topk.cuh).
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <string>
@@ -13,6 +14,7 @@
 #include "moerouter/detail/params.h"
 #include "moerouter/kernels/radix_topk.cuh"
 #include "moerouter/kernels/radix_topk_cluster.cuh"
+#include "moerouter/kernels/radix_topk_stream.cuh"
 #include "moerouter/kernels/topk.cuh"
 
 namespace moerouter {
@@ -87,6 +89,84 @@ Status launch_cluster(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t
   return detail::launch_status("topk: radix_topk_cluster_kernel launch");
 }
 
+// Largest cluster of the streaming kernel on this device for k's shared memory (16 where
+// non-portable sizes fit, else 8, cached per device and kernel); sets the kernel's shared
+// memory limit and allows the non-portable sizes.
+template <typename T>
+int stream_max_cluster() {
+  static std::mutex mu;
+  static std::map<int, int> cache;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 8;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = cache.find(dev);
+  if (it != cache.end()) return it->second;
+  const auto kernel = kernels::radix_topk_stream_kernel<T>;
+  int best = 8;
+  (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             int(kernels::stream_smem_bytes(kernels::kRadixMaxK)));
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
+      cudaSuccess) {
+    cudaLaunchConfig_t cfg{};
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 16;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.gridDim = dim3(16);
+    cfg.blockDim = dim3(kernels::kStreamThreads);
+    cfg.dynamicSmemBytes = kernels::stream_smem_bytes(kernels::kRadixMaxK);
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0) {
+      best = 16;
+    }
+  }
+  (void)cudaGetLastError();
+  cache.emplace(dev, best);
+  return best;
+}
+
+// Blocks per row of the streaming kernel: enough rows x blocks for two blocks an SM, at most one
+// block per 16384 elements of the row, a power of two up to the device's largest cluster.
+int stream_cluster(std::int64_t n, std::int64_t length, int max_c) {
+  const std::int64_t want =
+      std::max<std::int64_t>(1, 2 * detail::sm_count() / std::max<std::int64_t>(n, 1));
+  const std::int64_t by_len = std::max<std::int64_t>(1, (length + 16383) / 16384);
+  const std::int64_t c = std::min<std::int64_t>({want, by_len, std::int64_t(max_c)});
+  int p = 1;
+  while (2 * p <= c) p *= 2;
+  return p;
+}
+
+template <typename T>
+Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
+  if (cluster > stream_max_cluster<T>()) {
+    return Status(StatusCode::kUnsupported,
+                  "topk: this device does not run clusters of " + std::to_string(cluster));
+  }
+  if (r.n * cluster > 0x7fffffffLL) {
+    return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
+  }
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.gridDim = dim3(unsigned(r.n * cluster));
+  cfg.blockDim = dim3(kernels::kStreamThreads);
+  cfg.dynamicSmemBytes = kernels::stream_smem_bytes(r.k);
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  MOER_RETURN_IF_ERROR_CUDA(detail::cuda_status(
+      cudaLaunchKernelEx(&cfg, kernels::radix_topk_stream_kernel<T>, r),
+      "topk: radix_topk_stream_kernel launch"));
+  return detail::launch_status("topk: radix_topk_stream_kernel launch");
+}
+
 // Blocks per row and keys per thread for a shape (cluster 0: the global-memory kernel): one
 // block of 16 keys per thread (8192 elements, 3 blocks an SM) for rows up to 8192, else the
 // fewest blocks of 32 keys per thread (16384 elements, 2 blocks an SM). Measured on an H200:
@@ -127,10 +207,20 @@ Status radix_topk(const TopkParams& p, int cluster, int items, bool cub_sort, cu
   const kernels::RadixTopkArgs r = radix_args(p);
   return MOER_DISPATCH_REAL_DTYPE(p.values_dtype, T, "topk: values_dtype", [&] {
     int c = cluster, it = items;
-    if (c < 0) {
+    if (c < 0 && items < 0) {  // the register-resident cluster kernel, configured by shape
       const auto cfg = choose_config(p.length, max_cluster<T, 32, true>());
       c = cfg.first;
       it = cfg.second;
+    }
+    if (c < 0) {
+      return launch_stream<T>(r, stream_cluster(p.n, p.length, stream_max_cluster<T>()), stream);
+    }
+    if (c >= 1 && it == 0) {
+      if (c > kernels::kClusterMaxBlocks) {
+        return Status(StatusCode::kUnsupported,
+                      "topk: at most 16 blocks per row, got " + std::to_string(c));
+      }
+      return launch_stream<T>(r, c, stream);
     }
     if (c == 0) {
       kernels::radix_topk_kernel<T><<<unsigned(p.n), kernels::kRadixThreads, 0, stream>>>(r);
@@ -179,8 +269,9 @@ Status topk_radix_config(const TopkParams& p, int cluster, int items, cudaStream
   if (p.k <= kMaxK && p.sorted) {
     return Status(StatusCode::kUnsupported, "topk_radix_config: needs k > 32 or unsorted");
   }
-  if (cluster < 0) {
-    return Status(StatusCode::kUnsupported, "topk_radix_config: cluster must be >= 0");
+  if (cluster < 0 && !(cluster == -1 && items == -1)) {
+    return Status(StatusCode::kUnsupported,
+                  "topk_radix_config: cluster must be >= 0 (or -1 with items -1)");
   }
   return radix_topk(p, cluster, items, cub_sort, stream);
 }

@@ -11,6 +11,7 @@
 #include "gpu_testbed.h"
 #include "moerouter/cpu.h"
 #include "moerouter/cuda.h"
+#include "moerouter/kernels/radix_topk_stream.cuh"
 #include "moerouter/oracle.h"
 #include "moerouter/synthetic.h"
 #include "testbed.h"
@@ -22,7 +23,10 @@ using testing::DeviceBuffer;
 
 class GpuRadixTopk : public testing::GpuTest {};
 
-enum class Data { kRandom, kSorted, kReverse, kEqual, kFewLevels, kSpecial };
+// kHighSample / kLowSample: rows arranged against the streaming kernel's sample (the sampled
+// runs hold the largest / smallest values of the row), so that its sampled bound is too high /
+// too low and the exact fallback runs (rows longer than kernels::kStreamSample).
+enum class Data { kRandom, kSorted, kReverse, kEqual, kFewLevels, kSpecial, kHighSample, kLowSample };
 
 std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint64_t seed) {
   SeededRng rng(seed);
@@ -36,11 +40,21 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
         case Data::kReverse: x = float(len - i); break;
         case Data::kEqual: x = 2.0f; break;
         case Data::kFewLevels: x = float(rng.below(8)); break;
+        case Data::kHighSample:
+        case Data::kLowSample: x = float(rng.normal()); break;
         case Data::kSpecial: {
           const double u = rng.uniform();
           x = u < 0.1 ? testing::kNaN : u < 0.2 ? -testing::kInf : u < 0.25 ? testing::kInf
                                                                  : float(rng.normal());
           break;
+        }
+      }
+    }
+    if ((d == Data::kHighSample || d == Data::kLowSample) && len > kernels::kStreamSample) {
+      for (int g = 0; g < kernels::kStreamSample / 32; ++g) {
+        for (int l = 0; l < 32; ++l) {
+          const std::int64_t i = kernels::stream_sample_run(g, len) + l;
+          v[r * len + i] = d == Data::kHighSample ? 100.0f + float(g * 32 + l) : -100.0f;
         }
       }
     }
@@ -189,6 +203,46 @@ TEST_F(GpuRadixTopk, GlobalKernelAndChoice) {
   check(3, 131073, 512, Data::kFewLevels, true, false, 25);
 }
 
+// The streaming kernel (the default path) with each cluster size forced: rows that end inside
+// a block's first tile, fill whole tiles, or leave blocks of the cluster without a chunk; data
+// whose ties straddle the blocks' chunks; k that is small or large against the sample.
+TEST_F(GpuRadixTopk, StreamConfigs) {
+  std::uint64_t seed = 3000;
+  for (int c : {1, 2, 3, 4, 8, 16}) {
+    for (std::int64_t len : {std::int64_t(3000), std::int64_t(kernels::kStreamTile),
+                             std::int64_t(c) * kernels::kStreamTile + 7, std::int64_t(100000)}) {
+      for (int k : {33, 512, 2048}) {
+        for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted,
+                       Data::kSpecial}) {
+          ++seed;
+          check(c >= 8 ? 2 : 5, len, k, d, seed % 3 != 0, seed % 2 == 0, seed, c, 0);
+        }
+      }
+    }
+  }
+}
+
+// Rows arranged against the sample: the sampled bound is too high (fewer than k elements reach
+// it) or too low (the candidates overflow the list); the exact fallback must give the same
+// result. Also ties straddling the chunks in the fallback (few levels after the sample).
+TEST_F(GpuRadixTopk, StreamFallback) {
+  std::uint64_t seed = 4000;
+  for (int c : {1, 4, 16}) {
+    for (std::int64_t len : {std::int64_t(20000), std::int64_t(262144)}) {
+      for (int k : {33, 512, 2048}) {
+        for (Data d : {Data::kHighSample, Data::kLowSample}) {
+          for (bool sorted : {true, false}) {
+            ++seed;
+            check(2, len, k, d, false, sorted, seed, c, 0);
+          }
+        }
+      }
+    }
+  }
+  check(3, 50000, 700, Data::kLowSample, false, true, 4100);  // the choice by shape
+  check(3, 50000, 700, Data::kHighSample, false, false, 4101);
+}
+
 // Row stride: aligned (16-byte vector loads) and odd strides (scalar loads).
 TEST_F(GpuRadixTopk, RowStride) {
   check(9, 8000, 512, Data::kRandom, true, true, 31, -1, 0, 8004);
@@ -207,6 +261,11 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(2, 3000, 64, Data::kRandom, true, true, 46, 0, 0);
   check(2, 20000, 1100, Data::kFewLevels, true, true, 47, 3, 16, 0, /*cub_sort=*/true);
   check(2, 20000, 1100, Data::kRandom, false, true, 48, 3, 16);
+  check(2, 20000, 100, Data::kRandom, true, true, 51, 1, 0);  // the streaming kernel
+  check(2, 20000, 1100, Data::kFewLevels, true, false, 52, 3, 0);
+  check(2, 40000, 600, Data::kSpecial, false, true, 53, 16, 0);
+  check(2, 40000, 600, Data::kLowSample, false, true, 54, 4, 0);  // its exact fallback
+  check(2, 40000, 1500, Data::kHighSample, false, false, 55, 16, 0);
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {
@@ -232,10 +291,10 @@ TEST_F(GpuRadixTopk, Bf16Rows) {
 
 // bf16 through every cluster configuration, ties straddling chunks (few levels), lengths.
 TEST_F(GpuRadixTopk, Bf16Cluster) {
-  const int configs[][2] = {{0, 0}, {1, 16}, {2, 32}, {5, 16}, {16, 32}};
+  const int configs[][2] = {{0, 0}, {1, 16}, {2, 32}, {5, 16}, {16, 32}, {1, 0}, {4, 0}, {16, 0}};
   std::uint64_t seed = 50;
   for (const auto& c : configs) {
-    const std::int64_t len = c[0] == 0 ? 40000 : std::int64_t(c[0]) * 512 * c[1] - 3;
+    const std::int64_t len = c[0] == 0 || c[1] == 0 ? 40000 : std::int64_t(c[0]) * 512 * c[1] - 3;
     for (int k : {64, 1024}) {
       for (bool sorted : {true, false}) {
         ++seed;
