@@ -25,8 +25,17 @@ class GpuRadixTopk : public testing::GpuTest {};
 
 // kHighSample / kLowSample: rows arranged against the streaming kernel's sample (the sampled
 // runs hold the largest / smallest values of the row), so that its sampled bound is too high /
-// too low and the exact fallback runs (rows longer than kernels::kStreamSample).
-enum class Data { kRandom, kSorted, kReverse, kEqual, kFewLevels, kSpecial, kHighSample, kLowSample };
+// too low and the exact fallback runs (rows longer than their sample).
+enum class Data {
+  kRandom,
+  kSorted,
+  kReverse,
+  kEqual,
+  kFewLevels,
+  kSpecial,
+  kHighSample,
+  kLowSample
+};
 
 std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint64_t seed) {
   SeededRng rng(seed);
@@ -50,10 +59,11 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
         }
       }
     }
-    if ((d == Data::kHighSample || d == Data::kLowSample) && len > kernels::kStreamSample) {
-      for (int g = 0; g < kernels::kStreamSample / 32; ++g) {
+    const int runs = kernels::stream_sample_runs(len);
+    if ((d == Data::kHighSample || d == Data::kLowSample) && len > 512 * runs) {
+      for (int g = 0; g < 16 * runs; ++g) {
         for (int l = 0; l < 32; ++l) {
-          const std::int64_t i = kernels::stream_sample_run(g, len) + l;
+          const std::int64_t i = kernels::stream_sample_run(g, runs, len) + l;
           v[r * len + i] = d == Data::kHighSample ? 100.0f + float(g * 32 + l) : -100.0f;
         }
       }
@@ -209,8 +219,8 @@ TEST_F(GpuRadixTopk, GlobalKernelAndChoice) {
 TEST_F(GpuRadixTopk, StreamConfigs) {
   std::uint64_t seed = 3000;
   for (int c : {1, 2, 3, 4, 8, 16}) {
-    for (std::int64_t len : {std::int64_t(3000), std::int64_t(kernels::kStreamTile),
-                             std::int64_t(c) * kernels::kStreamTile + 7, std::int64_t(100000)}) {
+    for (std::int64_t len : {std::int64_t(3000), std::int64_t(8192),
+                             std::int64_t(c) * 8192 + 7, std::int64_t(100000)}) {
       for (int k : {33, 512, 2048}) {
         for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted,
                        Data::kSpecial}) {

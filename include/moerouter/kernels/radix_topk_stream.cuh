@@ -4,26 +4,29 @@
 // finishes. A thread-block cluster of 1..16 blocks shares a row (each block a contiguous chunk);
 // rows may have any length.
 //
-// 1. Bound: every block of the row's cluster takes the same sample of kStreamSample elements
-//    (the whole row if it is that short; else 128 runs of 32 consecutive elements spread evenly
-//    over the row) and finds, by two 11-bit histogram passes, the top 22 bits T0 of the m-th
-//    largest sampled key, m = the sample's share of k plus a margin (4 standard deviations + 8).
-//    T0 is then, with overwhelming probability for any data that is not arranged against the
-//    sample, below the row's k-th largest key while few elements lie above it.
-// 2. Collect: each block streams its chunk in tiles of kStreamThreads x 16 elements and keeps,
-//    in index order (ordered compaction: per-warp counts, one barrier a tile, ballots), every
-//    element with key > T0 and the first k with key == T0 (the top k needs no more of those:
-//    ties go to the lower index). The list holds (key, index) pairs in shared memory.
-// 3. Merge: the blocks publish their counts (one cluster barrier); if the lists overflowed or
-//    fewer than k elements reached T0 (the sample misled), every block recomputes the exact
-//    threshold by up to three 11-bit histogram passes over its chunk, merged over the cluster
-//    through distributed shared memory, and collects again with it (then at most k are kept).
-//    Blocks 1.. append their lists (ties capped cluster-wide, still in index order) to block
-//    0's list through distributed shared memory (a second cluster barrier) and exit.
-// 4. Finish (block 0): exact radix select of the k-th key among the candidates, then an ordered
-//    compaction of the list: unsorted output in ascending index order directly, sorted output by
-//    the bitonic network (k <= 1024) or CUB's block radix sort (k = 2048) of the cluster kernel.
-// Keys: detail::order_key with NaN at 1, so that 0 marks "no element". Rows with fewer valid
+// 1. Bound: every block of the row's cluster takes the same sample (the whole row if it is
+//    short; else runs of 32 consecutive elements spread evenly over the row, 1024..4096 in all)
+//    and finds, by two 8-bit histogram passes, the top 16 bits T0 of the m-th largest sampled
+//    key, m = the sample's share of k plus a margin (4 standard deviations + 8). T0 is then, with
+//    overwhelming probability for data not arranged against the sample, below the row's k-th
+//    largest key while few elements lie at or above it.
+// 2. Collect: each block streams its chunk in tiles of kStreamThreads x 32 bytes (8 f32 or 16
+//    bf16 consecutive elements a thread; the next tile's loads in flight while one is
+//    processed) and appends every element >= T0 (a float compare) to a list of (value bits,
+//    index) in shared memory, in index order: per-thread counts, a warp scan, one block barrier
+//    a tile.
+// 3. Merge: the blocks publish their counts (one cluster barrier). If a list overflowed or fewer
+//    than k elements reached T0 (the sample misled, or ties crowd at T0), every block computes
+//    the exact threshold by up to three 11-bit histogram passes over its chunk, merged over the
+//    cluster through distributed shared memory, and collects again with it: every key above it
+//    and the first ones equal to it (ties go to the lower index), at most k in all. Blocks 1..
+//    copy their lists to block 0's through distributed shared memory (a second cluster barrier)
+//    and exit.
+// 4. Finish (block 0): exact radix select (8-bit digits) of the k-th key among the candidates,
+//    then an ordered compaction of the list: unsorted output in ascending index order directly,
+//    sorted output by the bitonic network (k <= 1024) or CUB's block radix sort (k = 2048) of
+//    the cluster kernel.
+// Keys: detail::order_key with NaN at 1 (radix_cluster_detail::key_of). Rows with fewer valid
 // elements than k pad with index -1 and value -inf. No global workspace, no host sync.
 #pragma once
 
@@ -40,49 +43,158 @@ namespace moerouter {
 namespace kernels {
 
 constexpr int kStreamThreads = kClusterThreads;
-/// Elements of the sample that bounds the threshold.
+/// Largest sample that bounds the threshold.
 constexpr int kStreamSample = 4096;
-/// Elements a block's tile covers (16 per thread).
-constexpr int kStreamTile = kStreamThreads * 16;
+/// Consecutive elements of a thread in a tile (32 bytes: 8 f32, 16 bf16), and a tile.
+template <typename T>
+constexpr int kStreamPer = 32 / int(sizeof(T));
+template <typename T>
+constexpr int kStreamTile = kStreamThreads* kStreamPer<T>;
 
-/// Entries of a block's candidate list for k: room for the k ties plus about 2k (at least
-/// 2048) elements above the sampled bound.
+/// Entries of a block's candidate list for k: room for about 3k elements at or above the
+/// sampled bound (at least 3072).
 __host__ __device__ constexpr int stream_capacity(int k) {
   return ((3 * k + 2048 + kStreamThreads - 1) / kStreamThreads) * kStreamThreads;
 }
-/// Dynamic shared memory of radix_topk_stream_kernel for k: the list's keys and indices.
+/// Dynamic shared memory of radix_topk_stream_kernel for k: the list of (bits, index) pairs.
 __host__ __device__ constexpr std::size_t stream_smem_bytes(int k) {
   return std::size_t(stream_capacity(k)) * 8;
 }
-
-/// First element of the g-th sampled run of 32 (g < kStreamSample / 32) in a row of
-/// len > kStreamSample elements.
-__host__ __device__ constexpr std::int64_t stream_sample_run(int g, std::int64_t len) {
-  return std::int64_t(g) * (len - 32) / (kStreamSample / 32 - 1);
+/// Sampled runs of 32 per warp for a row of len > 32 * 16 * runs elements (else the whole row
+/// is the sample): 2, 4 or 8, so the sample is 1024, 2048 or 4096 elements.
+__host__ __device__ constexpr int stream_sample_runs(int len) {
+  return len >= 65536 ? 8 : len >= 16384 ? 4 : 2;
+}
+/// First element of sampled run g (of 16 * runs) in a row of len elements (len > 512 * runs).
+__host__ __device__ constexpr int stream_sample_run(int g, int runs, int len) {
+  return int(std::int64_t(g) * (len - 32) / (16 * runs - 1));
 }
 
 namespace radix_stream_detail {
 
+#ifdef MOER_STREAM_TRACE  // phase timestamps of the first blocks (a probe's build only)
+__device__ unsigned long long g_trace[4096][8];
+#define MOER_STREAM_STAMP(i)                                 \
+  do {                                                       \
+    if (threadIdx.x == 0 && blockIdx.x < 4096) {             \
+      unsigned long long t_;                                 \
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); \
+      radix_stream_detail::g_trace[blockIdx.x][i] = t_;      \
+    }                                                        \
+  } while (0)
+#else
+#define MOER_STREAM_STAMP(i) \
+  do {                       \
+  } while (0)
+#endif
+
 using radix_cluster_detail::kBins;
 using radix_cluster_detail::kWarps;
 using Scan = cub::BlockScan<int, kStreamThreads>;
+constexpr unsigned kAll = 0xffffffffu;
+
+/// Float bits of element i of a thread's kStreamPer (8 raw words: f32 bits, or bf16 pairs, low
+/// first).
+template <typename T>
+__device__ __forceinline__ std::uint32_t elem_bits(const std::uint32_t* raw, int i);
+template <>
+__device__ __forceinline__ std::uint32_t elem_bits<float>(const std::uint32_t* raw, int i) {
+  return raw[i];
+}
+template <>
+__device__ __forceinline__ std::uint32_t elem_bits<bf16>(const std::uint32_t* raw, int i) {
+  return (i & 1) ? raw[i >> 1] & 0xffff0000u : raw[i >> 1] << 16;
+}
+constexpr int kRawWords = 8;
+
+/// Raw words of the kStreamPer elements from pos clipped to `end` (past it: NaN, which no float
+/// compare takes; the exact path checks the count itself).
+template <typename T>
+__device__ __forceinline__ void load_run(const T* v, int pos, int end, bool aligned,
+                                         std::uint32_t* raw) {
+  constexpr int kW = kRawWords;
+  if (aligned && pos + kStreamPer<T> <= end) {
+#pragma unroll
+    for (int j = 0; j < kW / 4; ++j) {
+      const uint4 u = __ldg(reinterpret_cast<const uint4*>(v + pos) + j);
+      raw[4 * j] = u.x;
+      raw[4 * j + 1] = u.y;
+      raw[4 * j + 2] = u.z;
+      raw[4 * j + 3] = u.w;
+    }
+  } else {
+    const std::uint16_t* h = reinterpret_cast<const std::uint16_t*>(v);
+    const std::uint32_t* w = reinterpret_cast<const std::uint32_t*>(v);
+#pragma unroll
+    for (int i = 0; i < kW; ++i) {
+      if constexpr (sizeof(T) == 4) {
+        raw[i] = pos + i < end ? __ldg(w + pos + i) : 0x7fffffffu;
+      } else {
+        const std::uint32_t lo = pos + 2 * i < end ? __ldg(h + pos + 2 * i) : 0x7fffu;
+        const std::uint32_t hi = pos + 2 * i + 1 < end ? __ldg(h + pos + 2 * i + 1) : 0x7fffu;
+        raw[i] = lo | (hi << 16);
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ std::uint32_t key_of_bits(std::uint32_t bits) {
+  return radix_cluster_detail::key_of(__uint_as_float(bits));
+}
+
+/// The float whose order key is `key` (key >= 0x00800000: a number or an infinity).
+__device__ __forceinline__ float float_of_key(std::uint32_t key) {
+  return __uint_as_float(key & 0x80000000u ? key & 0x7fffffffu : ~key);
+}
 
 /// Histogram increment aggregated over the lanes of a warp that hit the same bin (the
 /// candidates crowd into few bins). Every lane of the warp must call it; `bin` < 0 = none.
 __device__ __forceinline__ void warp_hist_add(int* h, int bin) {
-  const unsigned peers = __match_any_sync(0xffffffffu, bin);
+  const unsigned peers = __match_any_sync(kAll, bin);
   if (bin >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&h[bin], __popc(peers));
 }
 
-/// Bucket where the count from the top reaches `want` (1-based rank), over this block's
-/// histogram `h` plus, with `csize` > 1, the same histogram of every block of the cluster
-/// (distributed shared memory; the caller has passed a cluster barrier since every block
-/// finished its counts). Zeroes `h_next` (the next pass's histogram, nobody reads it now).
-/// s_sel = {bucket, want - count above it, count in it}; ends with a block barrier.
+/// 256-bin bucket (warp 0) where the count from the top reaches `want` (1-based rank):
+/// s_sel = {bucket, want - count above it, count in it}; zeroes `h_next`. Ends with a barrier.
+__device__ __forceinline__ void pick_bucket256(const int* h, int* h_next, int want, int* s_sel) {
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    // Lane l: bins 255 - 8l - i, i = 0..7 (highest first), two 16-byte loads.
+    const int4 lo = *reinterpret_cast<const int4*>(&h[248 - 8 * lane]);
+    const int4 hi = *reinterpret_cast<const int4*>(&h[252 - 8 * lane]);
+    *reinterpret_cast<int4*>(&h_next[248 - 8 * lane]) = make_int4(0, 0, 0, 0);
+    *reinterpret_cast<int4*>(&h_next[252 - 8 * lane]) = make_int4(0, 0, 0, 0);
+    const int c[8] = {hi.w, hi.z, hi.y, hi.x, lo.w, lo.z, lo.y, lo.x};
+    const int sum = c[0] + c[1] + c[2] + c[3] + c[4] + c[5] + c[6] + c[7];
+    int incl = sum;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int o = __shfl_up_sync(kAll, incl, d);
+      if (lane >= d) incl += o;
+    }
+    int before = incl - sum;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      if (before < want && before + c[i] >= want) {
+        s_sel[0] = 255 - 8 * lane - i;
+        s_sel[1] = want - before;
+        s_sel[2] = c[i];
+      }
+      before += c[i];
+    }
+  }
+  __syncthreads();
+}
+
+/// 2048-bin bucket where the count from the top reaches `want`, over this block's histogram `h`
+/// plus, with `csize` > 1, the same histogram of every block of the cluster (distributed
+/// shared memory; the caller has passed a cluster barrier since every block finished its
+/// counts). Zeroes `h_next` (the next pass's histogram, nobody reads it now). s_sel as above;
+/// ends with a block barrier.
 template <typename Cluster>
-__device__ __forceinline__ void pick_bucket(Cluster& cluster, int csize, int rank, int* h,
-                                            int* h_next, int want, Scan::TempStorage& scan_tmp,
-                                            int* s_sel) {
+__device__ __forceinline__ void pick_bucket2048(Cluster& cluster, int csize, int rank, int* h,
+                                                int* h_next, int want, Scan::TempStorage& scan_tmp,
+                                                int* s_sel) {
   const int b0 = kBins - 4 - 4 * int(threadIdx.x);
   int4 c = *reinterpret_cast<const int4*>(&h[b0]);
 #pragma unroll 1
@@ -119,20 +231,19 @@ __device__ __forceinline__ void pick_bucket(Cluster& cluster, int csize, int ran
   __syncthreads();
 }
 
-/// Ordered compaction of a list of n (key, index) pairs in index order: an entry is kept if
-/// (key & mask) > prefix, or == prefix and fewer than `cap` such entries precede it; emit(slot,
-/// key, index) with slot = kept entries before it. Each thread takes a contiguous run of the
-/// list; one block scan. Reads all of its entries before the first emit (so emit may overwrite
-/// the list behind a block barrier the caller places) only when kInPlace.
+/// Ordered compaction of a list of n (bits, index) pairs in index order: an entry is kept if
+/// (key & mask) > prefix, or == prefix and fewer than `cap` such entries precede it;
+/// emit(slot, entry) with slot = kept entries before it. Each thread takes a contiguous run of
+/// the list; one block scan.
 template <typename Emit>
-__device__ __forceinline__ void compact_list(const std::uint32_t* key, const std::int32_t* idx,
-                                             int n, std::uint32_t prefix, std::uint32_t mask,
-                                             int cap, Scan::TempStorage& scan_tmp, Emit emit) {
+__device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint32_t prefix,
+                                             std::uint32_t mask, int cap,
+                                             Scan::TempStorage& scan_tmp, Emit emit) {
   const int q = (n + kStreamThreads - 1) / kStreamThreads;
   const int lo = int(threadIdx.x) * q, hi = lo + q < n ? lo + q : n;
   int g = 0, e = 0;
   for (int i = lo; i < hi; ++i) {
-    const std::uint32_t m = key[i] & mask;
+    const std::uint32_t m = key_of_bits(list[i].x) & mask;
     g += m > prefix;
     e += m == prefix;
   }
@@ -140,12 +251,13 @@ __device__ __forceinline__ void compact_list(const std::uint32_t* key, const std
   Scan(scan_tmp).ExclusiveSum(g | (e << 16), pre);  // both counts < 2^16
   int og = pre & 0xffff, oe = pre >> 16;
   for (int i = lo; i < hi; ++i) {
-    const std::uint32_t kk = key[i], m = kk & mask;
+    const uint2 entry = list[i];
+    const std::uint32_t m = key_of_bits(entry.x) & mask;
     if (m > prefix) {
-      emit(og + (oe < cap ? oe : cap), kk, idx[i]);
+      emit(og + (oe < cap ? oe : cap), entry);
       ++og;
     } else if (m == prefix) {
-      if (oe < cap) emit(og + oe, kk, idx[i]);
+      if (oe < cap) emit(og + oe, entry);
       ++oe;
     }
   }
@@ -159,15 +271,14 @@ template <typename T>
 __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(RadixTopkArgs a) {
   namespace cg = cooperative_groups;
   using namespace radix_cluster_detail;
-  using radix_stream_detail::compact_list;
-  using radix_stream_detail::pick_bucket;
-  using radix_stream_detail::Scan;
+  using namespace radix_stream_detail;
   constexpr int kT = kStreamThreads;
-  constexpr int kVec = Vec<T>::kN;
-  constexpr int kJ = 16 / kVec;  // vectors per thread per tile
-  constexpr unsigned kAll = 0xffffffffu;
+  constexpr int kW = kRawWords;
+  constexpr int kPer = kStreamPer<T>;
+  constexpr int kTile = kStreamTile<T>;
+  constexpr unsigned kRunMask = (1u << kPer) - 1u;
 
-  extern __shared__ std::uint32_t s_dyn[];
+  extern __shared__ uint2 s_list[];  // (float bits, index), in index order
   __shared__ union {
     alignas(16) int hist[2][kBins];
     typename SortN<1>::TempStorage sort1;
@@ -178,8 +289,8 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
   __shared__ std::uint32_t s_sort_key[kRadixMaxK];
   __shared__ std::int32_t s_sort_idx[kRadixMaxK];
   __shared__ int s_sel[3];
-  __shared__ int s_cnt[2][kWarps][2];  // per warp (gt, eq) counts of a tile, double-buffered
-  __shared__ int s_count[2];           // this block's (gt, eq) totals (read by other blocks)
+  __shared__ int s_warp[2][kWarps];  // per warp counts of a tile (double-buffered)
+  __shared__ int s_count[2];         // this block's (gt, eq) totals (read by other blocks)
 
   cg::cluster_group cluster = cg::this_cluster();
   const int csize = int(cluster.num_blocks());
@@ -187,15 +298,14 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
   const std::int64_t row = blockIdx.x / csize;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const T* v = static_cast<const T*>(a.values) + row * a.values_stride;
-  std::int64_t len = a.lengths ? a.lengths[row] : a.length;
-  len = len < 0 ? 0 : (len > a.length ? a.length : len);
+  std::int64_t len64 = a.lengths ? a.lengths[row] : a.length;
+  const int len = int(len64 < 0 ? 0 : (len64 > a.length ? a.length : len64));  // < 2^31
   const int k = a.k;
-  const int kk = len < k ? int(len) : k;  // elements to choose
+  const int kk = len < k ? len : k;  // elements to choose
   const int cap = stream_capacity(k);
-  std::uint32_t* l_key = s_dyn;
-  std::int32_t* l_idx = reinterpret_cast<std::int32_t*>(s_dyn + cap);
   std::int32_t* out_idx = a.indices + row * a.indices_stride;
   float* out_val = a.out_values ? a.out_values + row * a.out_values_stride : nullptr;
+  MOER_STREAM_STAMP(0);
   if (kk == 0) {  // the same for every block of the cluster: nobody waits at a barrier
     if (rank == 0) {
       for (int j = tid; j < k; j += kT) {
@@ -213,147 +323,165 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
     }
   };
 
-  // This block's chunk: whole tiles, [c_begin, c_end).
-  const std::int64_t tiles = (len + kStreamTile - 1) / kStreamTile;
-  const std::int64_t per = (tiles + csize - 1) / csize;
-  const std::int64_t c_begin = rank * per * kStreamTile < len ? rank * per * kStreamTile : len;
-  const std::int64_t c_end = c_begin + per * kStreamTile < len ? c_begin + per * kStreamTile : len;
+  // This block's chunk: whole tiles, [c_begin, c_end); this thread's elements of a tile at
+  // `base`: [base + kPer * tid, base + kPer * (tid + 1)).
+  const std::int64_t per = ((len + kTile - 1) / kTile + csize - 1) / csize;
+  const int c_begin = int(rank * per * kTile < len ? rank * per * kTile : len);
+  const int c_end = int(c_begin + per * kTile < len ? c_begin + per * kTile : len);
   const bool aligned = (reinterpret_cast<std::uintptr_t>(v) & 15u) == 0;
-
-  // The 16 keys of this thread in the tile at `base`: element seg + j*32*kVec + lane*kVec + s
-  // for key j*kVec + s, seg = base + warp*512 (0 = past the chunk).
-  auto load_tile = [&](std::int64_t base, std::uint32_t* keys) {
-    const std::int64_t seg = base + std::int64_t(warp) * 512;
-    if (aligned && seg + 512 <= c_end) {
-      uint4 raw[kJ];
-#pragma unroll
-      for (int j = 0; j < kJ; ++j) {
-        raw[j] = __ldg(reinterpret_cast<const uint4*>(v + seg + j * 32 * kVec + lane * kVec));
-      }
-#pragma unroll
-      for (int j = 0; j < kJ; ++j) keys_of(raw[j], v, &keys[j * kVec]);
-    } else {
-#pragma unroll
-      for (int j = 0; j < kJ; ++j) {
-        load_vec(v, seg + j * 32 * kVec + lane * kVec, c_end, aligned, &keys[j * kVec]);
-      }
+  // The current tile and the next one, in flight while the current one is processed (both
+  // loads issued before the sample's).
+  std::uint32_t raw[kW], nxt[kW];
+  auto load_first = [&] {
+    if (c_begin < c_end) load_run(v, c_begin + kPer * tid, c_end, aligned, raw);
+    if (c_begin + kTile < c_end) {
+      load_run(v, c_begin + kTile + kPer * tid, c_end, aligned, nxt);
     }
   };
+  load_first();
 
-  // 1. The sampled bound T0 (the same in every block of the cluster).
-  std::uint32_t prefix = 0, mask = 0;
+  // 1. The sampled bound T0 (the same in every block of the cluster), 16 bits.
+  std::uint32_t t0 = 0;
   {
-    constexpr int kPer = kStreamSample / kT;
-    std::uint32_t sk[kPer];
-    const bool whole = len <= kStreamSample;
+    constexpr int kMaxPer = kStreamSample / kT;
+    const int runs = stream_sample_runs(len);
+    const bool whole = len <= 512 * runs;
+    // Every load issued before the first key: positions clamped into the row, then masked.
+    int spos[kMaxPer];
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const std::int64_t pos =
-          whole ? std::int64_t(i) * kT + tid : stream_sample_run(warp * kPer + i, len) + lane;
-      sk[i] = pos < len ? key_of(load_value(v, pos)) : 0u;
+    for (int i = 0; i < kMaxPer; ++i) {
+      spos[i] = whole ? i * kT + tid : stream_sample_run(warp * runs + i, runs, len) + lane;
+      if (i >= runs) spos[i] = len;
     }
+    float sval[kMaxPer];
+#pragma unroll
+    for (int i = 0; i < kMaxPer; ++i) sval[i] = load_value(v, spos[i] < len ? spos[i] : len - 1);
+    std::uint32_t sk[kMaxPer];
+#pragma unroll
+    for (int i = 0; i < kMaxPer; ++i) sk[i] = spos[i] < len ? key_of(sval[i]) : 0u;
     int want = kk;
     if (!whole) {
-      const float e = float(k) * float(kStreamSample) / float(len);
+      const float e = float(k) * float(512 * runs) / float(len);
       const int m = int(ceilf(e + 4.0f * sqrtf(e) + 8.0f));
-      want = m < kStreamSample ? m : kStreamSample;
+      want = m < 512 * runs ? m : 512 * runs;
     }
-    for (int b = tid; b < 2 * kBins; b += kT) (&sm.hist[0][0])[b] = 0;
+    int* h0 = sm.hist[0];
+    int* h1 = sm.hist[1];
+    if (tid < 256) {
+      h0[tid] = 0;
+      h1[tid] = 0;
+    }
     __syncthreads();
+    MOER_STREAM_STAMP(1);
 #pragma unroll 1
     for (int pass = 0; pass < 2; ++pass) {
-      const int shift = pass == 0 ? 21 : 10;
-      int* h = sm.hist[pass];
+      const int shift = pass == 0 ? 24 : 16;
+      const std::uint32_t hi_mask = pass == 0 ? 0u : 0xff000000u;
+      int* h = pass == 0 ? h0 : h1;
 #pragma unroll
-      for (int i = 0; i < kPer; ++i) {
-        if (sk[i] != 0u && (sk[i] & mask) == prefix) atomicAdd(&h[(sk[i] >> shift) & 0x7ffu], 1);
+      for (int i = 0; i < kMaxPer; ++i) {
+        const bool in = sk[i] != 0u && (sk[i] & hi_mask) == t0;
+        if (pass == 0) {  // few buckets take most of the sample: aggregate the warp's adds
+          warp_hist_add(h, in ? int(sk[i] >> 24) : -1);
+        } else if (in) {
+          atomicAdd(&h[(sk[i] >> shift) & 0xffu], 1);
+        }
       }
       __syncthreads();
-      pick_bucket(cluster, 1, rank, h, sm.hist[pass ^ 1], want, scan_tmp, s_sel);
-      prefix |= std::uint32_t(s_sel[0]) << shift;
-      mask |= 0x7ffu << shift;
+      pick_bucket256(h, pass == 0 ? h1 + 256 : h0, want, s_sel);  // (h1 + 256: unused bins)
+      t0 |= std::uint32_t(s_sel[0]) << shift;
       want = s_sel[1];
       if (s_sel[2] == want) break;
-      // pass 1 writes hist[1], zeroed by pass 0's pick_bucket
     }
   }
-  // Collect with gt = key > T0, eq = key == T0 (T0 = prefix with the bits below mask zero).
-  mask = 0xffffffffu;
-  int cap_eq = k;
 
-  // 2. Collect: the list gets every element with (key & mask) > prefix and the first cap_eq
-  //    with (key & mask) == prefix, in index order; G, E = this block's totals.
-  int G = 0, E = 0;
-  auto collect = [&] {
+  MOER_STREAM_STAMP(2);
+  // 2. Collect. Fast form (kExact = false): every element with float value >= float(T0).
+  //    Exact form: (key & mask) > prefix, and the first `cap_eq` with (key & mask) == prefix.
+  std::uint32_t prefix = t0, mask = 0xffffffffu;
+  int cap_eq = k;
+  const bool fast = t0 >= 0x00800000u;  // T0 is a number or an infinity (else keys: NaN/-inf)
+  const float t0f = float_of_key(t0);
+  int G = 0, E = 0;  // this block's totals
+  auto collect = [&](auto exact_tag) {
+    constexpr bool kExact = decltype(exact_tag)::value;
     G = 0;
     E = 0;
     int buf = 0;
 #pragma unroll 1
-    for (std::int64_t base = c_begin; base < c_end; base += kStreamTile, buf ^= 1) {
-      std::uint32_t keys[16];
-      load_tile(base, keys);
-      int g = 0, e = 0;
+    for (int base = c_begin; base < c_end; base += kTile, buf ^= 1) {
+      const int pos = base + kPer * tid;
+      // Bit i of gm / em: element i is above / at the threshold.
+      const int rest = c_end - pos;
+      const unsigned vmask = rest >= kPer ? kRunMask : rest <= 0 ? 0u : (1u << rest) - 1u;
+      unsigned gm = 0, em = 0;
 #pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        const std::uint32_t m = keys[i] & mask;
-        g += m > prefix;
-        e += m == prefix && keys[i] != 0u;
-      }
-      g = __reduce_add_sync(kAll, g);
-      e = __reduce_add_sync(kAll, e);
-      if (lane == 0) {
-        s_cnt[buf][warp][0] = g;
-        s_cnt[buf][warp][1] = e;
-      }
-      __syncthreads();
-      const int wg = lane < kWarps ? s_cnt[buf][lane][0] : 0;
-      const int we = lane < kWarps ? s_cnt[buf][lane][1] : 0;
-      if (g + e > 0) {
-        int og = G + __reduce_add_sync(kAll, lane < warp ? wg : 0);
-        int oe = E + __reduce_add_sync(kAll, lane < warp ? we : 0);
-        const unsigned lt = (1u << lane) - 1u;
-        const std::int64_t seg = base + std::int64_t(warp) * 512;
-#pragma unroll
-        for (int j = 0; j < kJ; ++j) {
-          unsigned bg[kVec], be[kVec];
-          int pg = 0, pe = 0, tg = 0, te = 0;
-#pragma unroll
-          for (int s = 0; s < kVec; ++s) {
-            const std::uint32_t key = keys[j * kVec + s], m = key & mask;
-            bg[s] = __ballot_sync(kAll, m > prefix);
-            be[s] = __ballot_sync(kAll, m == prefix && key != 0u);
-            pg += __popc(bg[s] & lt);
-            pe += __popc(be[s] & lt);
-            tg += __popc(bg[s]);
-            te += __popc(be[s]);
-          }
-          int mg = og + pg, me = oe + pe;
-#pragma unroll
-          for (int s = 0; s < kVec; ++s) {
-            const bool isg = (bg[s] >> lane) & 1u, ise = (be[s] >> lane) & 1u;
-            int slot = -1;
-            if (isg) slot = mg + (me < cap_eq ? me : cap_eq);
-            if (ise && me < cap_eq) slot = mg + me;
-            if (slot >= 0 && slot < cap) {
-              l_key[slot] = keys[j * kVec + s];
-              l_idx[slot] = std::int32_t(seg + j * 32 * kVec + lane * kVec + s);
-            }
-            mg += isg;
-            me += ise;
-          }
-          og += tg;
-          oe += te;
+      for (int i = 0; i < kPer; ++i) {
+        const std::uint32_t b = elem_bits<T>(raw, i);
+        if constexpr (kExact) {
+          const std::uint32_t m = key_of_bits(b) & mask;
+          gm |= unsigned(m > prefix) << i;
+          em |= unsigned(m == prefix) << i;
+        } else {
+          gm |= unsigned(__uint_as_float(b) >= t0f) << i;
         }
       }
-      G += __reduce_add_sync(kAll, wg);
-      E += __reduce_add_sync(kAll, we);
+      if constexpr (kExact) {
+        gm &= vmask;
+        em &= vmask;
+      }
+      const int g = __popc(gm), e = __popc(em);
+      // Inclusive warp scan of the packed counts, warp totals through shared memory.
+      const int c = g | (e << 16);  // both < 2^16 (a tile has at most 8192 elements)
+      int incl = c;
+#pragma unroll
+      for (int d = 1; d < 32; d <<= 1) {
+        const int o = __shfl_up_sync(kAll, incl, d);
+        if (lane >= d) incl += o;
+      }
+      if (lane == 31) s_warp[buf][warp] = incl;
+      __syncthreads();
+      const int wsum = lane < kWarps ? s_warp[buf][lane] : 0;
+      const int pre = __reduce_add_sync(kAll, lane < warp ? wsum : 0) + incl - c;
+      const int tot = __reduce_add_sync(kAll, wsum);
+      if (c != 0) {
+        int og = G + (pre & 0xffff), oe = E + (pre >> 16);
+        const std::uint32_t idx0 = std::uint32_t(pos);  // pos < 2^31
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          int slot = -1;
+          if constexpr (kExact) {
+            const bool isg = (gm >> i) & 1u, ise = (em >> i) & 1u;
+            slot = isg ? og + (oe < cap_eq ? oe : cap_eq) : ise && oe < cap_eq ? og + oe : -1;
+            og += isg;
+            oe += ise;
+          } else {
+            if ((gm >> i) & 1u) slot = og++;
+          }
+          if (slot >= 0 && slot < cap) s_list[slot] = make_uint2(elem_bits<T>(raw, i), idx0 + i);
+        }
+      }
+      G += tot & 0xffff;
+      E += tot >> 16;
+      if (base + kTile < c_end) {  // the next tile becomes current; load the one after
+#pragma unroll
+        for (int w = 0; w < kW; ++w) raw[w] = nxt[w];
+        if (base + 2 * kTile < c_end) {
+          load_run(v, pos + 2 * kTile, c_end, aligned, nxt);
+        }
+      }
     }
   };
-  collect();
+  if (fast) {
+    collect(std::false_type{});
+  } else {
+    collect(std::true_type{});  // key > T0, and the first k keys == T0
+  }
 
+  MOER_STREAM_STAMP(3);
   // 3. Merge. Loops at most twice: the second time after the exact threshold, which fits.
   int total = 0;
-  bool exact = false;
+  bool exact = false;  // the threshold is exact (after the fallback): the list always fits
 #pragma unroll 1
   for (;;) {
     if (tid == 0) {
@@ -361,7 +489,7 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
       s_count[1] = E;
     }
     csync();  // every block's list and counts are complete
-    // Every warp: the cluster's counts, lane r = block r (E before it capped by cap_eq).
+    // Every warp: the cluster's counts, lane r = block r (ties before it capped by cap_eq).
     int gb = 0, eb = 0;
     if (lane < csize) {
       const int* t = lane == rank ? s_count : cluster.map_shared_rank(s_count, lane);
@@ -385,21 +513,22 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
     if (exact || !(trunc || total > cap || reach < kk)) {
       if (csize > 1) {
         if (rank != 0) {
-          std::uint32_t* dk = cluster.map_shared_rank(l_key, 0) + offset;
-          std::int32_t* di = cluster.map_shared_rank(l_idx, 0) + offset;
-          compact_list(l_key, l_idx, G + (E < cap_eq ? E : cap_eq), prefix, mask, my_room,
-                       scan_tmp, [&](int slot, std::uint32_t key, std::int32_t idx) {
-                         dk[slot] = key;
-                         di[slot] = idx;
-                       });
+          uint2* dst = cluster.map_shared_rank(s_list, 0) + offset;
+          const int n = G + (E < cap_eq ? E : cap_eq);
+          if (E <= my_room) {  // every entry (always so in the fast form: E = 0)
+            for (int i = tid; i < n; i += kT) dst[i] = s_list[i];
+          } else {
+            compact_list(s_list, n, prefix, mask, my_room, scan_tmp,
+                         [&](int slot, uint2 entry) { dst[slot] = entry; });
+          }
         }
         cluster.sync();  // block 0's list is complete
         if (rank != 0) return;
       }
       break;
     }
-    // The sample misled (or the row is arranged against it): the exact threshold, by up to
-    // three histogram passes over the chunk merged over the cluster, then collect again.
+    // The sample misled (or ties crowd at T0): the exact threshold, by up to three histogram
+    // passes over the chunk merged over the cluster, then collect again.
     exact = true;
     for (int b = tid; b < 2 * kBins; b += kT) (&sm.hist[0][0])[b] = 0;
     __syncthreads();
@@ -412,18 +541,20 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
       const std::uint32_t dmask = pass == 2 ? 0x3ffu : 0x7ffu;
       int* h = sm.hist[buf];
 #pragma unroll 1
-      for (std::int64_t base = c_begin; base < c_end; base += kStreamTile) {
-        std::uint32_t keys[16];
-        load_tile(base, keys);
+      for (int base = c_begin; base < c_end; base += kTile) {
+        const int pos = base + kPer * tid;
+        std::uint32_t w[kW];
+        load_run(v, pos, c_end, aligned, w);
 #pragma unroll
-        for (int i = 0; i < 16; ++i) {
-          if (keys[i] != 0u && (keys[i] & mask) == prefix) {
-            atomicAdd(&h[(keys[i] >> shift) & dmask], 1);
+        for (int i = 0; i < kPer; ++i) {
+          const std::uint32_t key = key_of_bits(elem_bits<T>(w, i));
+          if (pos + i < c_end && (key & mask) == prefix) {
+            atomicAdd(&h[(key >> shift) & dmask], 1);
           }
         }
       }
       csync();
-      pick_bucket(cluster, csize, rank, h, sm.hist[buf ^ 1], want, scan_tmp, s_sel);
+      pick_bucket2048(cluster, csize, rank, h, sm.hist[buf ^ 1], want, scan_tmp, s_sel);
       prefix |= std::uint32_t(s_sel[0]) << shift;
       mask |= dmask << shift;
       want = s_sel[1];
@@ -431,51 +562,56 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
     }
     cap_eq = want;
     csync();  // every block is done reading the others' histograms and counts
-    collect();
+    load_first();
+    collect(std::true_type{});
   }
 
+  MOER_STREAM_STAMP(4);
   // 4. Block 0: the exact k-th key among the `total` candidates (index order), then output.
   std::uint32_t fp = 0, fm = 0;
   int take = kk;  // candidates equal to the threshold (under fm) to take
   if (total > kk) {
-    for (int b = tid; b < 2 * kBins; b += kT) (&sm.hist[0][0])[b] = 0;
+    int* h0 = sm.hist[0];
+    int* h1 = sm.hist[1];
+    if (tid < 256) {
+      h0[tid] = 0;
+      h1[tid] = 0;
+    }
     __syncthreads();
 #pragma unroll 1
-    for (int pass = 0, buf = 0; pass < 3; ++pass, buf ^= 1) {
-      const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
-      const std::uint32_t dmask = pass == 2 ? 0x3ffu : 0x7ffu;
-      int* h = sm.hist[buf];
+    for (int pass = 0; pass < 4; ++pass) {
+      const int shift = 24 - 8 * pass;
+      int* h = (pass & 1) ? h1 : h0;
       for (int i0 = 0; i0 < total; i0 += kT) {  // whole warps: warp_hist_add needs all lanes
         const int i = i0 + tid;
-        const std::uint32_t key = i < total ? l_key[i] : 0u;
-        radix_stream_detail::warp_hist_add(
-            h, i < total && (key & fm) == fp ? int((key >> shift) & dmask) : -1);
+        const std::uint32_t key = i < total ? key_of_bits(s_list[i].x) : 0u;
+        warp_hist_add(h, i < total && (key & fm) == fp ? int((key >> shift) & 0xffu) : -1);
       }
       __syncthreads();
-      pick_bucket(cluster, 1, rank, h, sm.hist[buf ^ 1], take, scan_tmp, s_sel);
+      pick_bucket256(h, (pass & 1) ? h0 : h1, take, s_sel);
       fp |= std::uint32_t(s_sel[0]) << shift;
-      fm |= dmask << shift;
+      fm |= 0xffu << shift;
       take = s_sel[1];
       if (s_sel[2] == take) break;
     }
   }
+  MOER_STREAM_STAMP(5);
   if (!a.sorted) {
-    compact_list(l_key, l_idx, total, fp, fm, take, scan_tmp,
-                 [&](int slot, std::uint32_t, std::int32_t idx) {
-                   out_idx[slot] = idx;
-                   if (out_val) out_val[slot] = load_value(v, idx);
-                 });
+    compact_list(s_list, total, fp, fm, take, scan_tmp, [&](int slot, uint2 entry) {
+      out_idx[slot] = std::int32_t(entry.y);
+      if (out_val) out_val[slot] = __uint_as_float(entry.x);
+    });
     for (int j = kk + tid; j < k; j += kT) {
       out_idx[j] = -1;
       if (out_val) out_val[j] = -INFINITY;
     }
+    MOER_STREAM_STAMP(6);
     return;
   }
-  compact_list(l_key, l_idx, total, fp, fm, take, scan_tmp,
-               [&](int slot, std::uint32_t key, std::int32_t idx) {
-                 s_sort_key[slot] = key;
-                 s_sort_idx[slot] = idx;
-               });
+  compact_list(s_list, total, fp, fm, take, scan_tmp, [&](int slot, uint2 entry) {
+    s_sort_key[slot] = key_of_bits(entry.x);
+    s_sort_idx[slot] = std::int32_t(entry.y);
+  });
   __syncthreads();
   if (k <= 2 * kT) {
     unsigned long long* buf = reinterpret_cast<unsigned long long*>(&sm.hist[0][0]);
@@ -486,7 +622,8 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
     }
     return;
   }
-  sorted_output<4>(sm.sort4, s_sort_key, s_sort_idx, s_cnt[0], kk, k, fp, v, out_idx, out_val);
+  sorted_output<4>(sm.sort4, s_sort_key, s_sort_idx, reinterpret_cast<int(*)[2]>(&s_warp[0][0]), kk,
+                   k, fp, v, out_idx, out_val);
 }
 
 }  // namespace kernels
