@@ -125,7 +125,7 @@ struct Ctx {
 struct Shape {
   std::int64_t rows, len;
   int k;
-  std::vector<int> alts;  // blocks per row of the streaming kernel to time as well
+  std::vector<std::pair<int, int>> alts;  // streaming kernel: (blocks per row, threads) to time
 };
 
 }  // namespace
@@ -142,13 +142,19 @@ int main(int argc, char** argv) {
   std::printf("Device: %s, %d SMs, L2 %zu MB, copy bandwidth %.0f GB/s (read + write)\n",
               c.name.c_str(), prop.multiProcessorCount, c.l2 >> 20, c.copy_gbps);
   const std::vector<Shape> shapes = {
-      {1, 262144, 512, {8, 16}},     {64, 65536, 512, {2, 4, 8}},   {1024, 8192, 512, {1}},
-      {4096, 16384, 512, {1, 2}},    {256, 262144, 2048, {1, 2}},   {1, 65536, 1024, {4, 8, 16}},
-      {8, 131072, 1024, {8, 16}},    {4, 1048576, 1024, {16}},
+      {1, 262144, 512, {{8, 512}, {16, 512}}},
+      {64, 65536, 512, {{2, 512}, {4, 512}, {1, 256}}},
+      {1024, 8192, 512, {{1, 512}, {1, 256}}},
+      {4096, 16384, 512, {{1, 512}, {1, 256}}},
+      {256, 262144, 2048, {{1, 512}, {1, 256}, {2, 512}}},
+      {1, 65536, 1024, {{4, 512}, {8, 512}, {16, 512}}},
+      {8, 131072, 1024, {{8, 512}, {16, 512}}},
+      {4, 1048576, 1024, {{16, 512}}},
   };
+
   std::printf("%-5s %-12s %5s | %9s %9s | %9s %9s | %8s | %s\n", "dtype", "rows x len", "k",
               "old sort", "old unsrt", "new sort", "new unsrt", "floor",
-              "streaming kernel, blocks per row: sorted, unsorted");
+              "streaming kernel, blocks per row x threads: sorted, unsorted");
   for (const bool bf16 : {false, true}) {
     for (const Shape& sh : shapes) {
       const std::size_t esize = bf16 ? 2 : 4;
@@ -213,9 +219,10 @@ int main(int argc, char** argv) {
       const double ns = time(-2, 0, true), nu = time(-2, 0, false);
       const double floor = double(bytes) / (c.copy_gbps * 1e9) * 1e6;
       std::string alts;
-      for (const int a : sh.alts) {
+      for (const auto& a : sh.alts) {
         char buf[96];
-        std::snprintf(buf, sizeof(buf), " %d: %.1f %.1f;", a, time(a, 0, true), time(a, 0, false));
+        std::snprintf(buf, sizeof(buf), " %dx%d: %.1f %.1f;", a.first, a.second,
+                      time(a.first, a.second, true), time(a.first, a.second, false));
         alts += buf;
       }
       char shape[32];

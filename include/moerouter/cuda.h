@@ -60,7 +60,8 @@ Status check_error_flag(const std::int32_t* d_error_flag, cudaStream_t stream = 
 Status topk(const TopkParams& p, cudaStream_t stream = nullptr);
 
 /// topk() through the radix path with a forced kernel and configuration, for tests and
-/// benchmarks. items = 0: the streaming kernel with `cluster` blocks per row (1..16).
+/// benchmarks. items = 0: the streaming kernel with `cluster` blocks per row (1..16) of the
+/// threads topk() would choose; items = 256 or 512: the same with that many threads a block.
 /// items = 16 or 32: the register-resident cluster kernel (kernels/radix_topk_cluster.cuh)
 /// with `cluster` blocks per row of `items` keys per thread; the row must fit (length <=
 /// cluster * 512 * items). cluster = 0: the global-memory kernel (kernels/radix_topk.cuh).

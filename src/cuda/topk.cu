@@ -89,11 +89,10 @@ Status launch_cluster(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t
   return detail::launch_status("topk: radix_topk_cluster_kernel launch");
 }
 
-// Largest cluster of the streaming kernel on this device for k's shared memory (16 where
-// non-portable sizes fit, else 8, cached per device and kernel); sets the kernel's shared
-// memory limit and allows the non-portable sizes.
-template <typename T>
-int stream_max_cluster() {
+// The streaming kernel's shared memory limit (for the largest k, sorted) set once per kernel
+// and device, and the largest cluster it runs there: 16 where non-portable sizes fit, else 8.
+template <typename T, int kThreads>
+int stream_setup() {
   static std::mutex mu;
   static std::map<int, int> cache;
   int dev = 0;
@@ -101,10 +100,10 @@ int stream_max_cluster() {
   std::lock_guard<std::mutex> lock(mu);
   const auto it = cache.find(dev);
   if (it != cache.end()) return it->second;
-  const auto kernel = kernels::radix_topk_stream_kernel<T>;
+  const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads>;
+  const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true);
   int best = 8;
-  (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             int(kernels::stream_smem_bytes(kernels::kRadixMaxK)));
+  (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
       cudaSuccess) {
     cudaLaunchConfig_t cfg{};
@@ -114,8 +113,8 @@ int stream_max_cluster() {
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
     cfg.gridDim = dim3(16);
-    cfg.blockDim = dim3(kernels::kStreamThreads);
-    cfg.dynamicSmemBytes = kernels::stream_smem_bytes(kernels::kRadixMaxK);
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = smem;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     int clusters = 0;
@@ -144,9 +143,15 @@ int stream_cluster(std::int64_t n, std::int64_t length, int max_c) {
   return p;
 }
 
-template <typename T>
+// Threads of a streaming block: 256 where rows are many and each has one block (four blocks an
+// SM overlap more rows' latency chains), else 512.
+int stream_threads(std::int64_t n, int cluster) {
+  return cluster == 1 && n >= 2 * detail::sm_count() ? 256 : 512;
+}
+
+template <typename T, int kThreads>
 Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
-  if (cluster > stream_max_cluster<T>()) {
+  if (cluster > stream_setup<T, kThreads>()) {
     return Status(StatusCode::kUnsupported,
                   "topk: this device does not run clusters of " + std::to_string(cluster));
   }
@@ -160,15 +165,22 @@ Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t 
   attr[0].val.clusterDim.y = 1;
   attr[0].val.clusterDim.z = 1;
   cfg.gridDim = dim3(unsigned(r.n * cluster));
-  cfg.blockDim = dim3(kernels::kStreamThreads);
-  cfg.dynamicSmemBytes = kernels::stream_smem_bytes(r.k);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = kernels::stream_smem_bytes(r.k, r.sorted);
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   MOER_RETURN_IF_ERROR_CUDA(detail::cuda_status(
-      cudaLaunchKernelEx(&cfg, kernels::radix_topk_stream_kernel<T>, r),
+      cudaLaunchKernelEx(&cfg, kernels::radix_topk_stream_kernel<T, kThreads>, r),
       "topk: radix_topk_stream_kernel launch"));
   return detail::launch_status("topk: radix_topk_stream_kernel launch");
+}
+
+template <typename T>
+Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, int threads,
+                     cudaStream_t stream) {
+  return threads == 256 ? launch_stream<T, 256>(r, cluster, stream)
+                        : launch_stream<T, 512>(r, cluster, stream);
 }
 
 // Blocks per row and keys per thread for a shape (cluster 0: the global-memory kernel): one
@@ -217,14 +229,15 @@ Status radix_topk(const TopkParams& p, int cluster, int items, bool cub_sort, cu
       it = cfg.second;
     }
     if (c < 0) {
-      return launch_stream<T>(r, stream_cluster(p.n, p.length, stream_max_cluster<T>()), stream);
+      const int cl = stream_cluster(p.n, p.length, stream_setup<T, 512>());
+      return launch_stream<T>(r, cl, stream_threads(p.n, cl), stream);
     }
-    if (c >= 1 && it == 0) {
+    if (c >= 1 && (it == 0 || it == 256 || it == 512)) {
       if (c > kernels::kClusterMaxBlocks) {
         return Status(StatusCode::kUnsupported,
                       "topk: at most 16 blocks per row, got " + std::to_string(c));
       }
-      return launch_stream<T>(r, c, stream);
+      return launch_stream<T>(r, c, it == 0 ? stream_threads(p.n, c) : it, stream);
     }
     if (c == 0) {
       kernels::radix_topk_kernel<T><<<unsigned(p.n), kernels::kRadixThreads, 0, stream>>>(r);

@@ -218,14 +218,16 @@ TEST_F(GpuRadixTopk, GlobalKernelAndChoice) {
 // whose ties straddle the blocks' chunks; k that is small or large against the sample.
 TEST_F(GpuRadixTopk, StreamConfigs) {
   std::uint64_t seed = 3000;
-  for (int c : {1, 2, 3, 4, 8, 16}) {
-    for (std::int64_t len : {std::int64_t(3000), std::int64_t(8192),
-                             std::int64_t(c) * 8192 + 7, std::int64_t(100000)}) {
-      for (int k : {33, 512, 2048}) {
-        for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted,
-                       Data::kSpecial}) {
-          ++seed;
-          check(c >= 8 ? 2 : 5, len, k, d, seed % 3 != 0, seed % 2 == 0, seed, c, 0);
+  for (int threads : {256, 512}) {
+    for (int c : {1, 2, 3, 4, 8, 16}) {
+      for (std::int64_t len : {std::int64_t(3000), std::int64_t(8192),
+                               std::int64_t(c) * 8192 + 7, std::int64_t(100000)}) {
+        for (int k : {33, 512, 1000, 2048}) {
+          for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted,
+                         Data::kSpecial}) {
+            ++seed;
+            check(c >= 8 ? 2 : 5, len, k, d, seed % 3 != 0, seed % 2 == 0, seed, c, threads);
+          }
         }
       }
     }
@@ -243,7 +245,7 @@ TEST_F(GpuRadixTopk, StreamFallback) {
         for (Data d : {Data::kHighSample, Data::kLowSample}) {
           for (bool sorted : {true, false}) {
             ++seed;
-            check(2, len, k, d, false, sorted, seed, c, 0);
+            check(2, len, k, d, false, sorted, seed, c, c == 1 && seed % 2 == 0 ? 256 : 512);
           }
         }
       }
@@ -276,6 +278,8 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(2, 40000, 600, Data::kSpecial, false, true, 53, 16, 0);
   check(2, 40000, 600, Data::kLowSample, false, true, 54, 4, 0);  // its exact fallback
   check(2, 40000, 1500, Data::kHighSample, false, false, 55, 16, 0);
+  check(3, 20000, 1100, Data::kRandom, true, true, 56, 1, 256);  // 256 threads, CUB sort
+  check(3, 20000, 700, Data::kLowSample, false, true, 57, 2, 256);
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {
@@ -301,10 +305,12 @@ TEST_F(GpuRadixTopk, Bf16Rows) {
 
 // bf16 through every cluster configuration, ties straddling chunks (few levels), lengths.
 TEST_F(GpuRadixTopk, Bf16Cluster) {
-  const int configs[][2] = {{0, 0}, {1, 16}, {2, 32}, {5, 16}, {16, 32}, {1, 0}, {4, 0}, {16, 0}};
+  const int configs[][2] = {{0, 0},   {1, 16}, {2, 32},  {5, 16},
+                            {16, 32}, {1, 0},  {1, 256}, {4, 0}, {16, 0}};
   std::uint64_t seed = 50;
   for (const auto& c : configs) {
-    const std::int64_t len = c[0] == 0 || c[1] == 0 ? 40000 : std::int64_t(c[0]) * 512 * c[1] - 3;
+    const bool fixed = c[0] == 0 || c[1] == 0 || c[1] >= 256;  // not the register kernel
+    const std::int64_t len = fixed ? 40000 : std::int64_t(c[0]) * 512 * c[1] - 3;
     for (int k : {64, 1024}) {
       for (bool sorted : {true, false}) {
         ++seed;

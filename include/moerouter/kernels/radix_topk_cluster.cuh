@@ -130,16 +130,16 @@ constexpr std::int64_t cluster_chunk() {
 /// cluster. Rows must have length <= cluster * cluster_chunk<kItems>().
 namespace radix_cluster_detail {
 
-template <int kN>
-using SortN = cub::BlockRadixSort<std::uint32_t, kClusterThreads, kN, std::int32_t>;
+template <int kN, int kThreads = kClusterThreads>
+using SortN = cub::BlockRadixSort<std::uint32_t, kThreads, kN, std::int32_t>;
 
 /// Sorted output of block 0: the `chosen` gathered (key, index) pairs in slot (= index) order,
-/// kN per thread (k <= kN * kClusterThreads), sorted by key descending and written to out.
+/// kN per thread (k <= kN * kThreads), sorted by key descending and written to out.
 /// Keys relative to the prefix (every chosen key is >= it), so that only the bits where the
 /// chosen keys differ are sorted. Padding (0) stays after the elements equal to the prefix: the
 /// sort is stable and padding comes last in slot order.
-template <int kN, typename T>
-__device__ __forceinline__ void sorted_output(typename SortN<kN>::TempStorage& tmp,
+template <int kN, int kThreads = kClusterThreads, typename T>
+__device__ __forceinline__ void sorted_output(typename SortN<kN, kThreads>::TempStorage& tmp,
                                               const std::uint32_t* s_key, const std::int32_t* s_idx,
                                               int (*s_warp)[2], int chosen, int k,
                                               std::uint32_t prefix, const T* v,
@@ -161,12 +161,12 @@ __device__ __forceinline__ void sorted_output(typename SortN<kN>::TempStorage& t
   __syncthreads();
   int hi = 0;
 #pragma unroll
-  for (int w = 0; w < kWarps; ++w) hi |= s_warp[w][0];
+  for (int w = 0; w < kThreads / 32; ++w) hi |= s_warp[w][0];
   const int end_bit = hi != 0 ? 33 - __clz(hi) : 1;  // bits of the largest relative key (>= 1)
-  SortN<kN>(tmp).SortDescendingBlockedToStriped(sk, si, 0, end_bit);
+  SortN<kN, kThreads>(tmp).SortDescendingBlockedToStriped(sk, si, 0, end_bit);
 #pragma unroll
   for (int i = 0; i < kN; ++i) {
-    const int j = i * kClusterThreads + tid;
+    const int j = i * kThreads + tid;
     if (j < k) {
       out_idx[j] = si[i];
       if (out_val) out_val[j] = j < chosen ? load_value(v, si[i]) : -INFINITY;
@@ -177,14 +177,14 @@ __device__ __forceinline__ void sorted_output(typename SortN<kN>::TempStorage& t
 /// Sorted output of block 0 by a bitonic network (the default): the `chosen` gathered pairs as
 /// unique 64-bit composites (key << 32 | ~index), so that descending composite order is key
 /// descending, index ascending, a total order; padding (composite 0) sorts last. kN per thread
-/// (element e = threadIdx.x + e' * kClusterThreads); strides below 32 exchange by shuffles, up to
-/// kClusterThreads / 2 through `buf` (kN * kClusterThreads words), larger within the thread.
-template <int kN, typename T>
+/// (element e = threadIdx.x + e' * kThreads); strides below 32 exchange by shuffles, up to
+/// kThreads / 2 through `buf` (kN * kThreads words), larger within the thread.
+template <int kN, int kThreads = kClusterThreads, typename T>
 __device__ __forceinline__ void bitonic_output(unsigned long long* buf, const std::uint32_t* s_key,
                                                const std::int32_t* s_idx, int chosen, int k,
                                                const T* v, std::int32_t* out_idx, float* out_val) {
   using u64 = unsigned long long;
-  constexpr int kT = kClusterThreads, kSize = kT * kN;
+  constexpr int kT = kThreads, kSize = kT * kN;
   const int t = threadIdx.x;
   u64 d[kN];  // ~composite, sorted ascending
 #pragma unroll

@@ -42,23 +42,20 @@
 namespace moerouter {
 namespace kernels {
 
-constexpr int kStreamThreads = kClusterThreads;
 /// Largest sample that bounds the threshold.
 constexpr int kStreamSample = 4096;
-/// Consecutive elements of a thread in a tile (32 bytes: 8 f32, 16 bf16), and a tile.
+/// Consecutive elements of a thread in a tile (32 bytes: 8 f32, 16 bf16).
 template <typename T>
 constexpr int kStreamPer = 32 / int(sizeof(T));
-template <typename T>
-constexpr int kStreamTile = kStreamThreads* kStreamPer<T>;
 
 /// Entries of a block's candidate list for k: room for about 3k elements at or above the
-/// sampled bound (at least 3072).
-__host__ __device__ constexpr int stream_capacity(int k) {
-  return ((3 * k + 2048 + kStreamThreads - 1) / kStreamThreads) * kStreamThreads;
-}
-/// Dynamic shared memory of radix_topk_stream_kernel for k: the list of (bits, index) pairs.
-__host__ __device__ constexpr std::size_t stream_smem_bytes(int k) {
-  return std::size_t(stream_capacity(k)) * 8;
+/// sampled bound (at least 2560, so the list's memory also holds the sample and the exact
+/// fallback's two 2048-bin histograms).
+__host__ __device__ constexpr int stream_capacity(int k) { return ((3 * k + 2048 + 511) / 512) * 512; }
+/// Dynamic shared memory of radix_topk_stream_kernel for k: the list of (bits, index) pairs,
+/// then, for sorted output, the k chosen (key, index) pairs.
+__host__ __device__ constexpr std::size_t stream_smem_bytes(int k, bool sorted) {
+  return std::size_t(stream_capacity(k)) * 8 + (sorted ? std::size_t(k) * 8 : 0);
 }
 /// Sampled runs of 32 per warp for a row of len > 32 * 16 * runs elements (else the whole row
 /// is the sample): 2, 4 or 8, so the sample is 1024, 2048 or 4096 elements.
@@ -89,8 +86,8 @@ __device__ unsigned long long g_trace[4096][8];
 #endif
 
 using radix_cluster_detail::kBins;
-using radix_cluster_detail::kWarps;
-using Scan = cub::BlockScan<int, kStreamThreads>;
+template <int kT>
+using Scan = cub::BlockScan<int, kT>;
 constexpr unsigned kAll = 0xffffffffu;
 
 /// Float bits of element i of a thread's kStreamPer (8 raw words: f32 bits, or bf16 pairs, low
@@ -191,42 +188,51 @@ __device__ __forceinline__ void pick_bucket256(const int* h, int* h_next, int wa
 /// shared memory; the caller has passed a cluster barrier since every block finished its
 /// counts). Zeroes `h_next` (the next pass's histogram, nobody reads it now). s_sel as above;
 /// ends with a block barrier.
-template <typename Cluster>
+template <int kT, typename Cluster>
 __device__ __forceinline__ void pick_bucket2048(Cluster& cluster, int csize, int rank, int* h,
-                                                int* h_next, int want, Scan::TempStorage& scan_tmp,
+                                                int* h_next, int want,
+                                                typename Scan<kT>::TempStorage& scan_tmp,
                                                 int* s_sel) {
-  const int b0 = kBins - 4 - 4 * int(threadIdx.x);
-  int4 c = *reinterpret_cast<const int4*>(&h[b0]);
+  constexpr int kQ = kBins / kT / 4;  // int4 groups of bins a thread: its bins b0 .. b0 + 4kQ - 1
+  const int b0 = kBins - 4 * kQ * (int(threadIdx.x) + 1);
+  int4 c[kQ];
+#pragma unroll
+  for (int q = 0; q < kQ; ++q) c[q] = *reinterpret_cast<const int4*>(&h[b0 + 4 * q]);
 #pragma unroll 1
-  for (int r0 = 0; r0 < csize && csize > 1; r0 += 4) {
-    int4 o[4];  // four remote loads in flight before the first add
+  for (int r = 0; r < csize && csize > 1; ++r) {
+    if (r == rank) continue;
+    const int* rh = cluster.map_shared_rank(h, r);
+    int4 o[kQ];
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int r = r0 + q;
-      o[q] = r < csize && r != rank
-                 ? *reinterpret_cast<const int4*>(cluster.map_shared_rank(&h[b0], r))
-                 : make_int4(0, 0, 0, 0);
-    }
+    for (int q = 0; q < kQ; ++q) o[q] = *reinterpret_cast<const int4*>(&rh[b0 + 4 * q]);
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      c.x += o[q].x;
-      c.y += o[q].y;
-      c.z += o[q].z;
-      c.w += o[q].w;
+    for (int q = 0; q < kQ; ++q) {
+      c[q].x += o[q].x;
+      c[q].y += o[q].y;
+      c[q].z += o[q].z;
+      c[q].w += o[q].w;
     }
   }
-  *reinterpret_cast<int4*>(&h_next[b0]) = make_int4(0, 0, 0, 0);
-  int before;
-  Scan(scan_tmp).ExclusiveSum(c.x + c.y + c.z + c.w, before);
-  const int cnt[4] = {c.w, c.z, c.y, c.x};
+  int total = 0;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    if (before < want && before + cnt[i] >= want) {
-      s_sel[0] = b0 + 3 - i;
-      s_sel[1] = want - before;
-      s_sel[2] = cnt[i];
+  for (int q = 0; q < kQ; ++q) {
+    *reinterpret_cast<int4*>(&h_next[b0 + 4 * q]) = make_int4(0, 0, 0, 0);
+    total += c[q].x + c[q].y + c[q].z + c[q].w;
+  }
+  int before;
+  Scan<kT>(scan_tmp).ExclusiveSum(total, before);
+#pragma unroll
+  for (int q = kQ - 1; q >= 0; --q) {  // highest bins first
+    const int cnt[4] = {c[q].w, c[q].z, c[q].y, c[q].x};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if (before < want && before + cnt[i] >= want) {
+        s_sel[0] = b0 + 4 * q + 3 - i;
+        s_sel[1] = want - before;
+        s_sel[2] = cnt[i];
+      }
+      before += cnt[i];
     }
-    before += cnt[i];
   }
   __syncthreads();
 }
@@ -235,11 +241,11 @@ __device__ __forceinline__ void pick_bucket2048(Cluster& cluster, int csize, int
 /// (key & mask) > prefix, or == prefix and fewer than `cap` such entries precede it;
 /// emit(slot, entry) with slot = kept entries before it. Each thread takes a contiguous run of
 /// the list; one block scan.
-template <typename Emit>
+template <int kT, typename Emit>
 __device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint32_t prefix,
                                              std::uint32_t mask, int cap,
-                                             Scan::TempStorage& scan_tmp, Emit emit) {
-  const int q = (n + kStreamThreads - 1) / kStreamThreads;
+                                             typename Scan<kT>::TempStorage& scan_tmp, Emit emit) {
+  const int q = (n + kT - 1) / kT;
   const int lo = int(threadIdx.x) * q, hi = lo + q < n ? lo + q : n;
   int g = 0, e = 0;
   for (int i = lo; i < hi; ++i) {
@@ -248,7 +254,7 @@ __device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint
     e += m == prefix;
   }
   int pre;
-  Scan(scan_tmp).ExclusiveSum(g | (e << 16), pre);  // both counts < 2^16
+  Scan<kT>(scan_tmp).ExclusiveSum(g | (e << 16), pre);  // both counts < 2^16
   int og = pre & 0xffff, oe = pre >> 16;
   for (int i = lo; i < hi; ++i) {
     const uint2 entry = list[i];
@@ -265,32 +271,29 @@ __device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint
 
 }  // namespace radix_stream_detail
 
-/// Grid: n * cluster blocks of kStreamThreads, cluster dimension (cluster, 1, 1), dynamic shared
-/// memory stream_smem_bytes(k); row = block / cluster. Any row length < 2^31.
-template <typename T>
-__global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(RadixTopkArgs a) {
+/// Grid: n * cluster blocks of kT (256 or 512) threads, cluster dimension (cluster, 1, 1),
+/// dynamic shared memory stream_smem_bytes(k, sorted); row = block / cluster. Any row length
+/// < 2^31.
+template <typename T, int kT>
+__global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixTopkArgs a) {
   namespace cg = cooperative_groups;
   using namespace radix_cluster_detail;
   using namespace radix_stream_detail;
-  constexpr int kT = kStreamThreads;
+  constexpr int kWarpsT = kT / 32;
   constexpr int kW = kRawWords;
   constexpr int kPer = kStreamPer<T>;
-  constexpr int kTile = kStreamTile<T>;
+  constexpr int kTile = kT * kPer;
   constexpr unsigned kRunMask = (1u << kPer) - 1u;
 
-  extern __shared__ uint2 s_list[];  // (float bits, index), in index order
-  __shared__ union {
-    alignas(16) int hist[2][kBins];
-    typename SortN<1>::TempStorage sort1;
-    typename SortN<2>::TempStorage sort2;
-    typename SortN<4>::TempStorage sort4;
-  } sm;
-  __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ std::uint32_t s_sort_key[kRadixMaxK];
-  __shared__ std::int32_t s_sort_idx[kRadixMaxK];
+  // Dynamic: the list of (float bits, index) in index order, which also holds the sample's keys
+  // before it, the exact fallback's histograms and the sort's scratch after it; then, sorted
+  // output only, the chosen keys and indices.
+  extern __shared__ __align__(16) uint2 s_list[];
+  __shared__ int s_hist[2][256];
+  __shared__ typename Scan<kT>::TempStorage scan_tmp;
   __shared__ int s_sel[3];
-  __shared__ int s_warp[2][kWarps];  // per warp counts of a tile (double-buffered)
-  __shared__ int s_count[2];         // this block's (gt, eq) totals (read by other blocks)
+  __shared__ int s_warp[2][kWarpsT];  // per warp counts of a tile (double-buffered)
+  __shared__ int s_count[2];          // this block's (gt, eq) totals (read by other blocks)
 
   cg::cluster_group cluster = cg::this_cluster();
   const int csize = int(cluster.num_blocks());
@@ -298,7 +301,7 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
   const std::int64_t row = blockIdx.x / csize;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const T* v = static_cast<const T*>(a.values) + row * a.values_stride;
-  std::int64_t len64 = a.lengths ? a.lengths[row] : a.length;
+  const std::int64_t len64 = a.lengths ? a.lengths[row] : a.length;
   const int len = int(len64 < 0 ? 0 : (len64 > a.length ? a.length : len64));  // < 2^31
   const int k = a.k;
   const int kk = len < k ? len : k;  // elements to choose
@@ -340,56 +343,55 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
   };
   load_first();
 
-  // 1. The sampled bound T0 (the same in every block of the cluster), 16 bits.
+  // 1. The sampled bound T0 (the same in every block of the cluster), 16 bits. The sample's
+  //    keys go to the list's memory (0 = none), 8 loads in flight at a time.
   std::uint32_t t0 = 0;
   {
-    constexpr int kMaxPer = kStreamSample / kT;
+    std::uint32_t* s_skey = reinterpret_cast<std::uint32_t*>(s_list);
     const int runs = stream_sample_runs(len);
-    const bool whole = len <= 512 * runs;
-    // Every load issued before the first key: positions clamped into the row, then masked.
-    int spos[kMaxPer];
+    const int size = 512 * runs;  // 16 * runs runs of 32
+    const bool whole = len <= size;
+#pragma unroll 1
+    for (int i0 = 0; i0 < size; i0 += 8 * kT) {
+      int spos[8];
 #pragma unroll
-    for (int i = 0; i < kMaxPer; ++i) {
-      spos[i] = whole ? i * kT + tid : stream_sample_run(warp * runs + i, runs, len) + lane;
-      if (i >= runs) spos[i] = len;
+      for (int i = 0; i < 8; ++i) {
+        const int e = i0 + i * kT + tid;  // sample element: run e / 32, lane e % 32
+        spos[i] = e >= size ? len : whole ? e : stream_sample_run(e >> 5, runs, len) + (e & 31);
+      }
+      float sval[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sval[i] = load_value(v, spos[i] < len ? spos[i] : len - 1);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int e = i0 + i * kT + tid;
+        if (e < size) s_skey[e] = spos[i] < len ? key_of(sval[i]) : 0u;
+      }
     }
-    float sval[kMaxPer];
-#pragma unroll
-    for (int i = 0; i < kMaxPer; ++i) sval[i] = load_value(v, spos[i] < len ? spos[i] : len - 1);
-    std::uint32_t sk[kMaxPer];
-#pragma unroll
-    for (int i = 0; i < kMaxPer; ++i) sk[i] = spos[i] < len ? key_of(sval[i]) : 0u;
     int want = kk;
     if (!whole) {
-      const float e = float(k) * float(512 * runs) / float(len);
+      const float e = float(k) * float(size) / float(len);
       const int m = int(ceilf(e + 4.0f * sqrtf(e) + 8.0f));
-      want = m < 512 * runs ? m : 512 * runs;
+      want = m < size ? m : size;
     }
-    int* h0 = sm.hist[0];
-    int* h1 = sm.hist[1];
-    if (tid < 256) {
-      h0[tid] = 0;
-      h1[tid] = 0;
-    }
+    for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
     __syncthreads();
     MOER_STREAM_STAMP(1);
 #pragma unroll 1
     for (int pass = 0; pass < 2; ++pass) {
-      const int shift = pass == 0 ? 24 : 16;
-      const std::uint32_t hi_mask = pass == 0 ? 0u : 0xff000000u;
-      int* h = pass == 0 ? h0 : h1;
-#pragma unroll
-      for (int i = 0; i < kMaxPer; ++i) {
-        const bool in = sk[i] != 0u && (sk[i] & hi_mask) == t0;
+      int* h = s_hist[pass];
+#pragma unroll 1
+      for (int e = tid; e < size; e += kT) {  // whole warps: warp_hist_add needs all lanes
+        const std::uint32_t key = s_skey[e];
         if (pass == 0) {  // few buckets take most of the sample: aggregate the warp's adds
-          warp_hist_add(h, in ? int(sk[i] >> 24) : -1);
-        } else if (in) {
-          atomicAdd(&h[(sk[i] >> shift) & 0xffu], 1);
+          warp_hist_add(h, key != 0u ? int(key >> 24) : -1);
+        } else if (key != 0u && (key & 0xff000000u) == t0) {
+          atomicAdd(&h[(key >> 16) & 0xffu], 1);
         }
       }
       __syncthreads();
-      pick_bucket256(h, pass == 0 ? h1 + 256 : h0, want, s_sel);  // (h1 + 256: unused bins)
-      t0 |= std::uint32_t(s_sel[0]) << shift;
+      pick_bucket256(h, s_hist[pass ^ 1], want, s_sel);
+      t0 |= std::uint32_t(s_sel[0]) << (pass == 0 ? 24 : 16);
       want = s_sel[1];
       if (s_sel[2] == want) break;
     }
@@ -441,7 +443,7 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
       }
       if (lane == 31) s_warp[buf][warp] = incl;
       __syncthreads();
-      const int wsum = lane < kWarps ? s_warp[buf][lane] : 0;
+      const int wsum = lane < kWarpsT ? s_warp[buf][lane] : 0;
       const int pre = __reduce_add_sync(kAll, lane < warp ? wsum : 0) + incl - c;
       const int tot = __reduce_add_sync(kAll, wsum);
       if (c != 0) {
@@ -466,9 +468,7 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
       if (base + kTile < c_end) {  // the next tile becomes current; load the one after
 #pragma unroll
         for (int w = 0; w < kW; ++w) raw[w] = nxt[w];
-        if (base + 2 * kTile < c_end) {
-          load_run(v, pos + 2 * kTile, c_end, aligned, nxt);
-        }
+        if (base + 2 * kTile < c_end) load_run(v, pos + 2 * kTile, c_end, aligned, nxt);
       }
     }
   };
@@ -518,8 +518,8 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
           if (E <= my_room) {  // every entry (always so in the fast form: E = 0)
             for (int i = tid; i < n; i += kT) dst[i] = s_list[i];
           } else {
-            compact_list(s_list, n, prefix, mask, my_room, scan_tmp,
-                         [&](int slot, uint2 entry) { dst[slot] = entry; });
+            compact_list<kT>(s_list, n, prefix, mask, my_room, scan_tmp,
+                             [&](int slot, uint2 entry) { dst[slot] = entry; });
           }
         }
         cluster.sync();  // block 0's list is complete
@@ -528,9 +528,11 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
       break;
     }
     // The sample misled (or ties crowd at T0): the exact threshold, by up to three histogram
-    // passes over the chunk merged over the cluster, then collect again.
+    // passes over the chunk merged over the cluster (histograms in the list's memory), then
+    // collect again.
     exact = true;
-    for (int b = tid; b < 2 * kBins; b += kT) (&sm.hist[0][0])[b] = 0;
+    int* hist = reinterpret_cast<int*>(s_list);  // [2][kBins]
+    for (int b = tid; b < 2 * kBins; b += kT) hist[b] = 0;
     __syncthreads();
     prefix = 0;
     mask = 0;
@@ -539,7 +541,7 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
     for (int pass = 0, buf = 0; pass < 3; ++pass, buf ^= 1) {
       const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
       const std::uint32_t dmask = pass == 2 ? 0x3ffu : 0x7ffu;
-      int* h = sm.hist[buf];
+      int* h = hist + buf * kBins;
 #pragma unroll 1
       for (int base = c_begin; base < c_end; base += kTile) {
         const int pos = base + kPer * tid;
@@ -554,7 +556,8 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
         }
       }
       csync();
-      pick_bucket2048(cluster, csize, rank, h, sm.hist[buf ^ 1], want, scan_tmp, s_sel);
+      pick_bucket2048<kT>(cluster, csize, rank, h, hist + (buf ^ 1) * kBins, want, scan_tmp,
+                          s_sel);
       prefix |= std::uint32_t(s_sel[0]) << shift;
       mask |= dmask << shift;
       want = s_sel[1];
@@ -571,24 +574,19 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
   std::uint32_t fp = 0, fm = 0;
   int take = kk;  // candidates equal to the threshold (under fm) to take
   if (total > kk) {
-    int* h0 = sm.hist[0];
-    int* h1 = sm.hist[1];
-    if (tid < 256) {
-      h0[tid] = 0;
-      h1[tid] = 0;
-    }
+    for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
     __syncthreads();
 #pragma unroll 1
     for (int pass = 0; pass < 4; ++pass) {
       const int shift = 24 - 8 * pass;
-      int* h = (pass & 1) ? h1 : h0;
+      int* h = s_hist[pass & 1];
       for (int i0 = 0; i0 < total; i0 += kT) {  // whole warps: warp_hist_add needs all lanes
         const int i = i0 + tid;
         const std::uint32_t key = i < total ? key_of_bits(s_list[i].x) : 0u;
         warp_hist_add(h, i < total && (key & fm) == fp ? int((key >> shift) & 0xffu) : -1);
       }
       __syncthreads();
-      pick_bucket256(h, (pass & 1) ? h0 : h1, take, s_sel);
+      pick_bucket256(h, s_hist[(pass & 1) ^ 1], take, s_sel);
       fp |= std::uint32_t(s_sel[0]) << shift;
       fm |= 0xffu << shift;
       take = s_sel[1];
@@ -597,7 +595,7 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
   }
   MOER_STREAM_STAMP(5);
   if (!a.sorted) {
-    compact_list(s_list, total, fp, fm, take, scan_tmp, [&](int slot, uint2 entry) {
+    compact_list<kT>(s_list, total, fp, fm, take, scan_tmp, [&](int slot, uint2 entry) {
       out_idx[slot] = std::int32_t(entry.y);
       if (out_val) out_val[slot] = __uint_as_float(entry.x);
     });
@@ -608,22 +606,31 @@ __global__ void __launch_bounds__(kStreamThreads, 2) radix_topk_stream_kernel(Ra
     MOER_STREAM_STAMP(6);
     return;
   }
-  compact_list(s_list, total, fp, fm, take, scan_tmp, [&](int slot, uint2 entry) {
+  std::uint32_t* s_sort_key = reinterpret_cast<std::uint32_t*>(s_list + cap);
+  std::int32_t* s_sort_idx = reinterpret_cast<std::int32_t*>(s_sort_key + k);
+  compact_list<kT>(s_list, total, fp, fm, take, scan_tmp, [&](int slot, uint2 entry) {
     s_sort_key[slot] = key_of_bits(entry.x);
     s_sort_idx[slot] = std::int32_t(entry.y);
   });
-  __syncthreads();
-  if (k <= 2 * kT) {
-    unsigned long long* buf = reinterpret_cast<unsigned long long*>(&sm.hist[0][0]);
-    if (k <= kT) {
-      bitonic_output<1>(buf, s_sort_key, s_sort_idx, kk, k, v, out_idx, out_val);
-    } else {
-      bitonic_output<2>(buf, s_sort_key, s_sort_idx, kk, k, v, out_idx, out_val);
+  __syncthreads();  // the list is dead: its memory is the sort's scratch
+  // k <= 1024: the bitonic network; k > 1024: CUB's block radix sort (faster there).
+  unsigned long long* buf = reinterpret_cast<unsigned long long*>(s_list);
+  if (k <= kT) {
+    bitonic_output<1, kT>(buf, s_sort_key, s_sort_idx, kk, k, v, out_idx, out_val);
+  } else if (k <= 2 * kT) {
+    bitonic_output<2, kT>(buf, s_sort_key, s_sort_idx, kk, k, v, out_idx, out_val);
+  } else if (kT == 256 && k <= 1024) {
+    if constexpr (kT == 256) {
+      bitonic_output<4, kT>(buf, s_sort_key, s_sort_idx, kk, k, v, out_idx, out_val);
     }
-    return;
+  } else {
+    constexpr int kN = kRadixMaxK / kT;
+    using Sort = typename SortN<kN, kT>::TempStorage;
+    static_assert(sizeof(Sort) <= std::size_t(stream_capacity(1025)) * 8, "sort scratch");
+    sorted_output<kN, kT>(*reinterpret_cast<Sort*>(s_list), s_sort_key, s_sort_idx,
+                          reinterpret_cast<int(*)[2]>(&s_hist[0][0]), kk, k, fp, v, out_idx,
+                          out_val);
   }
-  sorted_output<4>(sm.sort4, s_sort_key, s_sort_idx, reinterpret_cast<int(*)[2]>(&s_warp[0][0]), kk,
-                   k, fp, v, out_idx, out_val);
 }
 
 }  // namespace kernels
