@@ -2,19 +2,18 @@
 // once and keeps only a short candidate list on chip: a sample bounds the threshold, one pass
 // keeps the elements above that bound, and an exact radix select over the few candidates
 // finishes. A thread-block cluster of 1..16 blocks shares a row (each block a contiguous chunk);
-// rows may have any length.
+// rows may have any length. Blocks of 256 threads (many rows: four blocks an SM) or 512.
 //
 // 1. Bound: every block of the row's cluster takes the same sample (the whole row if it is
 //    short; else runs of 32 consecutive elements spread evenly over the row, 1024..4096 in all)
-//    and finds, by two 8-bit histogram passes, the top 16 bits T0 of the m-th largest sampled
-//    key, m = the sample's share of k plus a margin (4 standard deviations + 8). T0 is then, with
-//    overwhelming probability for data not arranged against the sample, below the row's k-th
-//    largest key while few elements lie at or above it.
-// 2. Collect: each block streams its chunk in tiles of kStreamThreads x 32 bytes (8 f32 or 16
-//    bf16 consecutive elements a thread; the next tile's loads in flight while one is
-//    processed) and appends every element >= T0 (a float compare) to a list of (value bits,
-//    index) in shared memory, in index order: per-thread counts, a warp scan, one block barrier
-//    a tile.
+//    and finds, by an 11-bit histogram pass and an 8-bit one within the bucket, the top 19 bits
+//    T0 of the m-th largest sampled key, m = the sample's share of k plus a margin (4 standard
+//    deviations + 8). T0 is then, with overwhelming probability for data not arranged against
+//    the sample, below the row's k-th largest key while few elements lie at or above it.
+// 2. Collect: each block streams its chunk in tiles of 16 consecutive elements a thread (bf16:
+//    the next tile's loads in flight while one is processed) and appends every element >= T0
+//    (a float compare) to a list of (value bits, index) in shared memory, in index order:
+//    per-thread counts, a warp scan, one block barrier a tile.
 // 3. Merge: the blocks publish their counts (one cluster barrier). If a list overflowed or fewer
 //    than k elements reached T0 (the sample misled, or ties crowd at T0), every block computes
 //    the exact threshold by up to three 11-bit histogram passes over its chunk, merged over the
@@ -22,10 +21,10 @@
 //    and the first ones equal to it (ties go to the lower index), at most k in all. Blocks 1..
 //    copy their lists to block 0's through distributed shared memory (a second cluster barrier)
 //    and exit.
-// 4. Finish (block 0): exact radix select (8-bit digits) of the k-th key among the candidates,
-//    then an ordered compaction of the list: unsorted output in ascending index order directly,
-//    sorted output by the bitonic network (k <= 1024) or CUB's block radix sort (k = 2048) of
-//    the cluster kernel.
+// 4. Finish (block 0): exact radix select of the k-th key among the candidates (8-bit digits;
+//    the first is the top 16 bits as an offset from T0's), then an ordered compaction of the
+//    list: unsorted output in ascending index order directly, sorted output by the bitonic
+//    network (k <= 1024) or CUB's block radix sort (k = 2048) of the cluster kernel.
 // Keys: detail::order_key with NaN at 1 (radix_cluster_detail::key_of). Rows with fewer valid
 // elements than k pad with index -1 and value -inf. No global workspace, no host sync.
 #pragma once
@@ -44,14 +43,15 @@ namespace kernels {
 
 /// Largest sample that bounds the threshold.
 constexpr int kStreamSample = 4096;
-/// Consecutive elements of a thread in a tile (32 bytes: 8 f32, 16 bf16).
-template <typename T>
-constexpr int kStreamPer = 32 / int(sizeof(T));
+/// Consecutive elements of a thread in a tile.
+constexpr int kStreamPer = 16;
 
 /// Entries of a block's candidate list for k: room for about 3k elements at or above the
-/// sampled bound (at least 2560, so the list's memory also holds the sample and the exact
-/// fallback's two 2048-bin histograms).
-__host__ __device__ constexpr int stream_capacity(int k) { return ((3 * k + 2048 + 511) / 512) * 512; }
+/// sampled bound (at least 3072, so the list's memory also holds the sample's keys and its
+/// histogram, and the exact fallback's two 2048-bin histograms).
+__host__ __device__ constexpr int stream_capacity(int k) {
+  return 3 * k + 2048 <= 3072 ? 3072 : ((3 * k + 2048 + 511) / 512) * 512;
+}
 /// Dynamic shared memory of radix_topk_stream_kernel for k: the list of (bits, index) pairs,
 /// then, for sorted output, the k chosen (key, index) pairs.
 __host__ __device__ constexpr std::size_t stream_smem_bytes(int k, bool sorted) {
@@ -90,7 +90,7 @@ template <int kT>
 using Scan = cub::BlockScan<int, kT>;
 constexpr unsigned kAll = 0xffffffffu;
 
-/// Float bits of element i of a thread's kStreamPer (8 raw words: f32 bits, or bf16 pairs, low
+/// Float bits of element i of a thread's kStreamPer (raw words: f32 bits, or bf16 pairs, low
 /// first).
 template <typename T>
 __device__ __forceinline__ std::uint32_t elem_bits(const std::uint32_t* raw, int i);
@@ -102,15 +102,16 @@ template <>
 __device__ __forceinline__ std::uint32_t elem_bits<bf16>(const std::uint32_t* raw, int i) {
   return (i & 1) ? raw[i >> 1] & 0xffff0000u : raw[i >> 1] << 16;
 }
-constexpr int kRawWords = 8;
+template <typename T>
+constexpr int kRawWords = kStreamPer* int(sizeof(T)) / 4;
 
 /// Raw words of the kStreamPer elements from pos clipped to `end` (past it: NaN, which no float
 /// compare takes; the exact path checks the count itself).
 template <typename T>
 __device__ __forceinline__ void load_run(const T* v, int pos, int end, bool aligned,
                                          std::uint32_t* raw) {
-  constexpr int kW = kRawWords;
-  if (aligned && pos + kStreamPer<T> <= end) {
+  constexpr int kW = kRawWords<T>;
+  if (aligned && pos + kStreamPer <= end) {
 #pragma unroll
     for (int j = 0; j < kW / 4; ++j) {
       const uint4 u = __ldg(reinterpret_cast<const uint4*>(v + pos) + j);
@@ -280,8 +281,10 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
   using namespace radix_cluster_detail;
   using namespace radix_stream_detail;
   constexpr int kWarpsT = kT / 32;
-  constexpr int kW = kRawWords;
-  constexpr int kPer = kStreamPer<T>;
+  constexpr int kW = kRawWords<T>;
+  constexpr int kPer = kStreamPer;
+  // The next tile's loads in flight while one is processed where registers allow (bf16).
+  constexpr bool kPrefetch = kW <= 8;
   constexpr int kTile = kT * kPer;
   constexpr unsigned kRunMask = (1u << kPer) - 1u;
 
@@ -332,22 +335,26 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
   const int c_begin = int(rank * per * kTile < len ? rank * per * kTile : len);
   const int c_end = int(c_begin + per * kTile < len ? c_begin + per * kTile : len);
   const bool aligned = (reinterpret_cast<std::uintptr_t>(v) & 15u) == 0;
-  // The current tile and the next one, in flight while the current one is processed (both
-  // loads issued before the sample's).
-  std::uint32_t raw[kW], nxt[kW];
+  // The current tile (and with kPrefetch the next one), loads issued before the sample's.
+  std::uint32_t raw[kW], nxt[kPrefetch ? kW : 1];
   auto load_first = [&] {
     if (c_begin < c_end) load_run(v, c_begin + kPer * tid, c_end, aligned, raw);
-    if (c_begin + kTile < c_end) {
-      load_run(v, c_begin + kTile + kPer * tid, c_end, aligned, nxt);
+    if constexpr (kPrefetch) {
+      if (c_begin + kTile < c_end) load_run(v, c_begin + kTile + kPer * tid, c_end, aligned, nxt);
     }
   };
   load_first();
 
-  // 1. The sampled bound T0 (the same in every block of the cluster), 16 bits. The sample's
-  //    keys go to the list's memory (0 = none), 8 loads in flight at a time.
+  // 1. The sampled bound T0 (the same in every block of the cluster): the lower edge of the
+  //    19-bit bucket of the m-th largest sampled key (an 11-bit pass, then 8 bits within the
+  //    bucket). The sample's keys (0 = none) and the first histogram go to the list's memory;
+  //    8 loads in flight at a time.
   std::uint32_t t0 = 0;
   {
     std::uint32_t* s_skey = reinterpret_cast<std::uint32_t*>(s_list);
+    int* h = reinterpret_cast<int*>(s_list) + kStreamSample;  // kBins (cap >= 3072)
+    for (int b = tid; b < kBins; b += kT) h[b] = 0;
+    for (int b = tid; b < 256; b += kT) s_hist[0][b] = 0;
     const int runs = stream_sample_runs(len);
     const int size = 512 * runs;  // 16 * runs runs of 32
     const bool whole = len <= size;
@@ -374,26 +381,25 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
       const int m = int(ceilf(e + 4.0f * sqrtf(e) + 8.0f));
       want = m < size ? m : size;
     }
-    for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
     __syncthreads();
     MOER_STREAM_STAMP(1);
-#pragma unroll 1
-    for (int pass = 0; pass < 2; ++pass) {
-      int* h = s_hist[pass];
-#pragma unroll 1
-      for (int e = tid; e < size; e += kT) {  // whole warps: warp_hist_add needs all lanes
+    for (int e = tid; e < size; e += kT) {
+      const std::uint32_t key = s_skey[e];
+      if (key != 0u) atomicAdd(&h[key >> 21], 1);
+    }
+    __syncthreads();
+    pick_bucket2048<kT>(cluster, 1, rank, h, h, want, scan_tmp, s_sel);
+    const std::uint32_t b11 = std::uint32_t(s_sel[0]);
+    t0 = b11 << 21;
+    want = s_sel[1];
+    if (s_sel[2] > want) {  // refine by the next 8 bits: a bucket can hold several times k
+      for (int e = tid; e < size; e += kT) {
         const std::uint32_t key = s_skey[e];
-        if (pass == 0) {  // few buckets take most of the sample: aggregate the warp's adds
-          warp_hist_add(h, key != 0u ? int(key >> 24) : -1);
-        } else if (key != 0u && (key & 0xff000000u) == t0) {
-          atomicAdd(&h[(key >> 16) & 0xffu], 1);
-        }
+        if (key != 0u && (key >> 21) == b11) atomicAdd(&s_hist[0][(key >> 13) & 0xffu], 1);
       }
       __syncthreads();
-      pick_bucket256(h, s_hist[pass ^ 1], want, s_sel);
-      t0 |= std::uint32_t(s_sel[0]) << (pass == 0 ? 24 : 16);
-      want = s_sel[1];
-      if (s_sel[2] == want) break;
+      pick_bucket256(s_hist[0], s_hist[1], want, s_sel);
+      t0 |= std::uint32_t(s_sel[0]) << 13;
     }
   }
 
@@ -465,10 +471,14 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
       }
       G += tot & 0xffff;
       E += tot >> 16;
-      if (base + kTile < c_end) {  // the next tile becomes current; load the one after
+      if constexpr (kPrefetch) {
+        if (base + kTile < c_end) {  // the next tile becomes current; load the one after
 #pragma unroll
-        for (int w = 0; w < kW; ++w) raw[w] = nxt[w];
-        if (base + 2 * kTile < c_end) load_run(v, pos + 2 * kTile, c_end, aligned, nxt);
+          for (int w = 0; w < kW; ++w) raw[w] = nxt[w];
+          if (base + 2 * kTile < c_end) load_run(v, pos + 2 * kTile, c_end, aligned, nxt);
+        }
+      } else if (base + kTile < c_end) {
+        load_run(v, pos + kTile, c_end, aligned, raw);
       }
     }
   };
@@ -546,7 +556,7 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
       for (int base = c_begin; base < c_end; base += kTile) {
         const int pos = base + kPer * tid;
         std::uint32_t w[kW];
-        load_run(v, pos, c_end, aligned, w);
+        load_run(v, pos, c_end, aligned, w);  // (no prefetch: the rare path)
 #pragma unroll
         for (int i = 0; i < kPer; ++i) {
           const std::uint32_t key = key_of_bits(elem_bits<T>(w, i));
@@ -556,8 +566,7 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
         }
       }
       csync();
-      pick_bucket2048<kT>(cluster, csize, rank, h, hist + (buf ^ 1) * kBins, want, scan_tmp,
-                          s_sel);
+      pick_bucket2048<kT>(cluster, csize, rank, h, hist + (buf ^ 1) * kBins, want, scan_tmp, s_sel);
       prefix |= std::uint32_t(s_sel[0]) << shift;
       mask |= dmask << shift;
       want = s_sel[1];
@@ -571,22 +580,48 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
 
   MOER_STREAM_STAMP(4);
   // 4. Block 0: the exact k-th key among the `total` candidates (index order), then output.
+  //    Every candidate is >= T0 (the sampled bound, or the exact threshold whose candidates
+  //    are exactly the kk chosen). First digit: the top 16 bits as an offset from T0's
+  //    (clamped to 255: "far above"), then bits 15..8 and 7..0; should the k-th largest be far
+  //    above T0, four 8-bit passes from the top instead.
   std::uint32_t fp = 0, fm = 0;
   int take = kk;  // candidates equal to the threshold (under fm) to take
   if (total > kk) {
     for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
     __syncthreads();
+    const std::uint32_t base16 = prefix >> 16;
+    for (int i = tid; i < total; i += kT) {
+      const std::uint32_t off = (key_of_bits(s_list[i].x) >> 16) - base16;
+      atomicAdd(&s_hist[0][off < 255u ? off : 255u], 1);
+    }
+    __syncthreads();
+    pick_bucket256(s_hist[0], s_hist[1], take, s_sel);
+    int pass = 2;  // next: bits 15..8
+    if (s_sel[0] == 255) {
+      pass = 0;  // from the top
+    } else {
+      fp = (base16 + std::uint32_t(s_sel[0])) << 16;
+      fm = 0xffff0000u;
+      take = s_sel[1];
+      if (s_sel[2] == take) pass = 4;
+    }
+    int cur = 1;  // the histogram of the next pass (zeroed)
 #pragma unroll 1
-    for (int pass = 0; pass < 4; ++pass) {
+    for (; pass < 4; ++pass, cur ^= 1) {
       const int shift = 24 - 8 * pass;
-      int* h = s_hist[pass & 1];
+      int* h = s_hist[cur];
       for (int i0 = 0; i0 < total; i0 += kT) {  // whole warps: warp_hist_add needs all lanes
         const int i = i0 + tid;
         const std::uint32_t key = i < total ? key_of_bits(s_list[i].x) : 0u;
-        warp_hist_add(h, i < total && (key & fm) == fp ? int((key >> shift) & 0xffu) : -1);
+        const int bin = i < total && (key & fm) == fp ? int((key >> shift) & 0xffu) : -1;
+        if (pass < 2) {  // from the top: few buckets take every candidate
+          warp_hist_add(h, bin);
+        } else if (bin >= 0) {
+          atomicAdd(&h[bin], 1);
+        }
       }
       __syncthreads();
-      pick_bucket256(h, s_hist[(pass & 1) ^ 1], take, s_sel);
+      pick_bucket256(h, s_hist[cur ^ 1], take, s_sel);
       fp |= std::uint32_t(s_sel[0]) << shift;
       fm |= 0xffu << shift;
       take = s_sel[1];
