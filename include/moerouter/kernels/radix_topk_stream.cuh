@@ -452,9 +452,16 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
       const int wsum = lane < kWarpsT ? s_warp[buf][lane] : 0;
       const int pre = __reduce_add_sync(kAll, lane < warp ? wsum : 0) + incl - c;
       const int tot = __reduce_add_sync(kAll, wsum);
-      if (c != 0) {
+      const std::uint32_t idx0 = std::uint32_t(pos);  // pos < 2^31
+      if (!kExact && c != 0 && G + (pre & 0xffff) + g <= cap) {
+        // Fast form, every slot in the list: consecutive entries from og.
+        uint2* dst = s_list + G + (pre & 0xffff);
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          if ((gm >> i) & 1u) *dst++ = make_uint2(elem_bits<T>(raw, i), idx0 + i);
+        }
+      } else if (c != 0) {
         int og = G + (pre & 0xffff), oe = E + (pre >> 16);
-        const std::uint32_t idx0 = std::uint32_t(pos);  // pos < 2^31
 #pragma unroll
         for (int i = 0; i < kPer; ++i) {
           int slot = -1;
