@@ -144,7 +144,8 @@ int stream_cluster(std::int64_t n, std::int64_t length, int max_c) {
 }
 
 // Threads of a streaming block: 256 where rows are many and each has one block (four blocks an
-// SM overlap more rows' latency chains), else 512.
+// SM overlap more rows' latency chains), else 512. Measured on an H100 (unsorted fp32, us, 512 /
+// 256 / 128 threads): 1024x8192 42.1 / 30.5 / 38.2; 4096x16384 193 / 144 / 158.
 int stream_threads(std::int64_t n, int cluster) {
   return cluster == 1 && n >= 2 * detail::sm_count() ? 256 : 512;
 }

@@ -57,10 +57,11 @@ __host__ __device__ constexpr int stream_capacity(int k) {
 __host__ __device__ constexpr std::size_t stream_smem_bytes(int k, bool sorted) {
   return std::size_t(stream_capacity(k)) * 8 + (sorted ? std::size_t(k) * 8 : 0);
 }
-/// Sampled runs of 32 per warp for a row of len > 32 * 16 * runs elements (else the whole row
-/// is the sample): 2, 4 or 8, so the sample is 1024, 2048 or 4096 elements.
+/// The sample of a row of len elements: 16 * runs runs of 32 consecutive elements, runs = 2, 4
+/// or 8 (1024, 2048 or 4096 elements; the whole row if it is not longer). Measured on an H100:
+/// 4096x16384 fp32 144 us with 1024 sampled elements a row, 150 us with 2048.
 __host__ __device__ constexpr int stream_sample_runs(int len) {
-  return len >= 65536 ? 8 : len >= 16384 ? 4 : 2;
+  return len >= 131072 ? 8 : len >= 32768 ? 4 : 2;
 }
 /// First element of sampled run g (of 16 * runs) in a row of len elements (len > 512 * runs).
 __host__ __device__ constexpr int stream_sample_run(int g, int runs, int len) {
@@ -661,7 +662,7 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
     bitonic_output<1, kT>(buf, s_sort_key, s_sort_idx, kk, k, v, out_idx, out_val);
   } else if (k <= 2 * kT) {
     bitonic_output<2, kT>(buf, s_sort_key, s_sort_idx, kk, k, v, out_idx, out_val);
-  } else if (kT == 256 && k <= 1024) {
+  } else if (k <= 4 * kT && k <= 1024) {
     if constexpr (kT == 256) {
       bitonic_output<4, kT>(buf, s_sort_key, s_sort_idx, kk, k, v, out_idx, out_val);
     }
