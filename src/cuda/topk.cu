@@ -1,7 +1,9 @@
 // Launcher of the top-k primitive: k <= 32 sorted by the warp/block kernel (kernels/topk.cuh),
-// larger k (up to 2048) and unsorted output by radix select: a cluster of blocks per row holding
-// the row in registers (kernels/radix_topk_cluster.cuh) where the row fits, else one block per
-// row over global memory (kernels/radix_topk.cuh).
+// larger k (up to 2048) and unsorted output by the streaming radix select
+// (kernels/radix_topk_stream.cuh: one block or a cluster of blocks per row, configured by
+// shape). The kernels it replaced stay reachable through topk_radix_config for tests and the
+// benchmark: the register-resident cluster kernel (kernels/radix_topk_cluster.cuh) and the
+// global-memory kernel (kernels/radix_topk.cuh).
 #include <algorithm>
 #include <map>
 #include <mutex>

@@ -1,7 +1,8 @@
 // Large-k top-k (radix select) and unsorted output against the CPU backend (bit for bit:
-// indices, values, padding) and the float64 oracle, over the indexer's shapes and hard data;
-// every configuration of the cluster kernel (blocks per row, keys per thread) and the
-// global-memory kernel, forced through cuda::topk_radix_config.
+// indices, values, padding) and the float64 oracle, over the indexer's shapes and hard data:
+// cuda::topk (the streaming kernel, configured by shape) and, forced through
+// cuda::topk_radix_config, the streaming kernel's cluster sizes, block sizes and exact fallback,
+// the register-resident cluster kernel's configurations and the global-memory kernel.
 #include <gtest/gtest.h>
 
 #include <algorithm>
