@@ -26,21 +26,14 @@ namespace {
 // Rows longer than this get a 16-warp block each; shorter ones a warp each.
 constexpr std::int64_t kLongRow = 2048;
 
-// Largest cluster (blocks per row) the current device runs for this kernel: 16 where
-// non-portable cluster sizes fit, else 8 (cached per kernel and device). Also allows the
-// non-portable sizes on the kernel.
-template <typename T, int kItems, bool kBitonic>
-int max_cluster() {
-  static std::mutex mu;
-  static std::map<int, int> cache;
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 8;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = cache.find(dev);
-  if (it != cache.end()) return it->second;
+// Largest cluster (blocks per row) `kernel` runs on the current device with `threads` threads
+// and `smem` bytes of dynamic shared memory: 16 where non-portable cluster sizes fit, else 8.
+// Also allows the non-portable sizes on the kernel.
+template <typename Kernel>
+int probe_max_cluster(Kernel kernel, int threads, std::size_t smem) {
   int best = 8;
-  if (cudaFuncSetAttribute(kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>,
-                           cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) {
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
+      cudaSuccess) {
     cudaLaunchConfig_t cfg{};
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -48,25 +41,38 @@ int max_cluster() {
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
     cfg.gridDim = dim3(16);
-    cfg.blockDim = dim3(kernels::kClusterThreads);
+    cfg.blockDim = dim3(unsigned(threads));
+    cfg.dynamicSmemBytes = smem;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(
-            &clusters, kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>, &cfg) ==
-            cudaSuccess &&
-        clusters > 0) {
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0) {
       best = 16;
     }
   }
   (void)cudaGetLastError();
-  cache.emplace(dev, best);
   return best;
 }
 
-template <typename T, int kItems, bool kBitonic>
-Status launch_cluster(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
-  if (cluster > max_cluster<T, kItems, kBitonic>()) {
+// setup() once per device (under the caller's mutex), its result cached.
+template <typename Setup>
+int once_per_device(std::mutex& mu, std::map<int, int>& cache, Setup setup) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 8;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = cache.find(dev);
+  if (it != cache.end()) return it->second;
+  const int v = setup();
+  cache.emplace(dev, v);
+  return v;
+}
+
+// n rows x `cluster` blocks of `threads` threads in clusters of `cluster` (at most max_c).
+template <typename Kernel>
+Status launch_in_clusters(Kernel kernel, const kernels::RadixTopkArgs& r, int cluster,
+                          int max_c, int threads, std::size_t smem, cudaStream_t stream,
+                          const char* what) {
+  if (cluster > max_c) {
     return Status(StatusCode::kUnsupported,
                   "topk: this device does not run clusters of " + std::to_string(cluster));
   }
@@ -80,53 +86,45 @@ Status launch_cluster(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t
   attr[0].val.clusterDim.y = 1;
   attr[0].val.clusterDim.z = 1;
   cfg.gridDim = dim3(unsigned(r.n * cluster));
-  cfg.blockDim = dim3(kernels::kClusterThreads);
-  cfg.dynamicSmemBytes = 0;
+  cfg.blockDim = dim3(unsigned(threads));
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  MOER_RETURN_IF_ERROR_CUDA(detail::cuda_status(
-      cudaLaunchKernelEx(&cfg, kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>, r),
-      "topk: radix_topk_cluster_kernel launch"));
-  return detail::launch_status("topk: radix_topk_cluster_kernel launch");
+  MOER_RETURN_IF_ERROR_CUDA(detail::cuda_status(cudaLaunchKernelEx(&cfg, kernel, r), what));
+  return detail::launch_status(what);
 }
 
-// The streaming kernel's shared memory limit (for the largest k, sorted) set once per kernel
-// and device, and the largest cluster it runs there: 16 where non-portable sizes fit, else 8.
+// The register-resident cluster kernel: its largest cluster on this device, and its launch.
+template <typename T, int kItems, bool kBitonic>
+int max_cluster() {
+  static std::mutex mu;
+  static std::map<int, int> cache;
+  return once_per_device(mu, cache, [] {
+    return probe_max_cluster(kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>,
+                             kernels::kClusterThreads, 0);
+  });
+}
+
+template <typename T, int kItems, bool kBitonic>
+Status launch_cluster(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
+  return launch_in_clusters(kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>, r,
+                            cluster, max_cluster<T, kItems, kBitonic>(), kernels::kClusterThreads,
+                            0, stream, "topk: radix_topk_cluster_kernel launch");
+}
+
+// The streaming kernel: its shared memory limit (for the largest k, sorted) set once per device,
+// and its largest cluster there.
 template <typename T, int kThreads>
 int stream_setup() {
   static std::mutex mu;
   static std::map<int, int> cache;
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 8;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = cache.find(dev);
-  if (it != cache.end()) return it->second;
-  const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads>;
-  const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true);
-  int best = 8;
-  (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
-      cudaSuccess) {
-    cudaLaunchConfig_t cfg{};
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 16;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.gridDim = dim3(16);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0) {
-      best = 16;
-    }
-  }
-  (void)cudaGetLastError();
-  cache.emplace(dev, best);
-  return best;
+  return once_per_device(mu, cache, [] {
+    const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads>;
+    const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true);
+    (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    return probe_max_cluster(kernel, kThreads, smem);
+  });
 }
 
 // Blocks per row of the streaming kernel, a power of two: at most one block an SM over all rows,
@@ -154,29 +152,10 @@ int stream_threads(std::int64_t n, int cluster) {
 
 template <typename T, int kThreads>
 Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
-  if (cluster > stream_setup<T, kThreads>()) {
-    return Status(StatusCode::kUnsupported,
-                  "topk: this device does not run clusters of " + std::to_string(cluster));
-  }
-  if (r.n * cluster > 0x7fffffffLL) {
-    return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
-  }
-  cudaLaunchConfig_t cfg{};
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.gridDim = dim3(unsigned(r.n * cluster));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = kernels::stream_smem_bytes(r.k, r.sorted);
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  MOER_RETURN_IF_ERROR_CUDA(detail::cuda_status(
-      cudaLaunchKernelEx(&cfg, kernels::radix_topk_stream_kernel<T, kThreads>, r),
-      "topk: radix_topk_stream_kernel launch"));
-  return detail::launch_status("topk: radix_topk_stream_kernel launch");
+  return launch_in_clusters(kernels::radix_topk_stream_kernel<T, kThreads>, r, cluster,
+                            stream_setup<T, kThreads>(), kThreads,
+                            kernels::stream_smem_bytes(r.k, r.sorted), stream,
+                            "topk: radix_topk_stream_kernel launch");
 }
 
 template <typename T>
