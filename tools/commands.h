@@ -22,5 +22,11 @@ int run_make_test_model(const std::vector<std::string>& args);
 /// and PREFIX.csv.
 int run_route(const std::vector<std::string>& args);
 
+/// `moerouter topk [--rows N] [--length L] [--k K] [--dtype f32|bf16] [--unsorted]
+/// [--backend auto|cpu|gpu] [--reps R] [--seed S]`: top-k over synthetic normal rows on the CPU
+/// backend (checked against the float64 oracle) and, where present, the GPU (checked bit for bit
+/// against the CPU backend), with the time per call. Returns 1 on a mismatch.
+int run_topk(const std::vector<std::string>& args);
+
 }  // namespace cli
 }  // namespace moerouter

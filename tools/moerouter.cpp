@@ -27,6 +27,13 @@ void usage(std::FILE* out) {
                "      Route tokens (.npy int32/int64 or a text file of ids) through one layer;\n"
                "      hidden states from a .npy (float32, or uint16 bf16 bits) [n, H], else\n"
                "      synthetic. Writes PREFIX.ids.npy, PREFIX.weights.npy and PREFIX.csv.\n"
+               "  topk [--rows N] [--length L] [--k K] [--dtype f32|bf16] [--unsorted]\n"
+               "       [--backend auto|cpu|gpu] [--reps R] [--seed S]\n"
+               "      Top-k over N synthetic rows of L normal values (default 64 x 65536, k = 512:\n"
+               "      the sparse-attention indexer's), on the CPU backend (first rows checked\n"
+               "      against the float64 oracle) and on the GPU when present (checked bit for\n"
+               "      bit against the CPU backend); prints the time per call. Exit code 1 on a\n"
+               "      mismatch. (Cold-L2 GPU figures: bench/radix_topk_bench.)\n"
                "  help\n"
                "      This text.\n");
 }
@@ -44,6 +51,7 @@ int main(int argc, char** argv) {
     if (cmd == "demo") return moerouter::cli::run_demo(args);
     if (cmd == "make-test-model") return moerouter::cli::run_make_test_model(args);
     if (cmd == "route") return moerouter::cli::run_route(args);
+    if (cmd == "topk") return moerouter::cli::run_topk(args);
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {
       usage(stdout);
       return 0;
