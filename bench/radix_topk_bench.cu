@@ -1,8 +1,7 @@
 // radix_topk_bench: large-k top-k (the sparse-attention indexer's shapes): cuda::topk (the
-// streaming kernel, blocks per row chosen by shape, and other blocks per row forced through
-// cuda::topk_radix_config) next to the register-resident cluster kernel it replaced ("old", as
-// topk chose it before) and the read floor (row bytes / device-to-device copy bandwidth measured
-// in the same run).
+// streaming kernel, configured by shape), other configurations forced through
+// cuda::topk_radix_config (blocks per row x threads), and the read floor (row bytes /
+// device-to-device copy bandwidth measured in the same run).
 // Method of moerouter_bench.cu: a CUDA graph of many launches over rotating distinct inputs
 // (>= 3x L2 in total, so reads come from HBM), time per launch = graph time / launches, median
 // of 15 replays. Values: normal random (hash-based), fp32 and bf16.
@@ -20,7 +19,6 @@
 #include <vector>
 
 #include "moerouter/cuda.h"
-#include "moerouter/kernels/radix_topk_cluster.cuh"
 
 namespace {
 
@@ -152,9 +150,8 @@ int main(int argc, char** argv) {
       {4, 1048576, 1024, {{16, 512}}},
   };
 
-  std::printf("%-5s %-12s %5s | %9s %9s | %9s %9s | %8s | %s\n", "dtype", "rows x len", "k",
-              "old sort", "old unsrt", "new sort", "new unsrt", "floor",
-              "streaming kernel, blocks per row x threads: sorted, unsorted");
+  std::printf("%-5s %-12s %5s | %9s %9s | %8s | %s\n", "dtype", "rows x len", "k", "sorted",
+              "unsorted", "floor", "other blocks per row x threads: sorted, unsorted");
   for (const bool bf16 : {false, true}) {
     for (const Shape& sh : shapes) {
       const std::size_t esize = bf16 ? 2 : 4;
@@ -183,40 +180,41 @@ int main(int argc, char** argv) {
         p.sorted = sorted;
         return p;
       };
-      // Same indices and values as the register-resident kernel, both orders, on set 0.
+      // The same indices and values from topk's configuration and the first alternative, both
+      // orders, on set 0 (the tests check both against the CPU backend).
       bool same = true;
       for (const bool sorted : {true, false}) {
         const std::size_t m = std::size_t(sh.rows * sh.k);
         std::vector<std::int32_t> i0(m), i1(m);
         std::vector<float> v0(m), v1(m);
-        check_status(moerouter::cuda::topk_radix_config(params(0, sorted), -1, -1, c.stream),
-                     "old");
+        check_status(moerouter::cuda::topk(params(0, sorted), c.stream), "topk");
         CK(cudaMemcpyAsync(i0.data(), idx, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemcpyAsync(v0.data(), val, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemset(idx, 0x7f, m * 4));
-        check_status(moerouter::cuda::topk(params(0, sorted), c.stream), "new");
+        check_status(moerouter::cuda::topk_radix_config(params(0, sorted), sh.alts[0].first,
+                                                        sh.alts[0].second, c.stream),
+                     "alternative");
         CK(cudaMemcpyAsync(i1.data(), idx, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemcpyAsync(v1.data(), val, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaStreamSynchronize(c.stream));
         same = same && i0 == i1 && std::memcmp(v0.data(), v1.data(), m * 4) == 0;
       }
-      auto time = [&](int cluster, int items, bool sorted) {
+      auto time = [&](int cluster, int threads, bool sorted) {
         const int launches = std::max(sets, quick ? 8 : 32);
         return c.graph_us(
                    [&](cudaStream_t st) {
                      for (int i = 0; i < launches; ++i) {
                        const TopkParams p = params(i % sets, sorted);
-                       check_status(cluster == -2 ? moerouter::cuda::topk(p, st)
-                                                  : moerouter::cuda::topk_radix_config(
-                                                        p, cluster, items, st),
+                       check_status(cluster < 1 ? moerouter::cuda::topk(p, st)
+                                                : moerouter::cuda::topk_radix_config(
+                                                      p, cluster, threads, st),
                                     "launch");
                      }
                    },
                    quick ? 5 : 15) /
                launches;
       };
-      const double os = time(-1, -1, true), ou = time(-1, -1, false);
-      const double ns = time(-2, 0, true), nu = time(-2, 0, false);
+      const double ns = time(0, 0, true), nu = time(0, 0, false);
       const double floor = double(bytes) / (c.copy_gbps * 1e9) * 1e6;
       std::string alts;
       for (const auto& a : sh.alts) {
@@ -227,9 +225,9 @@ int main(int argc, char** argv) {
       }
       char shape[32];
       std::snprintf(shape, sizeof(shape), "%lldx%lld", (long long)sh.rows, (long long)sh.len);
-      std::printf("%-5s %-12s %5d | %9.1f %9.1f | %9.1f %9.1f | %8.1f |%s%s\n",
-                  bf16 ? "bf16" : "fp32", shape, sh.k, os, ou, ns, nu, floor, alts.c_str(),
-                  same ? "" : "  MISMATCH vs the register-resident kernel");
+      std::printf("%-5s %-12s %5d | %9.1f %9.1f | %8.1f |%s%s\n", bf16 ? "bf16" : "fp32", shape,
+                  sh.k, ns, nu, floor, alts.c_str(),
+                  same ? "" : "  MISMATCH between configurations");
       std::fflush(stdout);
       for (void* p : in) CK(cudaFree(p));
       CK(cudaFree(idx));

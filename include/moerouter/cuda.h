@@ -59,18 +59,12 @@ Status check_error_flag(const std::int32_t* d_error_flag, cudaStream_t stream = 
 /// Returns kUnsupported for k > 2048 (the chosen pairs are sorted in one block's shared memory).
 Status topk(const TopkParams& p, cudaStream_t stream = nullptr);
 
-/// topk() through the radix path with a forced kernel and configuration, for tests and
-/// benchmarks. items = 0: the streaming kernel with `cluster` blocks per row (1..16) of the
-/// threads topk() would choose; items = 256 or 512: the same with that many threads a block.
-/// items = 16 or 32: the register-resident cluster kernel (kernels/radix_topk_cluster.cuh)
-/// with `cluster` blocks per row of `items` keys per thread; the row must fit (length <=
-/// cluster * 512 * items). cluster = 0: the global-memory kernel (kernels/radix_topk.cuh).
-/// cluster = items = -1: the register-resident kernel configured by shape, as topk() chose
-/// before the streaming kernel. Needs k > 32 or unsorted output; kUnsupported otherwise.
-/// cub_sort: sorted output of the register-resident kernel by CUB's block radix sort instead
-/// of its bitonic network.
-Status topk_radix_config(const TopkParams& p, int cluster, int items,
-                         cudaStream_t stream = nullptr, bool cub_sort = false);
+/// topk() through the radix path with a forced configuration, for tests and benchmarks:
+/// `cluster` blocks per row (1..16; 16 where the device runs non-portable cluster sizes) of
+/// `threads` threads (0: as topk() would choose; else 256 or 512). Needs k > 32 or unsorted
+/// output; kUnsupported otherwise.
+Status topk_radix_config(const TopkParams& p, int cluster, int threads = 0,
+                         cudaStream_t stream = nullptr);
 
 /// The router GEMM through cuBLASLt: logits fp32 [n, E] = x bf16 [n, H] * W bf16 [E, H]^T,
 /// fp32 accumulation. Create one per device and thread (or guard it): the cuBLASLt handle and

@@ -1,21 +1,17 @@
 // Launcher of the top-k primitive: k <= 32 sorted by the warp/block kernel (kernels/topk.cuh),
 // larger k (up to 2048) and unsorted output by the streaming radix select
 // (kernels/radix_topk_stream.cuh: one block or a cluster of blocks per row, configured by
-// shape). The kernels it replaced stay reachable through topk_radix_config for tests and the
-// benchmark: the register-resident cluster kernel (kernels/radix_topk_cluster.cuh) and the
-// global-memory kernel (kernels/radix_topk.cuh).
+// shape from measurements).
 #include <algorithm>
 #include <map>
 #include <mutex>
 #include <string>
-#include <utility>
 
 #include "common.cuh"
 #include "moerouter/cuda.h"
 #include "moerouter/detail/dispatch.cuh"
 #include "moerouter/detail/params.h"
 #include "moerouter/kernels/radix_topk.cuh"
-#include "moerouter/kernels/radix_topk_cluster.cuh"
 #include "moerouter/kernels/radix_topk_stream.cuh"
 #include "moerouter/kernels/topk.cuh"
 
@@ -95,24 +91,6 @@ Status launch_in_clusters(Kernel kernel, const kernels::RadixTopkArgs& r, int cl
   return detail::launch_status(what);
 }
 
-// The register-resident cluster kernel: its largest cluster on this device, and its launch.
-template <typename T, int kItems, bool kBitonic>
-int max_cluster() {
-  static std::mutex mu;
-  static std::map<int, int> cache;
-  return once_per_device(mu, cache, [] {
-    return probe_max_cluster(kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>,
-                             kernels::kClusterThreads, 0);
-  });
-}
-
-template <typename T, int kItems, bool kBitonic>
-Status launch_cluster(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
-  return launch_in_clusters(kernels::radix_topk_cluster_kernel<T, kItems, false, kBitonic>, r,
-                            cluster, max_cluster<T, kItems, kBitonic>(), kernels::kClusterThreads,
-                            0, stream, "topk: radix_topk_cluster_kernel launch");
-}
-
 // The streaming kernel: its shared memory limit (for the largest k, sorted) set once per device,
 // and its largest cluster there.
 template <typename T, int kThreads>
@@ -165,20 +143,6 @@ Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, int threads,
                         : launch_stream<T, 512>(r, cluster, stream);
 }
 
-// Blocks per row and keys per thread for a shape (cluster 0: the global-memory kernel): one
-// block of 16 keys per thread (8192 elements, 3 blocks an SM) for rows up to 8192, else the
-// fewest blocks of 32 keys per thread (16384 elements, 2 blocks an SM). Measured on an H200:
-// fewer, fuller blocks per row win (64x65536: 4 blocks of 32 keys 44 us, 8 of 16 keys 68 us;
-// 8x131072: 8 of 32 keys 29 us, 16 of 16 keys 56 us): every radix pass costs a cluster barrier
-// and a merge of every block's histogram.
-std::pair<int, int> choose_config(std::int64_t length, int max_c) {
-  const std::int64_t c32 =
-      (length + kernels::cluster_chunk<32>() - 1) / kernels::cluster_chunk<32>();
-  if (c32 > max_c) return {0, 0};
-  if (length <= kernels::cluster_chunk<16>()) return {1, 16};
-  return {int(c32), 32};
-}
-
 kernels::RadixTopkArgs radix_args(const TopkParams& p) {
   kernels::RadixTopkArgs r{};
   r.values = p.values;
@@ -195,48 +159,16 @@ kernels::RadixTopkArgs radix_args(const TopkParams& p) {
   return r;
 }
 
-// The radix path with (cluster, items); cluster 0 = the global-memory kernel; cluster < 0 =
-// chosen by shape. cub_sort: sorted output by CUB's block radix sort instead of the bitonic
-// network.
-Status radix_topk(const TopkParams& p, int cluster, int items, bool cub_sort, cudaStream_t stream) {
+// The radix path: the streaming kernel with `cluster` blocks per row (< 0: chosen by shape) of
+// `threads` threads (0: chosen by shape; else 256 or 512).
+Status radix_topk(const TopkParams& p, int cluster, int threads, cudaStream_t stream) {
   if (p.n > 0x7fffffffLL) {
     return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(p.n));
   }
   const kernels::RadixTopkArgs r = radix_args(p);
   return MOER_DISPATCH_REAL_DTYPE(p.values_dtype, T, "topk: values_dtype", [&] {
-    int c = cluster, it = items;
-    if (c < 0 && items < 0) {  // the register-resident cluster kernel, configured by shape
-      const auto cfg = choose_config(p.length, max_cluster<T, 32, true>());
-      c = cfg.first;
-      it = cfg.second;
-    }
-    if (c < 0) {
-      const int cl = stream_cluster(p.n, p.length, stream_setup<T, 512>());
-      return launch_stream<T>(r, cl, stream_threads(p.n, cl), stream);
-    }
-    if (c >= 1 && (it == 0 || it == 256 || it == 512)) {
-      if (c > kernels::kClusterMaxBlocks) {
-        return Status(StatusCode::kUnsupported,
-                      "topk: at most 16 blocks per row, got " + std::to_string(c));
-      }
-      return launch_stream<T>(r, c, it == 0 ? stream_threads(p.n, c) : it, stream);
-    }
-    if (c == 0) {
-      kernels::radix_topk_kernel<T><<<unsigned(p.n), kernels::kRadixThreads, 0, stream>>>(r);
-      return detail::launch_status("topk: radix_topk_kernel launch");
-    }
-    if (c > kernels::kClusterMaxBlocks || (it != 16 && it != 32) ||
-        p.length > c * (it == 16 ? kernels::cluster_chunk<16>() : kernels::cluster_chunk<32>())) {
-      return Status(StatusCode::kUnsupported, "topk: radix configuration (" + std::to_string(c) +
-                                                  ", " + std::to_string(it) +
-                                                  ") does not fit this shape");
-    }
-    if (cub_sort) {
-      return it == 16 ? launch_cluster<T, 16, false>(r, c, stream)
-                      : launch_cluster<T, 32, false>(r, c, stream);
-    }
-    return it == 16 ? launch_cluster<T, 16, true>(r, c, stream)
-                    : launch_cluster<T, 32, true>(r, c, stream);
+    const int c = cluster >= 1 ? cluster : stream_cluster(p.n, p.length, stream_setup<T, 512>());
+    return launch_stream<T>(r, c, threads == 0 ? stream_threads(p.n, c) : threads, stream);
   });
 }
 
@@ -261,24 +193,28 @@ Status check_common(const TopkParams& p, const char* op) {
 
 }  // namespace
 
-Status topk_radix_config(const TopkParams& p, int cluster, int items, cudaStream_t stream,
-                         bool cub_sort) {
+Status topk_radix_config(const TopkParams& p, int cluster, int threads, cudaStream_t stream) {
   MOER_RETURN_IF_ERROR_CUDA(check_common(p, "topk"));
   if (p.n == 0) return Status::success();
   if (p.k <= kMaxK && p.sorted) {
     return Status(StatusCode::kUnsupported, "topk_radix_config: needs k > 32 or unsorted");
   }
-  if (cluster < 0 && !(cluster == -1 && items == -1)) {
+  if (cluster < 1 || cluster > kernels::kClusterMaxBlocks) {
     return Status(StatusCode::kUnsupported,
-                  "topk_radix_config: cluster must be >= 0 (or -1 with items -1)");
+                  "topk_radix_config: cluster must be in [1, 16], got " + std::to_string(cluster));
   }
-  return radix_topk(p, cluster, items, cub_sort, stream);
+  if (threads != 0 && threads != 256 && threads != 512) {
+    return Status(StatusCode::kUnsupported,
+                  "topk_radix_config: threads must be 0, 256 or 512, got " +
+                      std::to_string(threads));
+  }
+  return radix_topk(p, cluster, threads, stream);
 }
 
 Status topk(const TopkParams& p, cudaStream_t stream) {
   MOER_RETURN_IF_ERROR_CUDA(check_common(p, "topk"));
   if (p.n == 0) return Status::success();
-  if (p.k > kMaxK || !p.sorted) return radix_topk(p, -1, 0, false, stream);
+  if (p.k > kMaxK || !p.sorted) return radix_topk(p, -1, 0, stream);
 
   kernels::TopkArgs a{};
   a.values = p.values;

@@ -1,8 +1,7 @@
 // Large-k top-k (radix select) and unsorted output against the CPU backend (bit for bit:
 // indices, values, padding) and the float64 oracle, over the indexer's shapes and hard data:
 // cuda::topk (the streaming kernel, configured by shape) and, forced through
-// cuda::topk_radix_config, the streaming kernel's cluster sizes, block sizes and exact fallback,
-// the register-resident cluster kernel's configurations and the global-memory kernel.
+// cuda::topk_radix_config, the streaming kernel's cluster sizes, block sizes and exact fallback.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -74,17 +73,15 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
 }
 
 // GPU == CPU backend bit for bit, sorted and unsorted; sorted also == the oracle's indices.
-// cluster >= 0: through cuda::topk_radix_config(cluster, items) (0 = global-memory kernel);
+// cluster >= 1: through cuda::topk_radix_config(cluster, threads) (threads 0: as topk chooses);
 // stride > len: rows `stride` apart (the gap holds values that must never be read as elements).
 void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool sorted,
-           std::uint64_t seed, int cluster = -1, int items = 0, std::int64_t stride = 0,
-           bool cub_sort = false) {
+           std::uint64_t seed, int cluster = -1, int threads = 0, std::int64_t stride = 0) {
   const std::string cfg =
       "n=" + std::to_string(n) + " len=" + std::to_string(len) + " k=" + std::to_string(k) +
       " data=" + std::to_string(int(d)) + " lengths=" + std::to_string(lengths) +
       " sorted=" + std::to_string(sorted) + " cluster=" + std::to_string(cluster) +
-      " items=" + std::to_string(items) + " stride=" + std::to_string(stride) +
-      " cub=" + std::to_string(cub_sort);
+      " threads=" + std::to_string(threads) + " stride=" + std::to_string(stride);
   const std::int64_t ld = stride > len ? stride : len;
   auto vals = make_rows(n, ld, d, seed);
   if (ld > len) {
@@ -121,7 +118,7 @@ void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool s
   p.lengths = lengths ? d_lens.get() : nullptr;
   p.indices = d_idx.get();
   p.out_values = d_val.get();
-  const Status st = cluster >= 0 ? cuda::topk_radix_config(p, cluster, items, nullptr, cub_sort)
+  const Status st = cluster >= 1 ? cuda::topk_radix_config(p, cluster, threads)
                                   : cuda::topk(p);
   ASSERT_TRUE(st.ok()) << cfg << ": " << st.to_string();
   MOER_CUDA_OK(cudaDeviceSynchronize());
@@ -169,49 +166,14 @@ TEST_F(GpuRadixTopk, IndexerShapes) {
   check(4096, 1024, 1024, Data::kRandom, false, true, 15);
 }
 
-// The cluster kernel in each configuration: rows that fill the cluster exactly, end one short
-// of it, or barely reach its last block; data whose ties straddle the blocks' chunks (equal,
-// few levels, sorted), NaN/inf, per-row lengths (0, 1, k-1, k, k+1, L), both output orders.
-TEST_F(GpuRadixTopk, ClusterConfigs) {
-  std::uint64_t seed = 1000;
-  const int configs[][2] = {{1, 16}, {1, 32}, {2, 16}, {3, 32}, {4, 16}, {8, 32}, {16, 16}};
-  for (const auto& c : configs) {
-    const std::int64_t cap = std::int64_t(c[0]) * 512 * c[1];
-    const std::int64_t chunk = 512 * c[1];
-    for (std::int64_t len : {cap, cap - 1, cap - chunk + 1}) {
-      for (int k : {33, 512, 2048}) {
-        for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted,
-                       Data::kSpecial}) {
-          ++seed;
-          check(c[0] >= 8 ? 3 : 7, len, k, d, seed % 3 != 0, seed % 2 == 0, seed, c[0], c[1]);
-        }
-      }
-    }
-  }
-}
-
-// The cluster kernel's other sort (CUB's block radix sort instead of the bitonic network).
-TEST_F(GpuRadixTopk, ClusterConfigsCubSort) {
-  std::uint64_t seed = 2000;
-  const int configs[][2] = {{1, 16}, {3, 32}, {16, 16}};
-  for (const auto& c : configs) {
-    const std::int64_t len = std::int64_t(c[0]) * 512 * c[1] - 5;
-    for (int k : {33, 512, 1000, 2048}) {
-      for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSpecial}) {
-        ++seed;
-        check(3, len, k, d, seed % 3 != 0, true, seed, c[0], c[1], 0, true);
-      }
-    }
-  }
-}
-
-// The global-memory kernel forced, and the choice by shape around its limits.
-TEST_F(GpuRadixTopk, GlobalKernelAndChoice) {
-  check(5, 20000, 512, Data::kFewLevels, true, true, 21, 0, 0);
-  check(5, 20000, 512, Data::kRandom, false, false, 22, 0, 0);
+// The choice by shape (blocks per row, threads) around its switches: long and short rows, few
+// and many rows.
+TEST_F(GpuRadixTopk, ChoiceByShape) {
   check(2, 262144, 2048, Data::kEqual, false, true, 23);
   check(2, 262145, 1024, Data::kRandom, true, true, 24);
   check(3, 131073, 512, Data::kFewLevels, true, false, 25);
+  check(300, 9000, 600, Data::kRandom, true, true, 26);  // 256-thread blocks
+  check(300, 9000, 2048, Data::kSpecial, false, false, 27);
 }
 
 // The streaming kernel (the default path) with each cluster size forced: rows that end inside
@@ -260,24 +222,25 @@ TEST_F(GpuRadixTopk, StreamFallback) {
 TEST_F(GpuRadixTopk, RowStride) {
   check(9, 8000, 512, Data::kRandom, true, true, 31, -1, 0, 8004);
   check(9, 8000, 512, Data::kFewLevels, true, false, 32, -1, 0, 8003);
-  check(5, 30001, 1024, Data::kSpecial, false, true, 33, 4, 16, 30007);
-  check(5, 30001, 1024, Data::kEqual, true, false, 34, 8, 16, 30001);
+  check(5, 30001, 1024, Data::kSpecial, false, true, 33, 4, 0, 30007);
+  check(5, 30001, 1024, Data::kEqual, true, false, 34, 8, 256, 30001);
 }
 
-// Small shapes for compute-sanitizer (memcheck, racecheck): every kernel and cluster size once.
+// Small shapes for compute-sanitizer (memcheck, racecheck): every cluster size, both block
+// sizes, both sorts and the exact fallback once.
 TEST_F(GpuRadixTopk, SanitizerSmall) {
-  check(3, 3000, 64, Data::kFewLevels, true, true, 41, 1, 16);
-  check(3, 3000, 64, Data::kRandom, true, false, 42, 1, 16);
-  check(2, 20000, 100, Data::kSpecial, true, true, 43, 3, 16);
-  check(2, 20000, 100, Data::kEqual, false, false, 44, 2, 32);
-  check(2, 20000, 100, Data::kRandom, false, true, 45, 16, 16);
-  check(2, 3000, 64, Data::kRandom, true, true, 46, 0, 0);
-  check(2, 20000, 1100, Data::kFewLevels, true, true, 47, 3, 16, 0, /*cub_sort=*/true);
-  check(2, 20000, 1100, Data::kRandom, false, true, 48, 3, 16);
-  check(2, 20000, 100, Data::kRandom, true, true, 51, 1, 0);  // the streaming kernel
+  check(3, 3000, 64, Data::kFewLevels, true, true, 41, 1, 512);
+  check(3, 3000, 64, Data::kRandom, true, false, 42, 1, 256);
+  check(2, 20000, 100, Data::kSpecial, true, true, 43, 3, 0);
+  check(2, 20000, 100, Data::kEqual, false, false, 44, 2, 0);
+  check(2, 20000, 100, Data::kRandom, false, true, 45, 16, 0);
+  check(2, 3000, 64, Data::kRandom, true, true, 46);  // the choice by shape
+  check(2, 20000, 1100, Data::kFewLevels, true, true, 47, 3, 0);  // CUB's sort (k > 1024)
+  check(2, 20000, 1100, Data::kRandom, false, true, 48, 1, 256);
+  check(2, 20000, 100, Data::kRandom, true, true, 51, 1, 0);
   check(2, 20000, 1100, Data::kFewLevels, true, false, 52, 3, 0);
   check(2, 40000, 600, Data::kSpecial, false, true, 53, 16, 0);
-  check(2, 40000, 600, Data::kLowSample, false, true, 54, 4, 0);  // its exact fallback
+  check(2, 40000, 600, Data::kLowSample, false, true, 54, 4, 0);  // the exact fallback
   check(2, 40000, 1500, Data::kHighSample, false, false, 55, 16, 0);
   check(3, 20000, 1100, Data::kRandom, true, true, 56, 1, 256);  // 256 threads, CUB sort
   check(3, 20000, 700, Data::kLowSample, false, true, 57, 2, 256);
@@ -304,14 +267,12 @@ TEST_F(GpuRadixTopk, Bf16Rows) {
   EXPECT_EQ(d_idx.download(), cpu_idx);
 }
 
-// bf16 through every cluster configuration, ties straddling chunks (few levels), lengths.
+// bf16 through the cluster sizes and block sizes, ties straddling chunks (few levels), lengths.
 TEST_F(GpuRadixTopk, Bf16Cluster) {
-  const int configs[][2] = {{0, 0},   {1, 16}, {2, 32},  {5, 16},
-                            {16, 32}, {1, 0},  {1, 256}, {4, 0}, {16, 0}};
+  const int configs[][2] = {{1, 0}, {1, 256}, {2, 0}, {4, 0}, {5, 512}, {16, 0}};
   std::uint64_t seed = 50;
   for (const auto& c : configs) {
-    const bool fixed = c[0] == 0 || c[1] == 0 || c[1] >= 256;  // not the register kernel
-    const std::int64_t len = fixed ? 40000 : std::int64_t(c[0]) * 512 * c[1] - 3;
+    const std::int64_t len = 40000 + 3 * c[0];
     for (int k : {64, 1024}) {
       for (bool sorted : {true, false}) {
         ++seed;

@@ -24,8 +24,8 @@
 // 4. Finish (block 0): exact radix select of the k-th key among the candidates (8-bit digits;
 //    the first is the top 16 bits as an offset from T0's), then an ordered compaction of the
 //    list: unsorted output in ascending index order directly, sorted output by the bitonic
-//    network (k <= 1024) or CUB's block radix sort (k = 2048) of the cluster kernel.
-// Keys: detail::order_key with NaN at 1 (radix_cluster_detail::key_of). Rows with fewer valid
+//    network (k <= 1024) or CUB's block radix sort (k = 2048), kernels/radix_topk.cuh.
+// Keys: detail::order_key with NaN at 1 (radix_detail::key_of). Rows with fewer valid
 // elements than k pad with index -1 and value -inf. No global workspace, no host sync.
 #pragma once
 
@@ -36,7 +36,7 @@
 #include <cstdint>
 #include <cub/block/block_scan.cuh>
 
-#include "moerouter/kernels/radix_topk_cluster.cuh"
+#include "moerouter/kernels/radix_topk.cuh"
 
 namespace moerouter {
 namespace kernels {
@@ -86,7 +86,7 @@ __device__ unsigned long long g_trace[4096][8];
   } while (0)
 #endif
 
-using radix_cluster_detail::kBins;
+using radix_detail::kBins;
 template <int kT>
 using Scan = cub::BlockScan<int, kT>;
 constexpr unsigned kAll = 0xffffffffu;
@@ -138,7 +138,7 @@ __device__ __forceinline__ void load_run(const T* v, int pos, int end, bool alig
 }
 
 __device__ __forceinline__ std::uint32_t key_of_bits(std::uint32_t bits) {
-  return radix_cluster_detail::key_of(__uint_as_float(bits));
+  return radix_detail::key_of(__uint_as_float(bits));
 }
 
 /// The float whose order key is `key` (key >= 0x00800000: a number or an infinity).
@@ -279,7 +279,7 @@ __device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint
 template <typename T, int kT>
 __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixTopkArgs a) {
   namespace cg = cooperative_groups;
-  using namespace radix_cluster_detail;
+  using namespace radix_detail;
   using namespace radix_stream_detail;
   constexpr int kWarpsT = kT / 32;
   constexpr int kW = kRawWords<T>;
