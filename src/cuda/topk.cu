@@ -107,10 +107,10 @@ int stream_setup() {
 
 // Blocks per row of the streaming kernel, a power of two: at most one block an SM over all rows,
 // at least 8192 elements a block for a single row and 16384 for several, at most the device's
-// largest cluster. Measured on an H100 (us, unsorted fp32): 64x65536 2 blocks 20.9, 4 blocks
-// 28.9; 8x131072 8 blocks 19.0, 16 blocks 22.2; 1x65536 4 / 8 / 16 blocks 16.7 / 15.1 / 15.9;
-// 1x262144 8 / 16 blocks 20.1 / 18.2. Every extra block adds to the cluster's barriers and to
-// the lists merged into block 0.
+// largest cluster. Measured on an H100 (us, unsorted fp32, final kernel): 64x65536 2 blocks
+// 18.5, 4 blocks 24.1; 8x131072 8 blocks 16.1, 16 blocks 19.8; 1x65536 4 / 8 / 16 blocks 13.3 /
+// 12.2 / 13.6; 1x262144 8 / 16 blocks 17.2 / 15.7. Every extra block adds to the cluster's
+// barriers and to the lists merged into block 0.
 int stream_cluster(std::int64_t n, std::int64_t length, int max_c) {
   const std::int64_t by_rows =
       std::max<std::int64_t>(1, detail::sm_count() / std::max<std::int64_t>(n, 1));
