@@ -100,22 +100,38 @@ inline bool aligned(const void* p, std::uintptr_t bytes) {
 
 /// Launches `kernel(args)` on `stream`; pdl: with programmatic stream serialization (the
 /// kernel may start before the previous one on the stream ends and must wait with
-/// griddepcontrol.wait before it reads that kernel's output). The launch error as a Status.
+/// griddepcontrol.wait before it reads that kernel's output); cluster > 0: in thread-block
+/// clusters of `cluster` blocks along x. The launch error as a Status (and cleared).
 template <typename Kernel, typename Args>
 Status launch_kernel(Kernel kernel, dim3 grid, dim3 block, std::size_t smem_bytes,
-                     cudaStream_t stream, bool pdl, const Args& args, const char* what) {
+                     cudaStream_t stream, bool pdl, const Args& args, const char* what,
+                     int cluster = 0) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem_bytes;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  if (cluster > 0) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = unsigned(cluster);
+    attr[n].val.clusterDim.y = 1;
+    attr[n].val.clusterDim.z = 1;
+    ++n;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = n;
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args);
-  if (err != cudaSuccess) return cuda_status(err, what);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return cuda_status(err, what);
+  }
   return launch_status(what);
 }
 

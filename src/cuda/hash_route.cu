@@ -36,24 +36,9 @@ Status launch_hash_x(const kernels::HashRouteArgs& a, cudaStream_t stream) {
       return Status(StatusCode::kUnsupported,
                     "hash_route: n must be < 2^31 / cluster size, got " + std::to_string(a.n));
     }
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(unsigned(blocks), 1, 1);
-    cfg.blockDim = dim3(kernels::kHashXThreads, 1, 1);
-    cfg.dynamicSmemBytes = 0;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = unsigned(csize);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, a);
-    if (err != cudaSuccess) {
-      (void)cudaGetLastError();
-      return detail::cuda_status(err, "hash_route: hash_route_x_kernel launch");
-    }
-    return detail::launch_status("hash_route: hash_route_x_kernel launch");
+    return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kernels::kHashXThreads), 0,
+                                 stream, false, a, "hash_route: hash_route_x_kernel launch",
+                                 csize);
   });
 }
 

@@ -63,34 +63,6 @@ int once_per_device(std::mutex& mu, std::map<int, int>& cache, Setup setup) {
   return v;
 }
 
-// n rows x `cluster` blocks of `threads` threads in clusters of `cluster` (at most max_c).
-template <typename Kernel>
-Status launch_in_clusters(Kernel kernel, const kernels::RadixTopkArgs& r, int cluster,
-                          int max_c, int threads, std::size_t smem, cudaStream_t stream,
-                          const char* what) {
-  if (cluster > max_c) {
-    return Status(StatusCode::kUnsupported,
-                  "topk: this device does not run clusters of " + std::to_string(cluster));
-  }
-  if (r.n * cluster > 0x7fffffffLL) {
-    return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
-  }
-  cudaLaunchConfig_t cfg{};
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.gridDim = dim3(unsigned(r.n * cluster));
-  cfg.blockDim = dim3(unsigned(threads));
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  MOER_RETURN_IF_ERROR_CUDA(detail::cuda_status(cudaLaunchKernelEx(&cfg, kernel, r), what));
-  return detail::launch_status(what);
-}
-
 // The streaming kernel: its shared memory limit (for the largest k, sorted) set once per device,
 // and its largest cluster there.
 template <typename T, int kThreads>
@@ -130,10 +102,17 @@ int stream_threads(std::int64_t n, int cluster) {
 
 template <typename T, int kThreads>
 Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
-  return launch_in_clusters(kernels::radix_topk_stream_kernel<T, kThreads>, r, cluster,
-                            stream_setup<T, kThreads>(), kThreads,
-                            kernels::stream_smem_bytes(r.k, r.sorted), stream,
-                            "topk: radix_topk_stream_kernel launch");
+  if (cluster > stream_setup<T, kThreads>()) {
+    return Status(StatusCode::kUnsupported,
+                  "topk: this device does not run clusters of " + std::to_string(cluster));
+  }
+  if (r.n * cluster > 0x7fffffffLL) {
+    return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
+  }
+  return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, kThreads>,
+                               dim3(unsigned(r.n * cluster)), dim3(kThreads),
+                               kernels::stream_smem_bytes(r.k, r.sorted), stream, false, r,
+                               "topk: radix_topk_stream_kernel launch", cluster);
 }
 
 template <typename T>

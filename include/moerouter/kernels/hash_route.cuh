@@ -279,8 +279,7 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
     }
     __syncthreads();
     if (tid < a.k) {
-      float sum = 0.0f;
-      for (int j = 0; j < a.k; ++j) sum += s_score[j];
+      const float sum = detail::rank_order_sum(s_score, a.k);
       detail::store_route_slot(a, token, tid, s_ids[tid],
                              s_score[tid] / detail::renorm_denominator(sum) * a.scale);
     }

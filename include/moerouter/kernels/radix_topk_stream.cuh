@@ -312,14 +312,15 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
   const int cap = stream_capacity(k);
   std::int32_t* out_idx = a.indices + row * a.indices_stride;
   float* out_val = a.out_values ? a.out_values + row * a.out_values_stride : nullptr;
+  auto pad_from = [&](int first) {  // output slots [first, k): index -1, value -inf
+    for (int j = first + tid; j < k; j += kT) {
+      out_idx[j] = -1;
+      if (out_val) out_val[j] = -INFINITY;
+    }
+  };
   MOER_STREAM_STAMP(0);
   if (kk == 0) {  // the same for every block of the cluster: nobody waits at a barrier
-    if (rank == 0) {
-      for (int j = tid; j < k; j += kT) {
-        out_idx[j] = -1;
-        if (out_val) out_val[j] = -INFINITY;
-      }
-    }
+    if (rank == 0) pad_from(0);
     return;
   }
   auto csync = [&] {
@@ -642,10 +643,7 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
       out_idx[slot] = std::int32_t(entry.y);
       if (out_val) out_val[slot] = __uint_as_float(entry.x);
     });
-    for (int j = kk + tid; j < k; j += kT) {
-      out_idx[j] = -1;
-      if (out_val) out_val[j] = -INFINITY;
-    }
+    pad_from(kk);
     MOER_STREAM_STAMP(6);
     return;
   }
