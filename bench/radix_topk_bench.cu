@@ -1,7 +1,8 @@
-// radix_topk_bench: large-k top-k (the sparse-attention indexer's shapes): cuda::topk (the
-// streaming kernel, configured by shape), other configurations forced through
-// cuda::topk_radix_config (blocks per row x threads), and the read floor (row bytes /
-// device-to-device copy bandwidth measured in the same run).
+// radix_topk_bench: large-k top-k (the sparse-attention indexer's shapes): cuda::topk with the
+// workspace it asks for (the streaming kernel, configured by shape; grid mode for few long
+// rows), other configurations forced through cuda::topk_radix_config (blocks per row x
+// threads) or cuda::topk_radix_grid (grid mode, blocks per row), and the read floor (row bytes
+// / device-to-device copy bandwidth measured in the same run).
 // Method of moerouter_bench.cu: a CUDA graph of many launches over rotating distinct inputs
 // (>= 3x L2 in total, so reads come from HBM), time per launch = graph time / launches, median
 // of 15 replays. Values: normal random (hash-based), fp32 and bf16.
@@ -123,7 +124,9 @@ struct Ctx {
 struct Shape {
   std::int64_t rows, len;
   int k;
-  std::vector<std::pair<int, int>> alts;  // streaming kernel: (blocks per row, threads) to time
+  // Streaming kernel configurations to time: (blocks per row, threads), or (blocks per row, 1)
+  // for grid mode (blocks cooperating through a workspace).
+  std::vector<std::pair<int, int>> alts;
 };
 
 }  // namespace
@@ -140,14 +143,16 @@ int main(int argc, char** argv) {
   std::printf("Device: %s, %d SMs, L2 %zu MB, copy bandwidth %.0f GB/s (read + write)\n",
               c.name.c_str(), prop.multiProcessorCount, c.l2 >> 20, c.copy_gbps);
   const std::vector<Shape> shapes = {
-      {1, 262144, 512, {{8, 512}, {16, 512}}},
+      {1, 262144, 512, {{16, 512}, {8, 512}, {32, 1}}},
       {64, 65536, 512, {{2, 512}, {4, 512}, {1, 256}}},
       {1024, 8192, 512, {{1, 512}, {1, 256}}},
       {4096, 16384, 512, {{1, 512}, {1, 256}}},
       {256, 262144, 2048, {{1, 512}, {1, 256}, {2, 512}}},
       {1, 65536, 1024, {{4, 512}, {8, 512}, {16, 512}}},
       {8, 131072, 1024, {{8, 512}, {16, 512}}},
-      {4, 1048576, 1024, {{16, 512}}},
+      {4, 1048576, 1024, {{16, 512}, {32, 1}}},
+      {1, 1048576, 1024, {{16, 512}, {64, 1}, {128, 1}}},
+      {2, 524288, 2048, {{16, 512}, {64, 1}}},
   };
 
   std::printf("%-5s %-12s %5s | %9s %9s | %8s | %s\n", "dtype", "rows x len", "k", "sorted",
@@ -167,7 +172,6 @@ int main(int argc, char** argv) {
       float* val = nullptr;
       CK(cudaMalloc(&idx, sh.rows * sh.k * 4));
       CK(cudaMalloc(&val, sh.rows * sh.k * 4));
-      CK(cudaStreamSynchronize(c.stream));
       auto params = [&](int s, bool sorted) {
         TopkParams p;
         p.values = in[s];
@@ -180,6 +184,28 @@ int main(int argc, char** argv) {
         p.sorted = sorted;
         return p;
       };
+      // One workspace for topk's own choice and every grid-mode alternative, zeroed once (every
+      // call leaves it zeroed).
+      std::size_t ws_bytes = moerouter::cuda::topk_workspace_size(params(0, false));
+      for (const auto& a : sh.alts) {
+        if (a.second == 1) {
+          ws_bytes = std::max(ws_bytes,
+                              moerouter::cuda::topk_radix_grid_workspace_size(params(0, false),
+                                                                              a.first));
+        }
+      }
+      void* ws = nullptr;
+      if (ws_bytes > 0) {
+        CK(cudaMalloc(&ws, ws_bytes));
+        CK(cudaMemsetAsync(ws, 0, ws_bytes, c.stream));
+      }
+      CK(cudaStreamSynchronize(c.stream));
+      // topk as a caller with a workspace calls it, or a forced configuration.
+      auto run = [&](const TopkParams& p, int cluster, int threads, cudaStream_t st) {
+        if (cluster < 1) return moerouter::cuda::topk(p, ws, ws_bytes, st);
+        if (threads == 1) return moerouter::cuda::topk_radix_grid(p, cluster, ws, ws_bytes, st);
+        return moerouter::cuda::topk_radix_config(p, cluster, threads, st);
+      };
       // The same indices and values from topk's configuration and the first alternative, both
       // orders, on set 0 (the tests check both against the CPU backend).
       bool same = true;
@@ -187,12 +213,11 @@ int main(int argc, char** argv) {
         const std::size_t m = std::size_t(sh.rows * sh.k);
         std::vector<std::int32_t> i0(m), i1(m);
         std::vector<float> v0(m), v1(m);
-        check_status(moerouter::cuda::topk(params(0, sorted), c.stream), "topk");
+        check_status(run(params(0, sorted), 0, 0, c.stream), "topk");
         CK(cudaMemcpyAsync(i0.data(), idx, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemcpyAsync(v0.data(), val, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemset(idx, 0x7f, m * 4));
-        check_status(moerouter::cuda::topk_radix_config(params(0, sorted), sh.alts[0].first,
-                                                        sh.alts[0].second, c.stream),
+        check_status(run(params(0, sorted), sh.alts[0].first, sh.alts[0].second, c.stream),
                      "alternative");
         CK(cudaMemcpyAsync(i1.data(), idx, m * 4, cudaMemcpyDeviceToHost, c.stream));
         CK(cudaMemcpyAsync(v1.data(), val, m * 4, cudaMemcpyDeviceToHost, c.stream));
@@ -205,10 +230,7 @@ int main(int argc, char** argv) {
                    [&](cudaStream_t st) {
                      for (int i = 0; i < launches; ++i) {
                        const TopkParams p = params(i % sets, sorted);
-                       check_status(cluster < 1 ? moerouter::cuda::topk(p, st)
-                                                : moerouter::cuda::topk_radix_config(
-                                                      p, cluster, threads, st),
-                                    "launch");
+                       check_status(run(p, cluster, threads, st), "launch");
                      }
                    },
                    quick ? 5 : 15) /
@@ -219,8 +241,13 @@ int main(int argc, char** argv) {
       std::string alts;
       for (const auto& a : sh.alts) {
         char buf[96];
-        std::snprintf(buf, sizeof(buf), " %dx%d: %.1f %.1f;", a.first, a.second,
-                      time(a.first, a.second, true), time(a.first, a.second, false));
+        if (a.second == 1) {
+          std::snprintf(buf, sizeof(buf), " grid %dx512: %.1f %.1f;", a.first,
+                        time(a.first, a.second, true), time(a.first, a.second, false));
+        } else {
+          std::snprintf(buf, sizeof(buf), " %dx%d: %.1f %.1f;", a.first, a.second,
+                        time(a.first, a.second, true), time(a.first, a.second, false));
+        }
         alts += buf;
       }
       char shape[32];
@@ -232,6 +259,7 @@ int main(int argc, char** argv) {
       for (void* p : in) CK(cudaFree(p));
       CK(cudaFree(idx));
       CK(cudaFree(val));
+      if (ws != nullptr) CK(cudaFree(ws));
     }
   }
   return 0;

@@ -1,8 +1,9 @@
 """moerouter.topk (radix select for large k) vs torch.topk and the read floor, in one run.
 
 The sparse-attention indexer's shapes (fp32): k = 512 over 1x262144, 64x65536, 1024x8192,
-4096x16384, and k = 2048 over 256x262144; sorted and unsorted. Each call captured in a CUDA
-graph over rotating distinct inputs (>= 3x L2 in total, so the reads come from HBM); floor =
+4096x16384, k = 2048 over 256x262144, and one 2^20-long row with k = 1024 (the longest rows
+issue 7 asks for, one query); sorted and unsorted. Each call captured in a CUDA graph over
+rotating distinct inputs (>= 3x L2 in total, so the reads come from HBM); floor =
 bytes read / copy bandwidth measured in the same run.
 
 Usage: python3 bench/topk_bench.py [--out FILE.md] [--dtype float32|bfloat16] [--torch-only]
@@ -17,7 +18,8 @@ import torch
 
 from graph_timing import graph_us
 
-SHAPES = [(1, 262144, 512), (64, 65536, 512), (1024, 8192, 512), (4096, 16384, 512), (256, 262144, 2048)]
+SHAPES = [(1, 262144, 512), (64, 65536, 512), (1024, 8192, 512), (4096, 16384, 512), (256, 262144, 2048),
+          (1, 1048576, 1024)]
 
 
 def copy_bandwidth():

@@ -120,12 +120,14 @@ bool run_gpu(const TopkParams& host, const TopkOptions& o, const std::vector<std
   const std::size_t in_bytes = std::size_t(host.n * host.length) * (o.bf16 ? 2 : 4);
   const std::size_t out = std::size_t(host.n) * std::size_t(host.k);
   void* d_in = nullptr;
+  void* d_ws = nullptr;  // topk's workspace where the shape uses one (few, long rows)
   std::int32_t* d_idx = nullptr;
   float* d_val = nullptr;
   cudaStream_t stream = nullptr;
   cudaEvent_t e0 = nullptr, e1 = nullptr;
   auto release = [&] {
     cudaFree(d_in);
+    cudaFree(d_ws);
     cudaFree(d_idx);
     cudaFree(d_val);
     if (e0) cudaEventDestroy(e0);
@@ -144,7 +146,12 @@ bool run_gpu(const TopkParams& host, const TopkOptions& o, const std::vector<std
     p.values = d_in;
     p.indices = d_idx;
     p.out_values = d_val;
-    const Status st = cuda::topk(p, stream);
+    const std::size_t ws_bytes = cuda::topk_workspace_size(p);
+    if (ws_bytes > 0) {
+      check_cuda(cudaMalloc(&d_ws, ws_bytes), "cudaMalloc");
+      check_cuda(cudaMemset(d_ws, 0, ws_bytes), "cudaMemset");
+    }
+    const Status st = cuda::topk(p, d_ws, ws_bytes, stream);
     if (!st.ok()) throw std::runtime_error("cuda::topk: " + st.to_string());
     std::vector<std::int32_t> idx(out);
     std::vector<float> val(out);
@@ -157,7 +164,7 @@ bool run_gpu(const TopkParams& host, const TopkOptions& o, const std::vector<std
                                                             detail::float_as_bits(b);
                                                    });
     check_cuda(cudaEventRecord(e0, stream), "cudaEventRecord");
-    for (int r = 0; r < o.reps; ++r) (void)cuda::topk(p, stream);
+    for (int r = 0; r < o.reps; ++r) (void)cuda::topk(p, d_ws, ws_bytes, stream);
     check_cuda(cudaEventRecord(e1, stream), "cudaEventRecord");
     check_cuda(cudaEventSynchronize(e1), "cudaEventSynchronize");
     float ms = 0;

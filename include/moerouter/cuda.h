@@ -59,12 +59,32 @@ Status check_error_flag(const std::int32_t* d_error_flag, cudaStream_t stream = 
 /// Returns kUnsupported for k > 2048 (the chosen pairs are sorted in one block's shared memory).
 Status topk(const TopkParams& p, cudaStream_t stream = nullptr);
 
+/// Bytes of workspace topk() can use for p's shape; 0 if it uses none. Rows too few and long
+/// for one cluster (16 blocks) each to fill the GPU (k > 32 or unsorted output, n <= 4,
+/// length >= 262144: decode queries over a long context) are then spread over 32 to 128 blocks
+/// each (8192 elements a block at least), which cooperate through the workspace: about
+/// n * blocks * max(3 k + 2048, 3072) * 8 bytes (one 262144-long row, k = 512: 0.9 MB).
+std::size_t topk_workspace_size(const TopkParams& p);
+
+/// topk() with a workspace of at least topk_workspace_size(p) bytes, 16-byte aligned, all zero
+/// before its first use (every call leaves it so); one call at a time per workspace. Same
+/// results as without one. A null workspace, or a shape that needs none: topk(p, stream).
+Status topk(const TopkParams& p, void* workspace, std::size_t workspace_bytes,
+            cudaStream_t stream = nullptr);
+
 /// topk() through the radix path with a forced configuration, for tests and benchmarks:
 /// `cluster` blocks per row (1..16; 16 where the device runs non-portable cluster sizes) of
 /// `threads` threads (0: as topk() would choose; else 256 or 512). Needs k > 32 or unsorted
 /// output; kUnsupported otherwise.
 Status topk_radix_config(const TopkParams& p, int cluster, int threads = 0,
                          cudaStream_t stream = nullptr);
+
+/// topk() through the radix path in grid mode with `blocks` blocks per row (2..256, 512
+/// threads each), for tests and benchmarks; workspace as for topk() with a workspace, of
+/// topk_radix_grid_workspace_size(p, blocks) bytes. Needs k > 32 or unsorted output.
+std::size_t topk_radix_grid_workspace_size(const TopkParams& p, int blocks);
+Status topk_radix_grid(const TopkParams& p, int blocks, void* workspace,
+                       std::size_t workspace_bytes, cudaStream_t stream = nullptr);
 
 /// The router GEMM through cuBLASLt: logits fp32 [n, E] = x bf16 [n, H] * W bf16 [E, H]^T,
 /// fp32 accumulation. Create one per device and thread (or guard it): the cuBLASLt handle and

@@ -95,7 +95,12 @@ std::tuple<at::Tensor, at::Tensor> topk_cuda(const at::Tensor& values, int64_t k
   const int64_t n = values.dim() == 2 ? values.size(0) : 0;
   at::Tensor out_values = at::empty({n, k}, values.options().dtype(at::kFloat));
   at::Tensor indices = at::empty({n, k}, values.options().dtype(at::kInt));
-  check_status(cuda::topk(topk_params(values, k, lengths, sorted, out_values, indices),
+  const TopkParams p = topk_params(values, k, lengths, sorted, out_values, indices);
+  // Few, long rows: a zeroed workspace lets every SM take part (grid mode).
+  const std::size_t ws_bytes = cuda::topk_workspace_size(p);
+  at::Tensor ws;
+  if (ws_bytes > 0) ws = at::zeros({int64_t(ws_bytes)}, values.options().dtype(at::kByte));
+  check_status(cuda::topk(p, ws_bytes > 0 ? ws.data_ptr() : nullptr, ws_bytes,
                           current_stream(values)),
                "topk");
   return {out_values, indices};

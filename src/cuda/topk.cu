@@ -71,7 +71,7 @@ int stream_setup() {
   static std::map<int, int> cache;
   return once_per_device(mu, cache, [] {
     const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads>;
-    const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true);
+    const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
     (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     return probe_max_cluster(kernel, kThreads, smem);
   });
@@ -93,6 +93,23 @@ int stream_cluster(std::int64_t n, std::int64_t length, int max_c) {
   return p;
 }
 
+// Grid mode (a row's blocks cooperate through a workspace, no cluster) where one cluster per
+// row leaves most SMs idle: blocks per row a power of two, at most kGridMaxTotal over all rows
+// and at least one tile (8192 elements: a block's chunk is whole tiles) a block; only used
+// above the largest cluster. Chosen from the shape alone, so that the workspace size needs no
+// device.
+constexpr int kGridMaxTotal = 128;
+constexpr std::int64_t kGridMinChunk = 512 * kernels::kStreamPer;
+constexpr int kGridMaxBlocks = 256;  // topk_radix_grid's limit (s_off in the kernel: <= 512)
+
+int grid_blocks(const TopkParams& p) {
+  if ((p.k <= kMaxK && p.sorted) || p.n <= 0 || p.n > kGridMaxTotal) return 0;
+  const std::int64_t c = std::min<std::int64_t>(kGridMaxTotal / p.n, p.length / kGridMinChunk);
+  int b = 1;
+  while (2 * b <= c) b *= 2;
+  return b > kernels::kClusterMaxBlocks ? b : 0;
+}
+
 // Threads of a streaming block: 256 where rows are many and each has one block (four blocks an
 // SM overlap more rows' latency chains), else 512. Measured on an H100 (unsorted fp32, us, 512 /
 // 256 / 128 threads): 1024x8192 42.1 / 30.5 / 38.2; 4096x16384 193 / 144 / 158.
@@ -111,8 +128,8 @@ Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t 
   }
   return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, kThreads>,
                                dim3(unsigned(r.n * cluster)), dim3(kThreads),
-                               kernels::stream_smem_bytes(r.k, r.sorted), stream, false, r,
-                               "topk: radix_topk_stream_kernel launch", cluster);
+                               kernels::stream_smem_bytes(r.k, r.sorted, r.length), stream,
+                               false, r, "topk: radix_topk_stream_kernel launch", cluster);
 }
 
 template <typename T>
@@ -120,6 +137,25 @@ Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, int threads,
                      cudaStream_t stream) {
   return threads == 256 ? launch_stream<T, 256>(r, cluster, stream)
                         : launch_stream<T, 512>(r, cluster, stream);
+}
+
+// Grid mode: 512 threads a block, the smem limit set once per device.
+template <typename T>
+Status launch_grid(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
+  static std::mutex mu;
+  static std::map<int, int> cache;
+  const auto kernel = kernels::radix_topk_stream_kernel<T, 512, true>;
+  (void)once_per_device(mu, cache, [&] {
+    const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
+    (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    return 1;
+  });
+  if (r.n * r.grid_blocks > 0x7fffffffLL) {
+    return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
+  }
+  return detail::launch_kernel(kernel, dim3(unsigned(r.n * r.grid_blocks)), dim3(512),
+                               kernels::stream_smem_bytes(r.k, r.sorted, r.length), stream,
+                               false, r, "topk: radix_topk_stream_kernel (grid) launch");
 }
 
 kernels::RadixTopkArgs radix_args(const TopkParams& p) {
@@ -149,6 +185,29 @@ Status radix_topk(const TopkParams& p, int cluster, int threads, cudaStream_t st
     const int c = cluster >= 1 ? cluster : stream_cluster(p.n, p.length, stream_setup<T, 512>());
     return launch_stream<T>(r, c, threads == 0 ? stream_threads(p.n, c) : threads, stream);
   });
+}
+
+// The radix path in grid mode, `blocks` blocks per row, after check_common.
+Status radix_topk_grid(const TopkParams& p, int blocks, void* workspace,
+                       std::size_t workspace_bytes, cudaStream_t stream) {
+  const char* op = "topk";
+  const std::size_t need = kernels::radix_stream_grid_bytes(p.n, p.length, blocks, p.k);
+  if (workspace_bytes < need) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::string(op) + ": workspace_bytes must be >= " + std::to_string(need) +
+                      " for this shape, got " + std::to_string(workspace_bytes));
+  }
+  if (!detail::aligned(workspace, 16)) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::string(op) + ": workspace must be 16-byte aligned");
+  }
+  MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "workspace", workspace));
+  kernels::RadixTopkArgs r = radix_args(p);
+  r.grid_ws = static_cast<std::uint32_t*>(workspace);
+  r.grid_blocks = blocks;
+  r.grid_slot = kernels::radix_stream_grid_slot(p.length, blocks, p.k);
+  return MOER_DISPATCH_REAL_DTYPE(p.values_dtype, T, "topk: values_dtype",
+                                  [&] { return launch_grid<T>(r, stream); });
 }
 
 Status check_common(const TopkParams& p, const char* op) {
@@ -188,6 +247,42 @@ Status topk_radix_config(const TopkParams& p, int cluster, int threads, cudaStre
                       std::to_string(threads));
   }
   return radix_topk(p, cluster, threads, stream);
+}
+
+std::size_t topk_radix_grid_workspace_size(const TopkParams& p, int blocks) {
+  if (p.n <= 0 || blocks < 2 || blocks > kGridMaxBlocks) return 0;
+  return kernels::radix_stream_grid_bytes(p.n, p.length, blocks, p.k);
+}
+
+Status topk_radix_grid(const TopkParams& p, int blocks, void* workspace,
+                       std::size_t workspace_bytes, cudaStream_t stream) {
+  MOER_RETURN_IF_ERROR_CUDA(check_common(p, "topk"));
+  if (p.n == 0) return Status::success();
+  if (p.k <= kMaxK && p.sorted) {
+    return Status(StatusCode::kUnsupported, "topk_radix_grid: needs k > 32 or unsorted");
+  }
+  if (blocks < 2 || blocks > kGridMaxBlocks) {
+    return Status(StatusCode::kUnsupported, "topk_radix_grid: blocks must be in [2, " +
+                                                std::to_string(kGridMaxBlocks) + "], got " +
+                                                std::to_string(blocks));
+  }
+  return radix_topk_grid(p, blocks, workspace, workspace_bytes, stream);
+}
+
+std::size_t topk_workspace_size(const TopkParams& p) {
+  // From the shape alone (no pointers needed).
+  if (p.n <= 0 || p.length <= 0 || p.k < 1 || p.k > kernels::kRadixMaxK) return 0;
+  const int blocks = grid_blocks(p);
+  return blocks == 0 ? 0 : kernels::radix_stream_grid_bytes(p.n, p.length, blocks, p.k);
+}
+
+Status topk(const TopkParams& p, void* workspace, std::size_t workspace_bytes,
+            cudaStream_t stream) {
+  const int blocks = grid_blocks(p);
+  if (workspace == nullptr || blocks == 0) return topk(p, stream);
+  MOER_RETURN_IF_ERROR_CUDA(check_common(p, "topk"));
+  if (p.n == 0) return Status::success();
+  return radix_topk_grid(p, blocks, workspace, workspace_bytes, stream);
 }
 
 Status topk(const TopkParams& p, cudaStream_t stream) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -75,13 +76,18 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
 // GPU == CPU backend bit for bit, sorted and unsorted; sorted also == the oracle's indices.
 // cluster >= 1: through cuda::topk_radix_config(cluster, threads) (threads 0: as topk chooses);
 // stride > len: rows `stride` apart (the gap holds values that must never be read as elements).
+// grid > 0: grid mode with `grid` blocks per row (cuda::topk_radix_grid); grid < 0: cuda::topk
+// with the workspace it asks for. Both run twice on one workspace (zeroed once): the first
+// call must leave it ready for the next; the second call's output is checked.
 void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool sorted,
-           std::uint64_t seed, int cluster = -1, int threads = 0, std::int64_t stride = 0) {
+           std::uint64_t seed, int cluster = -1, int threads = 0, std::int64_t stride = 0,
+           int grid = 0) {
   const std::string cfg =
       "n=" + std::to_string(n) + " len=" + std::to_string(len) + " k=" + std::to_string(k) +
       " data=" + std::to_string(int(d)) + " lengths=" + std::to_string(lengths) +
       " sorted=" + std::to_string(sorted) + " cluster=" + std::to_string(cluster) +
-      " threads=" + std::to_string(threads) + " stride=" + std::to_string(stride);
+      " threads=" + std::to_string(threads) + " stride=" + std::to_string(stride) +
+      " grid=" + std::to_string(grid);
   const std::int64_t ld = stride > len ? stride : len;
   auto vals = make_rows(n, ld, d, seed);
   if (ld > len) {
@@ -118,9 +124,33 @@ void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool s
   p.lengths = lengths ? d_lens.get() : nullptr;
   p.indices = d_idx.get();
   p.out_values = d_val.get();
-  const Status st = cluster >= 1 ? cuda::topk_radix_config(p, cluster, threads)
-                                  : cuda::topk(p);
+  const std::size_t ws_bytes = grid > 0   ? cuda::topk_radix_grid_workspace_size(p, grid)
+                               : grid < 0 ? cuda::topk_workspace_size(p)
+                                          : 0;
+  ASSERT_TRUE(grid <= 0 || ws_bytes > 0) << cfg;
+  DeviceBuffer<unsigned char> ws(ws_bytes > 0 ? ws_bytes : 16);
+  ws.fill_bytes(0);
+  auto run = [&]() -> Status {
+    if (grid > 0) return cuda::topk_radix_grid(p, grid, ws.get(), ws_bytes);
+    if (grid < 0) return cuda::topk(p, ws_bytes > 0 ? ws.get() : nullptr, ws_bytes);
+    return cluster >= 1 ? cuda::topk_radix_config(p, cluster, threads) : cuda::topk(p);
+  };
+  const Status st = run();
   ASSERT_TRUE(st.ok()) << cfg << ": " << st.to_string();
+  if (grid != 0) {  // again on the same workspace; the second call's output is checked
+    MOER_CUDA_OK(cudaDeviceSynchronize());
+    d_idx.fill_bytes(0x7f);
+    d_val.fill_bytes(0x7f);
+    const Status again = run();
+    ASSERT_TRUE(again.ok()) << cfg << ": " << again.to_string();
+    MOER_CUDA_OK(cudaDeviceSynchronize());
+    const auto left = ws.download();  // every row's arrival counter is back at zero
+    for (std::int64_t r = 0; r < n && ws_bytes > 0; ++r) {
+      std::int32_t counter = 0;
+      std::memcpy(&counter, left.data() + 4 * r, 4);
+      ASSERT_EQ(counter, 0) << cfg << " row " << r;
+    }
+  }
   MOER_CUDA_OK(cudaDeviceSynchronize());
   const auto gpu_idx = d_idx.download();
   const auto gpu_val = d_val.download();
@@ -214,8 +244,91 @@ TEST_F(GpuRadixTopk, StreamFallback) {
       }
     }
   }
+  // Rows of 2^19 and more: the 16384-element sample.
+  check(1, 600000, 512, Data::kHighSample, false, false, 4102, 16);
+  check(1, 600000, 1024, Data::kLowSample, false, true, 4103, 8);
   check(3, 50000, 700, Data::kLowSample, false, true, 4100);  // the choice by shape
   check(3, 50000, 700, Data::kHighSample, false, false, 4101);
+}
+
+// Grid mode (a row's blocks cooperate through a workspace): block counts that leave blocks
+// without a chunk (short rows), whole and partial tiles, every data pattern, per-row lengths.
+TEST_F(GpuRadixTopk, GridConfigs) {
+  std::uint64_t seed = 7000;
+  for (int g : {2, 3, 17, 64, 128}) {
+    for (std::int64_t len : {std::int64_t(3000), std::int64_t(100000), std::int64_t(262149)}) {
+      if (len > 200000 && g != 17 && g != 128) continue;
+      for (int k : {33, 512, 2048}) {
+        for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted,
+                       Data::kSpecial}) {
+          ++seed;
+          check(seed % 3 == 0 ? 1 : 3, len, k, d, seed % 4 == 1, seed % 2 == 0, seed, -1, 0, 0,
+                g);
+        }
+      }
+    }
+  }
+}
+
+// Grid mode when the sample misleads: the last block takes the exact path over the whole row.
+TEST_F(GpuRadixTopk, GridFallback) {
+  std::uint64_t seed = 7500;
+  for (int g : {4, 64}) {
+    for (std::int64_t len : {std::int64_t(20000), std::int64_t(262144)}) {
+      for (int k : {33, 512, 2048}) {
+        for (Data d : {Data::kHighSample, Data::kLowSample}) {
+          ++seed;
+          check(2, len, k, d, false, seed % 2 == 0, seed, -1, 0, 0, g);
+        }
+      }
+    }
+  }
+}
+
+// topk with the workspace topk_workspace_size asks for: grid mode where rows are few and long,
+// the cluster path (no workspace needed) elsewhere.
+TEST_F(GpuRadixTopk, WorkspaceByShape) {
+  check(1, 262144, 512, Data::kRandom, false, false, 7601, -1, 0, 0, -1);
+  check(1, 1048576, 1024, Data::kFewLevels, false, true, 7602, -1, 0, 0, -1);
+  check(4, 262144, 2048, Data::kSpecial, true, true, 7603, -1, 0, 0, -1);
+  check(2, 524288, 33, Data::kLowSample, false, false, 7604, -1, 0, 0, -1);
+  check(64, 8192, 512, Data::kRandom, true, false, 7605, -1, 0, 0, -1);  // none needed
+}
+
+// The workspace size by shape (no device needed): grid mode only for k > 32 or unsorted output,
+// at most 4 rows, rows of at least 262144 (32 blocks of one 8192-element tile each); blocks a
+// row a power of two, at most 128 over all rows.
+TEST(RadixTopkWorkspace, SizeByShape) {
+  TopkParams p;
+  p.n = 1;
+  p.length = 262144;
+  p.k = 512;
+  p.sorted = false;
+  const std::size_t one = cuda::topk_workspace_size(p);
+  EXPECT_EQ(one, kernels::radix_stream_grid_bytes(1, 262144, 32, 512));
+  EXPECT_EQ(one, cuda::topk_radix_grid_workspace_size(p, 32));
+  // Counters and lengths (1 + 32 ints, rounded to 16 bytes), then 32 lists of 3584 entries.
+  EXPECT_EQ(one, 144u + 32u * 3584 * 8);
+  p.n = 4;
+  EXPECT_EQ(cuda::topk_workspace_size(p), kernels::radix_stream_grid_bytes(4, 262144, 32, 512));
+  p.n = 8;  // 16 blocks a row: a cluster does it
+  EXPECT_EQ(cuda::topk_workspace_size(p), 0u);
+  p.n = 1;
+  p.length = 262143;
+  EXPECT_EQ(cuda::topk_workspace_size(p), 0u);
+  p.length = 1 << 20;
+  EXPECT_EQ(cuda::topk_workspace_size(p), kernels::radix_stream_grid_bytes(1, 1 << 20, 128, 512));
+  p.n = 2;
+  EXPECT_EQ(cuda::topk_workspace_size(p), kernels::radix_stream_grid_bytes(2, 1 << 20, 64, 512));
+  p.n = 1;
+  p.k = 6;
+  p.sorted = true;  // the small-k kernel
+  EXPECT_EQ(cuda::topk_workspace_size(p), 0u);
+  p.k = 4096;  // unsupported on the GPU
+  EXPECT_EQ(cuda::topk_workspace_size(p), 0u);
+  p.k = 512;
+  EXPECT_EQ(cuda::topk_radix_grid_workspace_size(p, 1), 0u);
+  EXPECT_EQ(cuda::topk_radix_grid_workspace_size(p, 257), 0u);
 }
 
 // Row stride: aligned (16-byte vector loads) and odd strides (scalar loads).
@@ -244,6 +357,8 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(2, 40000, 1500, Data::kHighSample, false, false, 55, 16, 0);
   check(3, 20000, 1100, Data::kRandom, true, true, 56, 1, 256);  // 256 threads, CUB sort
   check(3, 20000, 700, Data::kLowSample, false, true, 57, 2, 256);
+  check(2, 30000, 100, Data::kRandom, true, false, 58, -1, 0, 0, 5);  // grid mode
+  check(1, 30000, 1100, Data::kLowSample, false, true, 59, -1, 0, 0, 3);  // and its fallback
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {

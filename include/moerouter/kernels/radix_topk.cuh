@@ -27,6 +27,12 @@ struct RadixTopkArgs {
   std::int64_t n, length, values_stride, indices_stride, out_values_stride;
   int k;
   bool sorted;
+  // Grid mode only (radix_topk_stream_kernel<T, kT, true>): the blocks of a row cooperate
+  // through this workspace (layout: radix_stream_grid_* in radix_topk_stream.cuh) instead of a
+  // cluster's shared memory.
+  std::uint32_t* grid_ws;
+  int grid_blocks;  ///< blocks per row
+  int grid_slot;    ///< list entries a block may leave in the workspace
 };
 
 namespace radix_detail {

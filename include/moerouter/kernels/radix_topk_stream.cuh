@@ -42,7 +42,7 @@ namespace moerouter {
 namespace kernels {
 
 /// Largest sample that bounds the threshold.
-constexpr int kStreamSample = 4096;
+constexpr int kStreamSample = 16384;
 /// Consecutive elements of a thread in a tile.
 constexpr int kStreamPer = 16;
 
@@ -52,20 +52,55 @@ constexpr int kStreamPer = 16;
 __host__ __device__ constexpr int stream_capacity(int k) {
   return 3 * k + 2048 <= 3072 ? 3072 : ((3 * k + 2048 + 511) / 512) * 512;
 }
-/// Dynamic shared memory of radix_topk_stream_kernel for k: the list of (bits, index) pairs,
-/// then, for sorted output, the k chosen (key, index) pairs.
-__host__ __device__ constexpr std::size_t stream_smem_bytes(int k, bool sorted) {
-  return std::size_t(stream_capacity(k)) * 8 + (sorted ? std::size_t(k) * 8 : 0);
-}
-/// The sample of a row of len elements: 16 * runs runs of 32 consecutive elements, runs = 2, 4
-/// or 8 (1024, 2048 or 4096 elements; the whole row if it is not longer). Measured on an H100:
-/// 4096x16384 fp32 144 us with 1024 sampled elements a row, 150 us with 2048.
+/// The sample of a row of len elements: 16 * runs runs of 32 consecutive elements, runs = 2, 4,
+/// 8 or 32 (1024, 2048, 4096 or 16384 elements; the whole row if it is not longer). Measured on
+/// an H100: 4096x16384 fp32 144 us with 1024 sampled elements a row, 150 us with 2048. Rows of
+/// 2^19 and more take 16384: with 4096, a 2^20-long row's k = 1024 expects ~5k elements at the
+/// bound, as many as the list holds, and half the rows took the exact fallback.
 __host__ __device__ constexpr int stream_sample_runs(int len) {
-  return len >= 131072 ? 8 : len >= 32768 ? 4 : 2;
+  return len >= 524288 ? 32 : len >= 131072 ? 8 : len >= 32768 ? 4 : 2;
 }
-/// First element of sampled run g (of 16 * runs) in a row of len elements (len > 512 * runs).
+/// Dynamic shared memory of radix_topk_stream_kernel for k and rows of `length`: the list of
+/// (bits, index) pairs, then, for sorted output, the k chosen (key, index) pairs; at least the
+/// sample's keys and a 2048-bin histogram (the list's memory holds them first).
+__host__ __device__ constexpr std::size_t stream_smem_bytes(int k, bool sorted,
+                                                            std::int64_t length = 0) {
+  const std::size_t list = std::size_t(stream_capacity(k)) * 8 + (sorted ? std::size_t(k) * 8 : 0);
+  const std::size_t sample =
+      (std::size_t(512) * std::size_t(stream_sample_runs(int(length < (1ll << 30) ? length
+                                                                              : (1ll << 30)))) +
+       2048) * 4;
+  return list > sample ? list : sample;
+}
+/// First element of sampled run g (of 16 * runs) in a row of len elements (len > 512 * runs): a
+/// multiple of 8, so that a 16-byte aligned row's runs load as 16-byte vectors.
 __host__ __device__ constexpr int stream_sample_run(int g, int runs, int len) {
-  return int(std::int64_t(g) * (len - 32) / (16 * runs - 1));
+  return int(std::int64_t(g) * (len - 32) / (16 * runs - 1)) & ~7;
+}
+
+/// Grid mode's workspace, in 32-bit words: an arrival counter per row (zero between calls),
+/// then every block's list length (row-major [n][blocks]), then every block's list of
+/// `slot` (bits, index) pairs.
+__host__ __device__ constexpr std::int64_t radix_stream_grid_counts(std::int64_t n) {
+  return (n + 3) / 4 * 4;
+}
+__host__ __device__ constexpr std::int64_t radix_stream_grid_lists(std::int64_t n, int blocks) {
+  return (radix_stream_grid_counts(n) + n * blocks + 3) / 4 * 4;
+}
+/// List entries a block of grid mode may leave: its chunk (whole tiles of 512 threads) or the
+/// list's capacity, the smaller.
+__host__ __device__ constexpr int radix_stream_grid_slot(std::int64_t length, int blocks, int k) {
+  constexpr std::int64_t kTile = 512 * kStreamPer;
+  const std::int64_t chunk = ((length + kTile - 1) / kTile + blocks - 1) / blocks * kTile;
+  return int(chunk < stream_capacity(k) ? chunk : stream_capacity(k));
+}
+/// Bytes of grid mode's workspace for n rows of `length`, `blocks` blocks a row.
+__host__ __device__ constexpr std::size_t radix_stream_grid_bytes(std::int64_t n,
+                                                                  std::int64_t length,
+                                                                  int blocks, int k) {
+  return std::size_t(radix_stream_grid_lists(n, blocks)) * 4 +
+         std::size_t(n) * std::size_t(blocks) *
+             std::size_t(radix_stream_grid_slot(length, blocks, k)) * 8;
 }
 
 namespace radix_stream_detail {
@@ -274,9 +309,14 @@ __device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint
 }  // namespace radix_stream_detail
 
 /// Grid: n * cluster blocks of kT (256 or 512) threads, cluster dimension (cluster, 1, 1),
-/// dynamic shared memory stream_smem_bytes(k, sorted); row = block / cluster. Any row length
-/// < 2^31.
-template <typename T, int kT>
+/// dynamic shared memory stream_smem_bytes(k, sorted, length); row = block / cluster. Any row
+/// length < 2^31.
+/// kGrid (grid mode, for rows too few and long for one cluster each to fill the GPU): n *
+/// a.grid_blocks blocks without clusters; a row's blocks leave their lists (and lengths) in
+/// a.grid_ws, and the last of them to arrive (an atomic counter, reset by it) gathers them in
+/// block order and selects; if the sample misled, that block alone takes the exact path over
+/// the whole row.
+template <typename T, int kT, bool kGrid = false>
 __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixTopkArgs a) {
   namespace cg = cooperative_groups;
   using namespace radix_detail;
@@ -300,9 +340,13 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
   __shared__ int s_count[2];          // this block's (gt, eq) totals (read by other blocks)
 
   cg::cluster_group cluster = cg::this_cluster();
-  const int csize = int(cluster.num_blocks());
-  const int rank = int(cluster.block_rank());
-  const std::int64_t row = blockIdx.x / csize;
+  // (Grid mode launches no clusters: every block is its own.)
+  const int csize = kGrid ? 1 : int(cluster.num_blocks());
+  const int rank = kGrid ? 0 : int(cluster.block_rank());
+  // The row's blocks: the cluster's, or grid mode's a.grid_blocks consecutive blocks.
+  const int gsize = kGrid ? a.grid_blocks : csize;
+  const int grank = kGrid ? int(blockIdx.x % unsigned(gsize)) : rank;
+  const std::int64_t row = blockIdx.x / unsigned(gsize);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const T* v = static_cast<const T*>(a.values) + row * a.values_stride;
   const std::int64_t len64 = a.lengths ? a.lengths[row] : a.length;
@@ -320,7 +364,7 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
   };
   MOER_STREAM_STAMP(0);
   if (kk == 0) {  // the same for every block of the cluster: nobody waits at a barrier
-    if (rank == 0) pad_from(0);
+    if (grank == 0) pad_from(0);
     return;
   }
   auto csync = [&] {
@@ -333,9 +377,9 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
 
   // This block's chunk: whole tiles, [c_begin, c_end); this thread's elements of a tile at
   // `base`: [base + kPer * tid, base + kPer * (tid + 1)).
-  const std::int64_t per = ((len + kTile - 1) / kTile + csize - 1) / csize;
-  const int c_begin = int(rank * per * kTile < len ? rank * per * kTile : len);
-  const int c_end = int(c_begin + per * kTile < len ? c_begin + per * kTile : len);
+  const std::int64_t per = ((len + kTile - 1) / kTile + gsize - 1) / gsize;
+  int c_begin = int(grank * per * kTile < len ? grank * per * kTile : len);
+  int c_end = int(c_begin + per * kTile < len ? c_begin + per * kTile : len);
   const bool aligned = (reinterpret_cast<std::uintptr_t>(v) & 15u) == 0;
   // The current tile (and with kPrefetch the next one), loads issued before the sample's.
   std::uint32_t raw[kW], nxt[kPrefetch ? kW : 1];
@@ -350,18 +394,52 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
   // 1. The sampled bound T0 (the same in every block of the cluster): the lower edge of the
   //    19-bit bucket of the m-th largest sampled key (an 11-bit pass, then 8 bits within the
   //    bucket). The sample's keys (0 = none) and the first histogram go to the list's memory;
-  //    8 loads in flight at a time.
+  //    16-byte vectors where the row is aligned (4 in flight a thread), else 8 elements.
   std::uint32_t t0 = 0;
   {
-    std::uint32_t* s_skey = reinterpret_cast<std::uint32_t*>(s_list);
-    int* h = reinterpret_cast<int*>(s_list) + kStreamSample;  // kBins (cap >= 3072)
-    for (int b = tid; b < kBins; b += kT) h[b] = 0;
-    for (int b = tid; b < 256; b += kT) s_hist[0][b] = 0;
     const int runs = stream_sample_runs(len);
     const int size = 512 * runs;  // 16 * runs runs of 32
+    std::uint32_t* s_skey = reinterpret_cast<std::uint32_t*>(s_list);
+    int* h = reinterpret_cast<int*>(s_list) + size;  // kBins (stream_smem_bytes has room)
+    for (int b = tid; b < kBins; b += kT) h[b] = 0;
+    for (int b = tid; b < 256; b += kT) s_hist[0][b] = 0;
     const bool whole = len <= size;
+    if (aligned && !whole) {
+      // 16-byte vectors (the runs start at multiples of 8 elements), 4 loads in flight a thread
+      // (8 spill registers of the collect): a 16384-element f32 sample in two rounds.
+      constexpr int kVec = 16 / int(sizeof(T));  // elements a vector
+      constexpr int kRunVecs = 32 / kVec;
+      constexpr int kInFlight = 4;
+      const int vecs = size / kVec;
 #pragma unroll 1
-    for (int i0 = 0; i0 < size; i0 += 8 * kT) {
+      for (int c0 = 0; c0 < vecs; c0 += kInFlight * kT) {
+        std::uint32_t w[kInFlight][4];
+#pragma unroll
+        for (int i = 0; i < kInFlight; ++i) {
+          const int c = c0 + i * kT + tid;  // vector c: run c / kRunVecs
+          if (c < vecs) {
+            const uint4 u = __ldg(reinterpret_cast<const uint4*>(
+                v + stream_sample_run(c / kRunVecs, runs, len) + (c % kRunVecs) * kVec));
+            w[i][0] = u.x;
+            w[i][1] = u.y;
+            w[i][2] = u.z;
+            w[i][3] = u.w;
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < kInFlight; ++i) {
+          const int c = c0 + i * kT + tid;
+          if (c < vecs) {
+#pragma unroll
+            for (int j = 0; j < kVec; ++j) {
+              s_skey[c * kVec + j] = key_of_bits(elem_bits<T>(w[i], j));
+            }
+          }
+        }
+      }
+    }
+#pragma unroll 1
+    for (int i0 = 0; i0 < ((aligned && !whole) ? 0 : size); i0 += 8 * kT) {
       int spos[8];
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
@@ -498,53 +576,124 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
   }
 
   MOER_STREAM_STAMP(3);
-  // 3. Merge. Loops at most twice: the second time after the exact threshold, which fits.
   int total = 0;
-  bool exact = false;  // the threshold is exact (after the fallback): the list always fits
-#pragma unroll 1
-  for (;;) {
+  bool merged = false;  // grid mode: the last block has the row's list
+  if constexpr (kGrid) {
+    // 3g. Every block's list (fast form: no ties kept; otherwise none, and the exact path)
+    //     and its length into the workspace; the row's last block to arrive gathers them in
+    //     block order (= index order) and resets the row's counter for the next call.
+    int* ws_arrive = reinterpret_cast<int*>(a.grid_ws);
+    int* ws_count = reinterpret_cast<int*>(a.grid_ws + radix_stream_grid_counts(a.n)) + row * gsize;
+    uint2* ws_list = reinterpret_cast<uint2*>(a.grid_ws + radix_stream_grid_lists(a.n, gsize)) +
+                     row * gsize * std::int64_t(a.grid_slot);
+    const int mine = !fast ? 0 : G < cap ? G : cap;
+    __syncthreads();  // the list is complete
+    for (int i = tid; i < mine; i += kT) ws_list[std::int64_t(grank) * a.grid_slot + i] = s_list[i];
+    if (tid == 0) ws_count[grank] = fast ? G : -1;
+    __threadfence();
+    __syncthreads();
     if (tid == 0) {
-      s_count[0] = G;
-      s_count[1] = E;
+      const bool last = atomicAdd(&ws_arrive[row], 1) == gsize - 1;
+      if (last) __threadfence();  // acquire: the other blocks' lists, then the barrier
+      s_sel[0] = last;
     }
-    csync();  // every block's list and counts are complete
-    // Every warp: the cluster's counts, lane r = block r (ties before it capped by cap_eq).
-    int gb = 0, eb = 0;
-    if (lane < csize) {
-      const int* t = lane == rank ? s_count : cluster.map_shared_rank(s_count, lane);
-      gb = t[0];
-      eb = t[1];
+    __syncthreads();
+    if (s_sel[0] == 0) return;
+    MOER_STREAM_STAMP(7);
+    // Offsets of the blocks' lists (a block that overflowed or took no fast path: too many).
+    int cnt = 0;
+    if (tid < gsize) {
+      cnt = __ldcg(&ws_count[tid]);
+      cnt = cnt < 0 || cnt > cap ? cap + 1 : cnt;
     }
-    int epre = eb;  // inclusive scan of eb over lanes, then exclusive
+    int off = 0, sum = 0;
+    Scan<kT>(scan_tmp).ExclusiveSum(cnt, off, sum);
+    int* s_off = &s_hist[0][0];  // gsize <= kT <= 512 entries
+    if (tid < gsize) s_off[tid] = off;
+    if (tid == 0) ws_arrive[row] = 0;  // every block of the row has arrived
+    __syncthreads();
+    if (sum <= cap && sum >= kk) {
+#pragma unroll 1
+      for (int i0 = 0; i0 < sum; i0 += 4 * kT) {  // 4 loads in flight a thread
+        uint2 e[4];
 #pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const int o = __shfl_up_sync(kAll, epre, d);
-      if (lane >= d) epre += o;
-    }
-    epre -= eb;
-    const int room = cap_eq - epre > 0 ? cap_eq - epre : 0;
-    const int kept = gb + (eb < room ? eb : room);  // block `lane`'s share of the merged list
-    const bool trunc = __any_sync(kAll, gb + (eb < cap_eq ? eb : cap_eq) > cap);
-    const int offset = __reduce_add_sync(kAll, lane < rank ? kept : 0);
-    const int my_room = __shfl_sync(kAll, room, rank);
-    total = __reduce_add_sync(kAll, kept);
-    const int reach = __reduce_add_sync(kAll, gb) + __reduce_add_sync(kAll, eb);
-    if (exact || !(trunc || total > cap || reach < kk)) {
-      if (csize > 1) {
-        if (rank != 0) {
-          uint2* dst = cluster.map_shared_rank(s_list, 0) + offset;
-          const int n = G + (E < cap_eq ? E : cap_eq);
-          if (E <= my_room) {  // every entry (always so in the fast form: E = 0)
-            for (int i = tid; i < n; i += kT) dst[i] = s_list[i];
-          } else {
-            compact_list<kT>(s_list, n, prefix, mask, my_room, scan_tmp,
-                             [&](int slot, uint2 entry) { dst[slot] = entry; });
+        for (int j = 0; j < 4; ++j) {
+          const int i = i0 + j * kT + tid;
+          if (i < sum) {
+            int lo = 0, hi = gsize - 1;  // the block of entry i: the last with s_off <= i
+            while (lo < hi) {
+              const int mid = (lo + hi + 1) / 2;
+              if (s_off[mid] <= i) {
+                lo = mid;
+              } else {
+                hi = mid - 1;
+              }
+            }
+            e[j] = __ldcg(&ws_list[std::int64_t(lo) * a.grid_slot + (i - s_off[lo])]);
           }
         }
-        cluster.sync();  // block 0's list is complete
-        if (rank != 0) return;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          if (i0 + j * kT + tid < sum) s_list[i0 + j * kT + tid] = e[j];
+        }
       }
-      break;
+      __syncthreads();
+      total = sum;
+      merged = true;
+    } else {
+      c_begin = 0;  // the exact path over the whole row, by this block alone
+      c_end = len;
+    }
+  }
+  // 3. Merge. Loops at most twice: the second time after the exact threshold, which fits.
+  //    (Grid mode, if not merged above: straight to the exact path, then once more.)
+  bool exact = false;  // the threshold is exact (after the fallback): the list always fits
+#pragma unroll 1
+  for (bool first = true; !merged; first = false) {
+    if (!(kGrid && first)) {
+      if (tid == 0) {
+        s_count[0] = G;
+        s_count[1] = E;
+      }
+      csync();  // every block's list and counts are complete
+      // Every warp: the cluster's counts, lane r = block r (ties before it capped by cap_eq).
+      int gb = 0, eb = 0;
+      if (lane < csize) {
+        const int* t = lane == rank ? s_count : cluster.map_shared_rank(s_count, lane);
+        gb = t[0];
+        eb = t[1];
+      }
+      int epre = eb;  // inclusive scan of eb over lanes, then exclusive
+  #pragma unroll
+      for (int d = 1; d < 32; d <<= 1) {
+        const int o = __shfl_up_sync(kAll, epre, d);
+        if (lane >= d) epre += o;
+      }
+      epre -= eb;
+      const int room = cap_eq - epre > 0 ? cap_eq - epre : 0;
+      const int kept = gb + (eb < room ? eb : room);  // block `lane`'s share of the merged list
+      const bool trunc = __any_sync(kAll, gb + (eb < cap_eq ? eb : cap_eq) > cap);
+      const int offset = __reduce_add_sync(kAll, lane < rank ? kept : 0);
+      const int my_room = __shfl_sync(kAll, room, rank);
+      total = __reduce_add_sync(kAll, kept);
+      const int reach = __reduce_add_sync(kAll, gb) + __reduce_add_sync(kAll, eb);
+      if (exact || !(trunc || total > cap || reach < kk)) {
+        if (csize > 1) {
+          if (rank != 0) {
+            uint2* dst = cluster.map_shared_rank(s_list, 0) + offset;
+            const int n = G + (E < cap_eq ? E : cap_eq);
+            if (E <= my_room) {  // every entry (always so in the fast form: E = 0)
+              for (int i = tid; i < n; i += kT) dst[i] = s_list[i];
+            } else {
+              compact_list<kT>(s_list, n, prefix, mask, my_room, scan_tmp,
+                               [&](int slot, uint2 entry) { dst[slot] = entry; });
+            }
+          }
+          cluster.sync();  // block 0's list is complete
+          if (rank != 0) return;
+        }
+        break;
+      }
     }
     // The sample misled (or ties crowd at T0): the exact threshold, by up to three histogram
     // passes over the chunk merged over the cluster (histograms in the list's memory), then
