@@ -66,9 +66,11 @@ Status topk(const TopkParams& p, cudaStream_t stream = nullptr);
 /// n * blocks * max(3 k + 2048, 3072) * 8 bytes (one 262144-long row, k = 512: 0.9 MB).
 std::size_t topk_workspace_size(const TopkParams& p);
 
-/// topk() with a workspace of at least topk_workspace_size(p) bytes, 16-byte aligned, all zero
-/// before its first use (every call leaves it so); one call at a time per workspace. Same
-/// results as without one. A null workspace, or a shape that needs none: topk(p, stream).
+/// topk() with a workspace of at least topk_workspace_size(p) bytes, 16-byte aligned, zero
+/// before its first use (every call leaves it so; only its first 4 n bytes, the rows' arrival
+/// counters, are read before they are written, so zeroing those is enough); one call at a time
+/// per workspace. Same results as without one. A null workspace, or a shape that needs none:
+/// topk(p, stream).
 Status topk(const TopkParams& p, void* workspace, std::size_t workspace_bytes,
             cudaStream_t stream = nullptr);
 

@@ -96,10 +96,14 @@ std::tuple<at::Tensor, at::Tensor> topk_cuda(const at::Tensor& values, int64_t k
   at::Tensor out_values = at::empty({n, k}, values.options().dtype(at::kFloat));
   at::Tensor indices = at::empty({n, k}, values.options().dtype(at::kInt));
   const TopkParams p = topk_params(values, k, lengths, sorted, out_values, indices);
-  // Few, long rows: a zeroed workspace lets every SM take part (grid mode).
+  // Few, long rows: a workspace lets every SM take part (grid mode). Only its per-row arrival
+  // counters (the first 4 n bytes) are read before they are written: zero those alone.
   const std::size_t ws_bytes = cuda::topk_workspace_size(p);
   at::Tensor ws;
-  if (ws_bytes > 0) ws = at::zeros({int64_t(ws_bytes)}, values.options().dtype(at::kByte));
+  if (ws_bytes > 0) {
+    ws = at::empty({int64_t(ws_bytes)}, values.options().dtype(at::kByte));
+    ws.narrow(0, 0, 4 * n).zero_();
+  }
   check_status(cuda::topk(p, ws_bytes > 0 ? ws.data_ptr() : nullptr, ws_bytes,
                           current_stream(values)),
                "topk");
