@@ -191,6 +191,9 @@ Status radix_topk(const TopkParams& p, int cluster, int threads, cudaStream_t st
 Status radix_topk_grid(const TopkParams& p, int blocks, void* workspace,
                        std::size_t workspace_bytes, cudaStream_t stream) {
   const char* op = "topk";
+  if (workspace == nullptr) {
+    return Status(StatusCode::kNullPointer, std::string(op) + ": workspace must not be null");
+  }
   const std::size_t need = kernels::radix_stream_grid_bytes(p.n, p.length, blocks, p.k);
   if (workspace_bytes < need) {
     return Status(StatusCode::kInvalidArgument,

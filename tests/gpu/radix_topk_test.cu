@@ -295,6 +295,34 @@ TEST_F(GpuRadixTopk, WorkspaceByShape) {
   check(64, 8192, 512, Data::kRandom, true, false, 7605, -1, 0, 0, -1);  // none needed
 }
 
+// Grid mode's arguments: a missing, small or misaligned workspace and a bad block count are
+// refused before anything runs.
+TEST_F(GpuRadixTopk, GridArguments) {
+  DeviceBuffer<float> d_vals(std::size_t(262144));
+  DeviceBuffer<std::int32_t> d_idx(std::size_t(512));
+  TopkParams p;
+  p.values = d_vals.get();
+  p.indices = d_idx.get();
+  p.n = 1;
+  p.length = 262144;
+  p.k = 512;
+  p.sorted = false;
+  const std::size_t bytes = cuda::topk_workspace_size(p);
+  ASSERT_GT(bytes, 0u);
+  DeviceBuffer<unsigned char> ws(bytes + 16);
+  EXPECT_EQ(cuda::topk_radix_grid(p, 32, nullptr, bytes).code(), StatusCode::kNullPointer);
+  EXPECT_EQ(cuda::topk_radix_grid(p, 32, ws.get(), bytes - 8).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::topk(p, ws.get(), bytes - 8).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::topk(p, ws.get() + 4, bytes).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::topk_radix_grid(p, 1, ws.get(), bytes).code(), StatusCode::kUnsupported);
+  EXPECT_EQ(cuda::topk_radix_grid(p, 257, ws.get(), bytes).code(), StatusCode::kUnsupported);
+  p.k = 6;
+  p.sorted = true;
+  EXPECT_EQ(cuda::topk_radix_grid(p, 32, ws.get(), bytes).code(), StatusCode::kUnsupported);
+  MOER_CUDA_OK(cudaDeviceSynchronize());
+}
+
 // The workspace size by shape (no device needed): grid mode only for k > 32 or unsorted output,
 // at most 4 rows, rows of at least 262144 (32 blocks of one 8192-element tile each); blocks a
 // row a power of two, at most 128 over all rows.
