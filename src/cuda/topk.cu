@@ -1,7 +1,7 @@
 // Launcher of the top-k primitive: k <= 32 sorted by the warp/block kernel (kernels/topk.cuh),
 // larger k (up to 2048) and unsorted output by the streaming radix select
-// (kernels/radix_topk_stream.cuh: one block or a cluster of blocks per row, configured by
-// shape from measurements).
+// (kernels/radix_topk_stream.cuh: one block or a cluster of blocks per row, or with a caller's
+// workspace 32..128 blocks per row for few long rows, configured by shape from measurements).
 #include <algorithm>
 #include <map>
 #include <mutex>

@@ -1,11 +1,12 @@
 // moerouter: large-k top-k (the sparse-attention indexer's) that streams each row from memory
 // once and keeps only a short candidate list on chip: a sample bounds the threshold, one pass
 // keeps the elements above that bound, and an exact radix select over the few candidates
-// finishes. A thread-block cluster of 1..16 blocks shares a row (each block a contiguous chunk);
-// rows may have any length. Blocks of 256 threads (many rows: four blocks an SM) or 512.
+// finishes. A thread-block cluster of 1..16 blocks shares a row (each block a contiguous chunk),
+// or, in grid mode (few long rows), 2..256 blocks that meet in a caller's workspace; rows may
+// have any length. Blocks of 256 threads (many rows: four blocks an SM) or 512.
 //
 // 1. Bound: every block of the row's cluster takes the same sample (the whole row if it is
-//    short; else runs of 32 consecutive elements spread evenly over the row, 1024..4096 in all)
+//    short; else runs of 32 consecutive elements spread evenly over the row, 1024..16384 in all)
 //    and finds, by an 11-bit histogram pass and an 8-bit one within the bucket, the top 19 bits
 //    T0 of the m-th largest sampled key, m = the sample's share of k plus a margin (4 standard
 //    deviations + 8). T0 is then, with overwhelming probability for data not arranged against
@@ -20,13 +21,16 @@
 //    cluster through distributed shared memory, and collects again with it: every key above it
 //    and the first ones equal to it (ties go to the lower index), at most k in all. Blocks 1..
 //    copy their lists to block 0's through distributed shared memory (a second cluster barrier)
-//    and exit.
+//    and exit. Grid mode: every block leaves its list and length in the workspace and arrives
+//    at the row's atomic counter; the last to arrive gathers the lists (block order) and
+//    finishes, and takes the exact path alone, over the whole row, if the sample misled.
 // 4. Finish (block 0): exact radix select of the k-th key among the candidates (8-bit digits;
 //    the first is the top 16 bits as an offset from T0's), then an ordered compaction of the
 //    list: unsorted output in ascending index order directly, sorted output by the bitonic
 //    network (k <= 1024) or CUB's block radix sort (k = 2048), kernels/radix_topk.cuh.
 // Keys: detail::order_key with NaN at 1 (radix_detail::key_of). Rows with fewer valid
-// elements than k pad with index -1 and value -inf. No global workspace, no host sync.
+// elements than k pad with index -1 and value -inf. No host sync; a global workspace only in
+// grid mode (the caller's, radix_stream_grid_bytes).
 #pragma once
 
 #include <cooperative_groups.h>
