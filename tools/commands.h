@@ -1,11 +1,26 @@
 // The moerouter CLI's subcommands.
 #pragma once
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace moerouter {
 namespace cli {
+
+/// The value of option args[i] (the next argument; i moves to it). Throws when there is none.
+inline const std::string& option_value(const std::vector<std::string>& args, std::size_t& i) {
+  if (i + 1 >= args.size()) throw std::invalid_argument(args[i] + " needs a value");
+  return args[++i];
+}
+
+/// A --backend value, checked: auto, cpu or gpu.
+inline std::string backend_option(const std::string& v) {
+  if (v != "auto" && v != "cpu" && v != "gpu") {
+    throw std::invalid_argument("--backend must be auto, cpu or gpu, got '" + v + "'");
+  }
+  return v;
+}
 
 /// `moerouter demo [--model flash|pro] [--backend auto|cpu|gpu] [--seed S]`: routes a synthetic
 /// DSV4-shaped dense and hash layer at decode and prefill batch sizes, checks each result

@@ -31,17 +31,11 @@ struct DemoOptions {
 DemoOptions parse_demo_args(const std::vector<std::string>& args) {
   DemoOptions o;
   for (std::size_t i = 0; i < args.size(); ++i) {
-    auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) throw std::invalid_argument(args[i] + " needs a value");
-      return args[++i];
-    };
+    auto value = [&]() -> const std::string& { return option_value(args, i); };
     if (args[i] == "--model") {
       o.model = value();
     } else if (args[i] == "--backend") {
-      o.backend = value();
-      if (o.backend != "auto" && o.backend != "cpu" && o.backend != "gpu") {
-        throw std::invalid_argument("--backend must be auto, cpu or gpu, got '" + o.backend + "'");
-      }
+      o.backend = backend_option(value());
     } else if (args[i] == "--prefill") {
       o.prefill = std::stoll(value());
       if (o.prefill < 1) throw std::invalid_argument("--prefill must be >= 1");

@@ -39,10 +39,7 @@ struct TopkOptions {
 TopkOptions parse_topk_args(const std::vector<std::string>& args) {
   TopkOptions o;
   for (std::size_t i = 0; i < args.size(); ++i) {
-    auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) throw std::invalid_argument(args[i] + " needs a value");
-      return args[++i];
-    };
+    auto value = [&]() -> const std::string& { return option_value(args, i); };
     if (args[i] == "--rows") {
       o.rows = std::stoll(value());
     } else if (args[i] == "--length") {
@@ -56,10 +53,7 @@ TopkOptions parse_topk_args(const std::vector<std::string>& args) {
     } else if (args[i] == "--unsorted") {
       o.sorted = false;
     } else if (args[i] == "--backend") {
-      o.backend = value();
-      if (o.backend != "auto" && o.backend != "cpu" && o.backend != "gpu") {
-        throw std::invalid_argument("--backend must be auto, cpu or gpu, got '" + o.backend + "'");
-      }
+      o.backend = backend_option(value());
     } else if (args[i] == "--reps") {
       o.reps = std::stoi(value());
     } else if (args[i] == "--seed") {
