@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
 
   std::printf("%-6s %3s | %8s %7s %6s | %8s %8s %8s | %7s %7s | %9s %9s | %s\n", "model", "N",
               "ours us", "GB/s", "%copy", "cuBLAS", "Lt+route", "floor us", "x Lt+rt",
-              "x floor", "exp. PDL", "exp. noPDL", "tiling (groups x wk, tiles x splits)");
+              "x floor", "exp. PDL", "exp. noPDL", "kernel (mma: groups x wk, tiles x splits)");
   const long long busy_cycles = 20000;  // ~11 us at 1.75 GHz
   for (const ModelShape& m : {dsv4_flash(), dsv4_pro()}) {
     const std::int64_t H = m.hidden, E = m.experts;
@@ -221,7 +221,7 @@ int main(int argc, char** argv) {
     const std::size_t route_work_bytes = moerouter::cuda::route_workspace_size(64, E);
     CHECK_CUDA(cudaMalloc(&route_work, route_work_bytes));
 
-    for (int n : {1, 2, 4, 8, 16, 32, 64}) {
+    for (int n : {1, 2, 3, 4, 8, 16, 32, 64}) {
       RouteParams p;
       p.x = x;
       p.bias = static_cast<const float*>(bias);
@@ -273,12 +273,27 @@ int main(int argc, char** argv) {
       const double gbs = bytes / ours_us / 1e3;
       const moerouter::cuda::RouteGemmTiling tl =
           moerouter::cuda::route_gemm_tiling(n, E, H, sms);
+      const int epb = moerouter::cuda::route_gemv_experts_per_block(n, E, m.k, sms);
+      char kernel[96];
+      if (epb > 0) {
+        // The one-pass kernel ran: time the mma kernel too (same run, same rotation).
+        const double mma_us = time_graph(s, launches, reps, [&](int i) {
+          RouteParams q = p;
+          q.w = ws[std::size_t(i) % ws.size()];
+          CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(
+              q, work, work_bytes, s, false, 0, 0, moerouter::cuda::kRouteGemmForceMma));
+        });
+        std::snprintf(kernel, sizeof kernel, "one-pass %d experts x %d blocks (mma %.2f)",
+                      epb, int((E + epb - 1) / epb), mma_us);
+      } else {
+        std::snprintf(kernel, sizeof kernel, "mma %dx%d, %dx%d, %d level(s)", tl.groups, tl.wk,
+                      tl.tiles, tl.splits, tl.one_level ? 1 : 2);
+      }
       std::printf("%-6s %3d | %8.2f %7.0f %5.1f%% | %8.2f %8.2f %8.2f | %7.2f %7.2f | %9.2f %9.2f "
-                  "| %dx%d, %dx%d, %d level(s)\n",
+                  "| %s\n",
                   m.name.c_str(), n, ours_us, gbs, 100.0 * gbs / copy_gbs, blas_us, lt_us,
                   floor_us, lt_us / ours_us, ours_us / floor_us, pair_pdl - busy_us,
-                  pair_plain - busy_us, tl.groups, tl.wk, tl.tiles, tl.splits,
-                  tl.one_level ? 1 : 2);
+                  pair_plain - busy_us, kernel);
       std::fflush(stdout);
       if (sweep) {
         std::printf("    sweep groups(tiles x splits, levels):");

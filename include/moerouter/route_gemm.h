@@ -7,9 +7,13 @@
 // bit-reproducible run after run (every sum has a fixed order). The logits differ from the
 // CPU backend's only by fp32 summation order (SPEC.md's GEMM bound).
 //
-// The grid covers the SMs with (expert tile x H split) blocks; split partial sums meet in the
-// workspace, and the last block of each tile (then the last tile) finishes the sums (then the
-// route), found by arrival counters that the kernel resets itself.
+// Two kernels (kernels/route_gemv.cuh, kernels/route_gemm.cuh), chosen by shape:
+//   - one-pass (n <= 4, k <= 8): each block owns whole experts (no split of H) and computes
+//     their logits with fp32 FMAs; the grid's last block gathers every logit from flag-carrying
+//     words in the workspace (which it clears again) and routes each row with one warp;
+//   - tiled mma (otherwise): (expert tile x H split) blocks on tensor cores; split partial sums
+//     meet in the workspace, and the last block of each tile (then the last tile) finishes the
+//     sums (then the route), found by arrival counters that the kernel resets itself.
 //
 // Programmatic dependent launch (pdl = true): the kernel streams W before it waits for the
 // previous kernel on the stream, so W and bias must not be written by that kernel (only x may).
@@ -32,32 +36,25 @@ constexpr std::int64_t kRouteGemmMaxTokens = 64;
 constexpr std::int64_t kRouteGemmMaxExperts = 1024;
 /// Largest k of launch_route_gemm.
 constexpr std::int32_t kRouteGemmMaxK = 32;
-/// route_gemm_crossover_tokens above 1 Mi of E x H (DSV4-Pro's size): 0, the Router takes the
-/// prefill path at every batch there (see route_gemm_crossover_tokens).
-constexpr std::int64_t kRouteGemmCrossoverTokens = 0;
-
 /// Largest batch for which the Router dispatches a dense layer of `experts` x `hidden` to
-/// launch_route_gemm rather than the prefill path. Measured on an H100 80GB HBM3
-/// (bench/route_gemm_bench, cold L2, CUDA graph, each launch alone; docs/benchmarks.md) since
-/// the fused route's small batches take a block per row: the decode kernel wins up to n = 2
-/// and ties at n = 4 at DSV4-Flash's size (E * H = 1 Mi; 6.84 vs 7.57 us at n = 1, 7.70 vs
-/// 7.77 and 7.73 vs 7.69 at n = 4 in two runs, 7.91 vs 7.82 at n = 8) and wins at no n at
-/// DSV4-Pro's (2.75 Mi; 8.63 vs 8.47 and 8.74 vs 8.58 us at n = 1): the prefill path's two
-/// launches win there (the decode kernel's route runs on one warp per row after the split
-/// sums). Behind a preceding kernel with programmatic dependent launch the decode kernel
-/// exposes less (5.5-5.6 us at Pro n = 1), which an engine that launches it with pdl can use
-/// directly.
-constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden) {
-  return experts * hidden <= (std::int64_t(1) << 20) ? 4 : kRouteGemmCrossoverTokens;
+/// launch_route_gemm rather than the prefill path (cuBLASLt GEMM + fused route): 4 at
+/// DSV4-Flash's and DSV4-Pro's sizes, the one-pass kernel's range (n <= 4, k <= 8). Measured
+/// on an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph, each launch alone;
+/// docs/benchmarks.md): Pro 5.76 / 6.32 / 7.15 / 7.59 us at n = 1 / 2 / 3 / 4 against the prefill path's
+/// 8.52-8.77, Flash 4.57-5.60 against 7.65-7.85; at n = 8 the tiled mma kernel loses (Pro 10.12
+/// against 8.77, Flash 7.99 against 7.81).
+constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t /*experts*/,
+                                                   std::int64_t /*hidden*/) {
+  return 4;
 }
 
 /// Bytes of device workspace that launch_route_gemm needs for up to `max_n` tokens (1..64) of
-/// `experts` experts (1..1024): a 1 KiB header (arrival counters), max_n rows of fp32 logits,
-/// and room for the H splits' partial sums (about 128 * max_n * (E + 128) bytes). Returns 0
-/// for arguments outside those ranges.
+/// `experts` experts (1..1024): a 1 KiB header (arrival counters), the one-pass kernel's flag
+/// words (4 * E * 8 bytes), max_n rows of fp32 logits, and room for the H splits' partial sums
+/// (about 128 * max_n * (E + 128) bytes). Returns 0 for arguments outside those ranges.
 ///
 /// The workspace must be zero-filled once after allocation (cudaMemset); every launch leaves
-/// its counters at zero again, so it can be reused by later launches and graph replays on the
+/// its counters and flag words at zero again, so it can be reused by later launches and graph replays on the
 /// same stream. Two launches that may run at the same time need separate workspaces.
 std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts);
 
@@ -93,11 +90,24 @@ RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int
 Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t workspace_bytes,
                          cudaStream_t stream, bool pdl = false);
 
+/// Experts per block of the one-pass kernel (no H split: each block owns whole experts and the
+/// grid's last block gathers the logits and routes) for n tokens on a device of `sms`
+/// multiprocessors: ceil(E / sms) rounded to 1, 2, 3, 4 or 8; 0 where that kernel does not
+/// apply (n > 4, k > 8, n * ceil32(E) > 2048 or more than 8 experts per SM).
+int route_gemv_experts_per_block(std::int64_t n, std::int64_t experts, int k, int sms);
+
+/// Kernel choice of launch_route_gemm_tiled.
+constexpr int kRouteGemmAuto = 0;  ///< the one-pass kernel where it applies, else the mma one
+constexpr int kRouteGemmForceMma = 1;   ///< the tiled mma kernel
+constexpr int kRouteGemmForceGemv = 2;  ///< the one-pass kernel (kUnsupported where it cannot)
+
 /// launch_route_gemm with route_gemm_tiling's force_groups / force_levels (benchmarks and
-/// tests sweep them; 0, 0 is launch_route_gemm).
+/// tests sweep them; 0, 0 is launch_route_gemm; either > 0 implies the mma kernel) and a
+/// kernel choice (force_kernel: kRouteGemmAuto, kRouteGemmForceMma or kRouteGemmForceGemv).
 Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
                                std::size_t workspace_bytes, cudaStream_t stream, bool pdl,
-                               int force_groups, int force_levels = 0);
+                               int force_groups, int force_levels = 0,
+                               int force_kernel = kRouteGemmAuto);
 
 }  // namespace cuda
 }  // namespace moerouter

@@ -9,6 +9,7 @@
 #include "common.cuh"
 #include "moerouter/detail/params.h"
 #include "moerouter/kernels/route_gemm.cuh"
+#include "moerouter/kernels/route_gemv.cuh"
 #include "moerouter/route_gemm.h"
 
 namespace moerouter {
@@ -50,6 +51,27 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; 
                            std::to_string(chunks));                             \
     }                                                                           \
   }()
+
+// The one-pass kernel for `epb` experts per block and n tokens (rounded up to 1, 2 or 4):
+// calls body(kernel) with the instantiation.
+template <int kEpb, typename Body>
+Status dispatch_gemv_tokens(int n, Body&& body) {
+  if (n <= 1) return body(kernels::route_gemv_kernel<kEpb, 1>);
+  if (n <= 2) return body(kernels::route_gemv_kernel<kEpb, 2>);
+  return body(kernels::route_gemv_kernel<kEpb, 4>);
+}
+template <typename Body>
+Status dispatch_gemv(int epb, int n, Body&& body) {
+  switch (epb) {
+    case 1: return dispatch_gemv_tokens<1>(n, body);
+    case 2: return dispatch_gemv_tokens<2>(n, body);
+    case 3: return dispatch_gemv_tokens<3>(n, body);
+    case 4: return dispatch_gemv_tokens<4>(n, body);
+    case 8: return dispatch_gemv_tokens<8>(n, body);
+    default:
+      return unsupported("experts per block must be 1, 2, 3, 4 or 8, got " + std::to_string(epb));
+  }
+}
 
 // Multiprocessors of the current device (cached per device; 132 if the query fails).
 int device_sms() {
@@ -118,9 +140,22 @@ namespace {
 
 std::size_t round256(std::size_t b) { return (b + 255) / 256 * 256; }
 
-// Workspace layout: header (counters), logits [max_n][ceil4(E)], partials.
+// Workspace layout: header (counters), the one-pass kernel's words [4][E] (at a fixed offset:
+// the mma kernel's regions below depend on n and must never overlap them, since the words must
+// stay 0 between launches), logits [max_n][ceil4(E)], partials.
 std::size_t logits_bytes(std::int64_t max_n, std::int64_t experts) {
   return round256(std::size_t(max_n) * std::size_t((experts + 3) / 4 * 4) * sizeof(float));
+}
+std::size_t partials_bytes(std::int64_t max_n, std::int64_t experts) {
+  // At most kMaxSplits splits of every tile, whose experts (8 * groups each) overshoot E by
+  // less than one tile of at most 16 groups.
+  const std::size_t tile_experts = std::size_t(ceil_div(experts, 8) * 8 + 8 * 15);
+  return round256(std::size_t(kernels::kRouteGemmMaxSplits) * std::size_t(max_n) *
+                  tile_experts * sizeof(float));
+}
+std::size_t slots_bytes(std::int64_t experts) {
+  return round256(std::size_t(kernels::kRouteGemvMaxTokens) * std::size_t(experts) *
+                  sizeof(unsigned long long));
 }
 
 }  // namespace
@@ -129,12 +164,18 @@ std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts) 
   if (max_n < 1 || max_n > kRouteGemmMaxTokens || experts < 1 || experts > kRouteGemmMaxExperts) {
     return 0;
   }
-  // Partial sums: at most kMaxSplits splits of every tile, whose experts (8 * groups each)
-  // overshoot E by less than one tile of at most 16 groups.
-  const std::size_t tile_experts = std::size_t(ceil_div(experts, 8) * 8 + 8 * 15);
-  const std::size_t partials = std::size_t(kernels::kRouteGemmMaxSplits) * std::size_t(max_n) *
-                               tile_experts * sizeof(float);
-  return kernels::kRouteGemmHeaderBytes + logits_bytes(max_n, experts) + round256(partials);
+  return kernels::kRouteGemmHeaderBytes + logits_bytes(max_n, experts) +
+         partials_bytes(max_n, experts) + slots_bytes(experts);
+}
+
+int route_gemv_experts_per_block(std::int64_t n, std::int64_t experts, int k, int sms) {
+  if (n < 1 || n > kernels::kRouteGemvMaxTokens || k < 1 || k > kernels::kRouteGemvMaxK ||
+      experts < 1 || experts > kRouteGemmMaxExperts || sms < 1 ||
+      n * ((experts + 31) / 32 * 32) > kernels::kRouteGemvMaxSlots) {
+    return 0;
+  }
+  const std::int64_t epb = ceil_div(experts, sms);
+  return epb <= 4 ? int(epb) : epb <= kernels::kRouteGemvMaxExpertsPerBlock ? 8 : 0;
 }
 
 Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t workspace_bytes,
@@ -144,7 +185,7 @@ Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t work
 
 Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
                                std::size_t workspace_bytes, cudaStream_t stream, bool pdl,
-                               int force_groups, int force_levels) {
+                               int force_groups, int force_levels, int force_kernel) {
   MOER_RETURN_IF_ERROR_CUDA(validate(p));
   if (p.n > kRouteGemmMaxTokens) {
     return unsupported("n must be <= 64 (the decode path), got " + std::to_string(p.n));
@@ -181,6 +222,40 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(kOp, "weights", p.weights));
   MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(kOp, "ids", p.ids));
   MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(kOp, "workspace", workspace));
+  char* ws = static_cast<char*>(workspace);
+  char* const after_slots = ws + kernels::kRouteGemmHeaderBytes + slots_bytes(p.experts);
+
+  const int epb = route_gemv_experts_per_block(p.n, p.experts, p.k, device_sms());
+  if (force_kernel == kRouteGemmForceGemv && epb == 0) {
+    return unsupported("the one-pass kernel takes n <= 4, k <= 8 and n * ceil32(E) <= 2048 "
+                       "with at most 8 experts per SM");
+  }
+  if (force_kernel == kRouteGemmForceGemv ||
+      (force_kernel == kRouteGemmAuto && force_groups == 0 && force_levels == 0 && epb > 0)) {
+    kernels::RouteGemvArgs g{};
+    g.x = static_cast<const std::uint16_t*>(p.x);
+    g.w = static_cast<const std::uint16_t*>(p.w);
+    g.bias = p.bias;
+    g.weights = p.weights;
+    g.ids = p.ids;
+    g.slots = reinterpret_cast<unsigned long long*>(ws + kernels::kRouteGemmHeaderBytes);
+    g.x_stride = x_stride;
+    g.weights_stride = ::moerouter::detail::stride_or(p.weights_stride, p.k);
+    g.ids_stride = ::moerouter::detail::stride_or(p.ids_stride, p.k);
+    g.n = int(p.n);
+    g.hidden = int(p.hidden);
+    g.experts = int(p.experts);
+    g.k = p.k;
+    g.scale = p.scale;
+    g.ids64 = p.ids_dtype == DType::kI64 ? 1 : 0;
+    const dim3 grid(unsigned(ceil_div(p.experts, epb)));  // the last block also polls
+    const dim3 block(kernels::kRouteGemvThreads);
+    return dispatch_gemv(epb, int(p.n), [&](auto kernel) {
+      return detail::launch_kernel(kernel, grid, block,
+                                   kernels::route_gemv_smem_bytes(g.n, g.experts, g.k), stream,
+                                   pdl, g, kOp);
+    });
+  }
 
   const RouteGemmTiling tl =
       route_gemm_tiling(p.n, p.experts, p.hidden, device_sms(), force_groups, force_levels);
@@ -195,11 +270,9 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   a.bias = p.bias;
   a.weights = p.weights;
   a.ids = p.ids;
-  char* ws = static_cast<char*>(workspace);
   a.counters = reinterpret_cast<unsigned*>(ws);
-  a.logits = reinterpret_cast<float*>(ws + kernels::kRouteGemmHeaderBytes);
-  a.partials = reinterpret_cast<float*>(ws + kernels::kRouteGemmHeaderBytes +
-                                        logits_bytes(p.n, p.experts));
+  a.logits = reinterpret_cast<float*>(after_slots);
+  a.partials = reinterpret_cast<float*>(after_slots + logits_bytes(p.n, p.experts));
   a.x_stride = x_stride;
   a.weights_stride = ::moerouter::detail::stride_or(p.weights_stride, p.k);
   a.ids_stride = ::moerouter::detail::stride_or(p.ids_stride, p.k);

@@ -141,11 +141,12 @@ struct GpuRun {
   // Poisons the outputs (NaN weights, 0x7f.. ids), launches (with the tiling's groups per
   // tile forced when force_groups > 0), waits.
   Status run(std::int64_t rows, cudaStream_t stream = nullptr, bool pdl = false,
-             int force_groups = 0, int force_levels = 0) {
+             int force_groups = 0, int force_levels = 0,
+             int force_kernel = cuda::kRouteGemmAuto) {
     EXPECT_EQ(cudaMemset(weights.ptr, 0xff, weights.count * sizeof(float)), cudaSuccess);
     EXPECT_EQ(cudaMemset(ids.ptr, 0x7f, ids.count * sizeof(std::int64_t)), cudaSuccess);
     Status st = cuda::launch_route_gemm_tiled(params(rows), workspace.ptr, ws_bytes, stream, pdl,
-                                              force_groups, force_levels);
+                                              force_groups, force_levels, force_kernel);
     EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
     return st;
   }
@@ -280,18 +281,83 @@ TEST(RouteGemm, HardRows) {
           detail::float_to_bf16(4.0f * std::sqrt(float(H)) / 1.5f *
                                 detail::bf16_to_float(pr.w[std::size_t(5 * H + h)]));
     }
-    // Row 4: one +inf element (scores +inf, 0 or NaN).
-    pr.x[std::size_t(4 * H + 100)] = detail::float_to_bf16(kInf);
+    // Row 0: one +inf element (scores +inf, 0 or NaN).
+    pr.x[std::size_t(0 * H + 100)] = detail::float_to_bf16(kInf);
     const oracle::RouteResult ref = oracle::route(pr.host(16));
     GpuRun g(pr);
-    ASSERT_TRUE(g.run(16).ok());
-    g.expect_matches(ref, 16, with_bias ? "hard rows" : "hard rows, no bias");
-    // Exact ties must break to the lower id: row 1 without bias is experts 0..5.
-    if (!with_bias) {
-      const std::vector<std::int64_t> iv = g.ids.download();
-      const std::int32_t* ids = reinterpret_cast<const std::int32_t*>(iv.data());
-      for (int j = 0; j < 6; ++j) EXPECT_EQ(ids[1 * 6 + j], j) << "tie order, slot " << j;
+    // The mma kernel on 16 rows, the one-pass kernel on the first 4 (every hard row).
+    for (const int rows : {16, 4}) {
+      const int kernel = rows == 4 ? cuda::kRouteGemmForceGemv : cuda::kRouteGemmForceMma;
+      ASSERT_TRUE(g.run(rows, nullptr, false, 0, 0, kernel).ok());
+      g.expect_matches(ref, rows,
+                       std::string(with_bias ? "hard rows" : "hard rows, no bias") +
+                           (rows == 4 ? " (one-pass)" : " (mma)"));
+      // Exact ties must break to the lower id: row 1 without bias is experts 0..5.
+      if (!with_bias) {
+        const std::vector<std::int64_t> iv = g.ids.download();
+        const std::int32_t* ids = reinterpret_cast<const std::int32_t*>(iv.data());
+        for (int j = 0; j < 6; ++j) EXPECT_EQ(ids[1 * 6 + j], j) << "tie order, slot " << j;
+      }
     }
+  }
+}
+
+// The one-pass kernel (n <= 4, no H split) forced on every shape it takes: H in {7168, 4096,
+// 5120, 1032, 4104, 40}, E from 8 to 1000 (1 to 8 experts per block), k in {1, 6, 8}, n = 1..4;
+// each launch twice (its flag words must be cleared for the next launch), the same bits.
+TEST(RouteGemm, OnePassKernel) {
+  SKIP_WITHOUT_GPU();
+  int sms = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  struct Shape {
+    std::int64_t h, e;
+    int k;
+  };
+  int tried = 0;
+  for (const Shape sh : {Shape{7168, 384, 6}, Shape{4096, 256, 6}, Shape{5120, 384, 8},
+                         Shape{1032, 1000, 1}, Shape{4104, 384, 8}, Shape{40, 384, 6},
+                         Shape{4096, 64, 1}, Shape{1024, 8, 8}, Shape{7168, 520, 6},
+                         Shape{2048, 1000, 8}}) {
+    Problem pr = make_problem(4, sh.h, sh.e, sh.k, 700 + std::uint64_t(sh.h + sh.e + sh.k));
+    const oracle::RouteResult ref = oracle::route(pr.host(4));
+    GpuRun g(pr);
+    for (std::int64_t n = 1; n <= 4; ++n) {
+      const int epb = cuda::route_gemv_experts_per_block(n, sh.e, sh.k, sms);
+      if (epb == 0) {
+        EXPECT_EQ(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).code(),
+                  StatusCode::kUnsupported);
+        continue;
+      }
+      ++tried;
+      const std::string what = "one-pass, " + std::to_string(epb) + " experts per block";
+      ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).ok())
+          << pr.config(n);
+      g.expect_matches(ref, n, what);
+      const std::vector<float> w0 = g.weights.download();
+      const std::vector<std::int64_t> i0 = g.ids.download();
+      ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).ok());
+      g.expect_matches(ref, n, what + ", again");
+      const std::vector<float> w1 = g.weights.download();
+      const std::vector<std::int64_t> i1 = g.ids.download();
+      ASSERT_EQ(std::memcmp(w0.data(), w1.data(), w0.size() * 4), 0) << what << " weights";
+      ASSERT_EQ(std::memcmp(i0.data(), i1.data(), i0.size() * 8), 0) << what << " ids";
+      if (HasFailure()) return;
+    }
+  }
+  EXPECT_GE(tried, 30);
+}
+
+// One workspace serves both kernels in any order: the mma kernel's regions never touch the
+// one-pass kernel's flag words.
+TEST(RouteGemm, WorkspaceSharedByBothKernels) {
+  SKIP_WITHOUT_GPU();
+  Problem pr = make_problem(64, 7168, 384, 6, 77);
+  const oracle::RouteResult ref = oracle::route(pr.host(64));
+  GpuRun g(pr);
+  for (const std::int64_t n : {1, 64, 4, 20, 2, 64, 3, 1}) {
+    ASSERT_TRUE(g.run(n).ok()) << n;
+    g.expect_matches(ref, n, "shared workspace");
+    if (HasFailure()) return;
   }
 }
 
@@ -304,7 +370,7 @@ TEST(RouteGemm, Int64IdsAndStrides) {
   pr.ids_stride = 9;
   const oracle::RouteResult ref = oracle::route(pr.host(33));
   GpuRun g(pr);
-  for (std::int64_t n : {1, 17, 33}) {
+  for (std::int64_t n : {1, 4, 17, 33}) {
     ASSERT_TRUE(g.run(n).ok());
     g.expect_matches(ref, n, "i64+strides");
     const std::vector<std::int64_t> iv = g.ids.download();
@@ -323,27 +389,29 @@ TEST(RouteGemm, DeterministicAndPdl) {
   Problem pr = make_problem(48, 7168, 384, 6, 41);
   const oracle::RouteResult ref = oracle::route(pr.host(48));
   GpuRun g(pr);
-  ASSERT_TRUE(g.run(48).ok());
-  const std::vector<float> w0 = g.weights.download();
-  const std::vector<std::int64_t> i0 = g.ids.download();
-  g.expect_matches(ref, 48, "first");
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (int rep = 0; rep < 5; ++rep) {
-    ASSERT_TRUE(g.run(48, stream, /*pdl=*/rep % 2 == 1).ok());
-    const std::vector<float> w1 = g.weights.download();
-    const std::vector<std::int64_t> i1 = g.ids.download();
-    ASSERT_EQ(std::memcmp(w0.data(), w1.data(), w0.size() * 4), 0) << "weights differ, rep " << rep;
-    ASSERT_EQ(std::memcmp(i0.data(), i1.data(), i0.size() * 8), 0) << "ids differ, rep " << rep;
+  for (const std::int64_t n : {48, 3}) {  // the mma kernel, the one-pass kernel
+    ASSERT_TRUE(g.run(n).ok());
+    const std::vector<float> w0 = g.weights.download();
+    const std::vector<std::int64_t> i0 = g.ids.download();
+    g.expect_matches(ref, n, "first");
+    for (int rep = 0; rep < 5; ++rep) {
+      ASSERT_TRUE(g.run(n, stream, /*pdl=*/rep % 2 == 1).ok());
+      const std::vector<float> w1 = g.weights.download();
+      const std::vector<std::int64_t> i1 = g.ids.download();
+      ASSERT_EQ(std::memcmp(w0.data(), w1.data(), w0.size() * 4), 0)
+          << "weights differ, n " << n << " rep " << rep;
+      ASSERT_EQ(std::memcmp(i0.data(), i1.data(), i0.size() * 8), 0)
+          << "ids differ, n " << n << " rep " << rep;
+    }
   }
   CUDA_OK(cudaStreamDestroy(stream));
 }
 
 // Captured once in a CUDA graph (with PDL edges), replayed with new x each time: the kernel
-// resets its own counter, so every replay is right.
-TEST(RouteGemm, GraphReplayWithNewInputs) {
-  SKIP_WITHOUT_GPU();
-  const std::int64_t n = 16;
+// resets its own counter (the one-pass kernel its flag words), so every replay is right.
+void replay_with_new_inputs(std::int64_t n) {
   Problem pr = make_problem(n, 4096, 256, 6, 51);
   pr.scale = 1.5f;
   GpuRun g(pr);
@@ -371,6 +439,14 @@ TEST(RouteGemm, GraphReplayWithNewInputs) {
   CUDA_OK(cudaGraphExecDestroy(exec));
   CUDA_OK(cudaGraphDestroy(graph));
   CUDA_OK(cudaStreamDestroy(stream));
+}
+
+TEST(RouteGemm, GraphReplayWithNewInputs) {
+  SKIP_WITHOUT_GPU();
+  for (const std::int64_t n : {16, 2}) {  // the mma kernel, the one-pass kernel
+    replay_with_new_inputs(n);
+    if (HasFailure()) return;
+  }
 }
 
 // Bad requests fail before any launch, with the documented codes.
