@@ -347,6 +347,45 @@ TEST(RouteGemm, OnePassKernel) {
   EXPECT_GE(tried, 30);
 }
 
+// The one-pass kernel's selection on hard rows: the best crowded into two 32-expert pieces
+// (one lane holds several winners: its second best is promoted, then it rescans), all-equal
+// rows (every round a tie, the lowest expert first), NaN and inf scores, with and without bias.
+TEST(RouteGemm, OnePassSelection) {
+  SKIP_WITHOUT_GPU();
+  for (bool with_bias : {true, false}) {
+    Problem pr = make_problem(4, 1024, 384, 6, 808);
+    pr.with_bias = with_bias;
+    const std::int64_t H = pr.hidden;
+    // Experts 0..39 (pieces 0 and 1) get W rows 3x larger: rows 1 and 3 crowd there.
+    for (std::int64_t e = 0; e < 40; ++e) {
+      for (std::int64_t h = 0; h < H; ++h) {
+        bf16& v = pr.w[std::size_t(e * H + h)];
+        v = detail::float_to_bf16(3.0f * detail::bf16_to_float(v));
+      }
+    }
+    // Row 1: x = W row 7 (expert 7 wins clearly, pieces 0-1 crowd); row 2: all zero (every
+    // logit 0: all experts tie); row 3: x scaled by 8; row 0: one +inf element.
+    for (std::int64_t h = 0; h < H; ++h) {
+      pr.x[std::size_t(1 * H + h)] = pr.w[std::size_t(7 * H + h)];
+      pr.x[std::size_t(2 * H + h)] = bf16{0};
+      bf16& v = pr.x[std::size_t(3 * H + h)];
+      v = detail::float_to_bf16(8.0f * detail::bf16_to_float(v));
+    }
+    pr.x[std::size_t(0 * H + 5)] = detail::float_to_bf16(kInf);
+    const oracle::RouteResult ref = oracle::route(pr.host(4));
+    GpuRun g(pr);
+    for (std::int64_t n = 1; n <= 4; ++n) {
+      ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).ok());
+      g.expect_matches(ref, n, with_bias ? "one-pass selection" : "one-pass selection, no bias");
+    }
+    if (!with_bias) {  // row 2: all tie, the lowest ids first
+      const std::vector<std::int64_t> iv = g.ids.download();
+      const std::int32_t* ids = reinterpret_cast<const std::int32_t*>(iv.data());
+      for (int j = 0; j < 6; ++j) EXPECT_EQ(ids[2 * 6 + j], j) << "tie order, slot " << j;
+    }
+  }
+}
+
 // One workspace serves both kernels in any order: the mma kernel's regions never touch the
 // one-pass kernel's flag words.
 TEST(RouteGemm, WorkspaceSharedByBothKernels) {
