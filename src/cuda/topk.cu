@@ -64,16 +64,16 @@ int once_per_device(std::mutex& mu, std::map<int, int>& cache, Setup setup) {
 }
 
 // The streaming kernel: its shared memory limit (for the largest k, sorted) set once per device,
-// and its largest cluster there.
-template <typename T, int kThreads>
+// and its largest cluster there (grid mode, kGrid: no clusters, 1).
+template <typename T, int kThreads, bool kGrid = false>
 int stream_setup() {
   static std::mutex mu;
   static std::map<int, int> cache;
   return once_per_device(mu, cache, [] {
-    const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads>;
+    const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads, kGrid>;
     const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
     (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-    return probe_max_cluster(kernel, kThreads, smem);
+    return kGrid ? 1 : probe_max_cluster(kernel, kThreads, smem);
   });
 }
 
@@ -142,14 +142,8 @@ Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, int threads,
 // Grid mode: 512 threads a block, the smem limit set once per device.
 template <typename T>
 Status launch_grid(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
-  static std::mutex mu;
-  static std::map<int, int> cache;
   const auto kernel = kernels::radix_topk_stream_kernel<T, 512, true>;
-  (void)once_per_device(mu, cache, [&] {
-    const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
-    (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-    return 1;
-  });
+  (void)stream_setup<T, 512, true>();
   if (r.n * r.grid_blocks > 0x7fffffffLL) {
     return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
   }
