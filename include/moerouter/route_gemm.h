@@ -40,9 +40,9 @@ constexpr std::int32_t kRouteGemmMaxK = 32;
 /// launch_route_gemm rather than the prefill path (cuBLASLt GEMM + fused route): 4 at
 /// DSV4-Flash's and DSV4-Pro's sizes, the one-pass kernel's range (n <= 4, k <= 8). Measured
 /// on an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph, each launch alone;
-/// docs/benchmarks.md): Pro 5.76 / 6.32 / 7.15 / 7.59 us at n = 1 / 2 / 3 / 4 against the prefill path's
-/// 8.52-8.77, Flash 4.57-5.60 against 7.65-7.85; at n = 8 the tiled mma kernel loses (Pro 10.12
-/// against 8.77, Flash 7.99 against 7.81).
+/// docs/benchmarks.md): Pro 5.76 / 6.32 / 7.15 / 7.59 us at n = 1 / 2 / 3 / 4 against the
+/// prefill path's 8.52-8.77, Flash 4.57-5.60 against 7.65-7.85; at n = 8 the tiled mma kernel
+/// loses (Pro 10.12 against 8.77, Flash 7.99 against 7.81).
 constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t /*experts*/,
                                                    std::int64_t /*hidden*/) {
   return 4;
@@ -54,8 +54,9 @@ constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t /*experts*/,
 /// (about 128 * max_n * (E + 128) bytes). Returns 0 for arguments outside those ranges.
 ///
 /// The workspace must be zero-filled once after allocation (cudaMemset); every launch leaves
-/// its counters and flag words at zero again, so it can be reused by later launches and graph replays on the
-/// same stream. Two launches that may run at the same time need separate workspaces.
+/// its counters and flag words at zero again, so it can be reused by later launches and graph
+/// replays on the same stream. Two launches that may run at the same time need separate
+/// workspaces.
 std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts);
 
 /// The decode kernel's grid for a shape: `tiles` expert tiles of 8 * `groups` experts, each

@@ -52,6 +52,25 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; 
     }                                                                           \
   }()
 
+// The arguments both kernels share (RouteGemmArgs, RouteGemvArgs), from validated params.
+template <typename Args>
+void set_common_args(Args& a, const RouteParams& p, std::int64_t x_stride) {
+  a.x = static_cast<const std::uint16_t*>(p.x);
+  a.w = static_cast<const std::uint16_t*>(p.w);
+  a.bias = p.bias;
+  a.weights = p.weights;
+  a.ids = p.ids;
+  a.x_stride = x_stride;
+  a.weights_stride = ::moerouter::detail::stride_or(p.weights_stride, p.k);
+  a.ids_stride = ::moerouter::detail::stride_or(p.ids_stride, p.k);
+  a.n = int(p.n);
+  a.hidden = int(p.hidden);
+  a.experts = int(p.experts);
+  a.k = p.k;
+  a.scale = p.scale;
+  a.ids64 = p.ids_dtype == DType::kI64 ? 1 : 0;
+}
+
 // The one-pass kernel for `epb` experts per block and n tokens (rounded up to 1, 2 or 4):
 // calls body(kernel) with the instantiation.
 template <int kEpb, typename Body>
@@ -233,21 +252,8 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   if (force_kernel == kRouteGemmForceGemv ||
       (force_kernel == kRouteGemmAuto && force_groups == 0 && force_levels == 0 && epb > 0)) {
     kernels::RouteGemvArgs g{};
-    g.x = static_cast<const std::uint16_t*>(p.x);
-    g.w = static_cast<const std::uint16_t*>(p.w);
-    g.bias = p.bias;
-    g.weights = p.weights;
-    g.ids = p.ids;
+    set_common_args(g, p, x_stride);
     g.slots = reinterpret_cast<unsigned long long*>(ws + kernels::kRouteGemmHeaderBytes);
-    g.x_stride = x_stride;
-    g.weights_stride = ::moerouter::detail::stride_or(p.weights_stride, p.k);
-    g.ids_stride = ::moerouter::detail::stride_or(p.ids_stride, p.k);
-    g.n = int(p.n);
-    g.hidden = int(p.hidden);
-    g.experts = int(p.experts);
-    g.k = p.k;
-    g.scale = p.scale;
-    g.ids64 = p.ids_dtype == DType::kI64 ? 1 : 0;
     const dim3 grid(unsigned(ceil_div(p.experts, epb)));  // the last block also polls
     const dim3 block(kernels::kRouteGemvThreads);
     return dispatch_gemv(epb, int(p.n), [&](auto kernel) {
@@ -265,23 +271,10 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   const int route_chunks = chunks_raw <= 2 ? 2 : chunks_raw <= 4 ? chunks_raw : 8;
 
   RouteGemmArgs a{};
-  a.x = static_cast<const std::uint16_t*>(p.x);
-  a.w = static_cast<const std::uint16_t*>(p.w);
-  a.bias = p.bias;
-  a.weights = p.weights;
-  a.ids = p.ids;
+  set_common_args(a, p, x_stride);
   a.counters = reinterpret_cast<unsigned*>(ws);
   a.logits = reinterpret_cast<float*>(after_slots);
   a.partials = reinterpret_cast<float*>(after_slots + logits_bytes(p.n, p.experts));
-  a.x_stride = x_stride;
-  a.weights_stride = ::moerouter::detail::stride_or(p.weights_stride, p.k);
-  a.ids_stride = ::moerouter::detail::stride_or(p.ids_stride, p.k);
-  a.n = int(p.n);
-  a.hidden = int(p.hidden);
-  a.experts = int(p.experts);
-  a.k = p.k;
-  a.scale = p.scale;
-  a.ids64 = p.ids_dtype == DType::kI64 ? 1 : 0;
   a.logits_stride = int((p.experts + 3) / 4 * 4);
   a.tiles = tl.tiles;
   a.splits = tl.splits;

@@ -45,7 +45,7 @@ namespace kernels {
 
 /// Largest tokens of route_gemv_kernel.
 constexpr int kRouteGemvMaxTokens = 4;
-/// Largest k of route_gemv_kernel (the candidates per warp).
+/// Largest k of route_gemv_kernel (its per-row buffers of the k winners; tested up to 8).
 constexpr int kRouteGemvMaxK = 8;
 /// Largest experts per block.
 constexpr int kRouteGemvMaxExpertsPerBlock = 8;
@@ -171,7 +171,8 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
       for (int e = 0; e < kEpb; ++e) {
         wv[e][u] = make_uint4(0, 0, 0, 0);
         if (c < units && e0 + e < a.experts) {
-          wv[e][u] = route_gemm_detail::load_stream(a.w + std::int64_t(e0 + e) * a.hidden + 8 * c);
+          wv[e][u] =
+              route_gemm_detail::load_stream(a.w + std::int64_t(e0 + e) * a.hidden + 8 * c);
         }
       }
     }
