@@ -56,7 +56,8 @@ constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t /*experts*/,
 /// The workspace must be zero-filled once after allocation (cudaMemset); every launch leaves
 /// its counters and flag words at zero again, so it can be reused by later launches and graph
 /// replays on the same stream. Two launches that may run at the same time need separate
-/// workspaces.
+/// workspaces. A launch that did not complete (a CUDA error in the stream) may leave them
+/// set: zero the workspace again before reusing it.
 std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts);
 
 /// The decode kernel's grid for a shape: `tiles` expert tiles of 8 * `groups` experts, each
