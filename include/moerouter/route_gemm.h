@@ -8,7 +8,7 @@
 // CPU backend's only by fp32 summation order (SPEC.md's GEMM bound).
 //
 // Two kernels (kernels/route_gemv.cuh, kernels/route_gemm.cuh), chosen by shape:
-//   - one-pass (n <= 4, k <= 8): each block owns whole experts (no split of H) and computes
+//   - one-pass (n <= 4): each block owns whole experts (no split of H) and computes
 //     their logits with fp32 FMAs; the grid's last block gathers every logit from flag-carrying
 //     words in the workspace (which it clears again) and routes each row with one warp;
 //   - tiled mma (otherwise): (expert tile x H split) blocks on tensor cores; split partial sums
@@ -38,8 +38,8 @@ constexpr std::int64_t kRouteGemmMaxExperts = 1024;
 constexpr std::int32_t kRouteGemmMaxK = 32;
 /// Largest batch for which the Router dispatches a dense layer of `experts` x `hidden` to
 /// launch_route_gemm rather than the prefill path (cuBLASLt GEMM + fused route): 4 at
-/// DSV4-Flash's and DSV4-Pro's sizes, the one-pass kernel's range (n <= 4, k <= 8). Measured
-/// on an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph, each launch alone;
+/// DSV4-Flash's and DSV4-Pro's sizes, the one-pass kernel's range (n <= 4). Measured on an
+/// H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph, each launch alone;
 /// docs/benchmarks.md): Pro 5.76 / 6.32 / 7.15 / 7.59 us at n = 1 / 2 / 3 / 4 against the
 /// prefill path's 8.52-8.77, Flash 4.57-5.60 against 7.65-7.85; at n = 8 the tiled mma kernel
 /// loses (Pro 10.12 against 8.77, Flash 7.99 against 7.81).
@@ -95,7 +95,7 @@ Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t work
 /// Experts per block of the one-pass kernel (no H split: each block owns whole experts and the
 /// grid's last block gathers the logits and routes) for n tokens on a device of `sms`
 /// multiprocessors: ceil(E / sms) rounded to 1, 2, 3, 4 or 8; 0 where that kernel does not
-/// apply (n > 4, k > 8, n * ceil32(E) > 2048 or more than 8 experts per SM).
+/// apply (n > 4, n * ceil32(E) > 2048 or more than 8 experts per SM).
 int route_gemv_experts_per_block(std::int64_t n, std::int64_t experts, int k, int sms);
 
 /// Kernel choice of launch_route_gemm_tiled.

@@ -246,7 +246,7 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
 
   const int epb = route_gemv_experts_per_block(p.n, p.experts, p.k, device_sms());
   if (force_kernel == kRouteGemmForceGemv && epb == 0) {
-    return unsupported("the one-pass kernel takes n <= 4, k <= 8 and n * ceil32(E) <= 2048 "
+    return unsupported("the one-pass kernel takes n <= 4 and n * ceil32(E) <= 2048 "
                        "with at most 8 experts per SM");
   }
   if (force_kernel == kRouteGemmForceGemv ||

@@ -45,8 +45,8 @@ namespace kernels {
 
 /// Largest tokens of route_gemv_kernel.
 constexpr int kRouteGemvMaxTokens = 4;
-/// Largest k of route_gemv_kernel (its per-row buffers of the k winners; tested up to 8).
-constexpr int kRouteGemvMaxK = 8;
+/// Largest k of route_gemv_kernel (its per-row buffers of the k winners), kRouteGemmMaxK.
+constexpr int kRouteGemvMaxK = 32;
 /// Largest experts per block.
 constexpr int kRouteGemvMaxExpertsPerBlock = 8;
 /// Threads per block.
