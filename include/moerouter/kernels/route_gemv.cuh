@@ -14,19 +14,19 @@
 //            of each (token, expert) of the block, which its thread publishes as one 64-bit word
 //            (1 << 32 | logit bits) in the workspace, a single-copy-atomic relaxed store
 //   poller   copies the bias to shared memory (cp.async, during W's stream); after its own
-//            experts it reads the n x E words until
-//            each carries its flag (they carry their data too, so no fence or counter is
-//            needed), computes the exact scores and biased keys in parallel (one word per
-//            thread), and selects with one warp per row: each lane keeps the best two of its
-//            experts, k rounds of a warp maximum take the row's k best in rank order (ties to
-//            the lower expert); the winners are renormalized in rank order and scaled. Last, it
-//            clears the words for the next launch.
+//            experts it reads the n x E words until each carries its flag (they carry their
+//            data too, so no fence or counter is needed), computes the exact scores and biased
+//            keys in parallel (one word per thread), and selects with one warp per row: each
+//            lane keeps the best two of its experts, k rounds of a warp maximum take the row's
+//            k best in rank order (ties to the lower expert); the winners are renormalized in
+//            rank order and scaled. Last, it clears the words for the next launch.
 //            Measured on an H100 (CUDA graph, cold W), Pro: this selection against block-wide
 //            ranks (each warp's k best by all-pairs ranks of 32 keys, then every candidate
 //            ranked against the others): n = 1 5.76 against 6.01 us, n = 4 7.59 against 9.84
 //            (two runs); and the last block as poller against an extra poller block: 5.76
 //            against 6.35 us at n = 1 (same run).
-// Only the poller waits, and only for workers, which wait for nothing: any residency works.
+// Only the last block waits, and only for the others, which wait for nothing: any residency
+// works.
 // Every sum has a fixed order: the result is bit-reproducible. The logits differ from the mma
 // kernel's only by summation order.
 #pragma once
