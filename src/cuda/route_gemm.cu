@@ -52,9 +52,8 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; 
     }                                                                           \
   }()
 
-// The arguments both kernels share (RouteGemmArgs, RouteGemvArgs), from validated params.
-template <typename Args>
-void set_common_args(Args& a, const RouteParams& p, std::int64_t x_stride) {
+// The arguments both kernels share, from validated params.
+void set_common_args(kernels::RouteDecodeArgs& a, const RouteParams& p, std::int64_t x_stride) {
   a.x = static_cast<const std::uint16_t*>(p.x);
   a.w = static_cast<const std::uint16_t*>(p.w);
   a.bias = p.bias;

@@ -61,19 +61,23 @@ constexpr int kRouteGemmPrefetchTokens = 8;
 constexpr int kRouteGemmHeaderBytes = 1024;
 
 /// Parameters of route_gemm_kernel (device pointers; built by cuda::launch_route_gemm).
-struct RouteGemmArgs {
+/// The inputs and outputs of both decode kernels (route_gemm_kernel, route_gemv_kernel).
+struct RouteDecodeArgs {
   const std::uint16_t* x;     ///< [n, hidden] bf16 bits, row stride x_stride, 16-byte aligned
   const std::uint16_t* w;     ///< [experts, hidden] bf16 bits, contiguous, 16-byte aligned
   const float* bias;          ///< [experts] fp32 or null (zeros)
   float* weights;             ///< out [n, k] fp32, row stride weights_stride
   void* ids;                  ///< out [n, k] int32 or int64 (ids64), row stride ids_stride
-  unsigned* counters;         ///< workspace: arrival counters (0 between launches)
-  float* logits;              ///< workspace: [n, logits_stride] fp32, 16-byte aligned rows
-  float* partials;            ///< workspace: [tiles * splits][n][8 * groups] fp32 (splits > 1)
   std::int64_t x_stride, weights_stride, ids_stride;
   int n, hidden, experts, k;
   float scale;
   int ids64;                  ///< 1: ids are int64
+};
+
+struct RouteGemmArgs : RouteDecodeArgs {
+  unsigned* counters;         ///< workspace: arrival counters (0 between launches)
+  float* logits;              ///< workspace: [n, logits_stride] fp32, 16-byte aligned rows
+  float* partials;            ///< workspace: [tiles * splits][n][8 * groups] fp32 (splits > 1)
   int logits_stride;          ///< experts rounded up to 4
   int tiles;                  ///< expert tiles
   int splits;                 ///< H splits per tile (grid = tiles * splits)

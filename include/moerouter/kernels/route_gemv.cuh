@@ -55,17 +55,8 @@ constexpr int kRouteGemvThreads = 512;
 constexpr int kRouteGemvMaxSlots = 2048;
 
 /// Parameters of route_gemv_kernel (device pointers; built by cuda::launch_route_gemm).
-struct RouteGemvArgs {
-  const std::uint16_t* x;     ///< [n, hidden] bf16 bits, row stride x_stride, 16-byte aligned
-  const std::uint16_t* w;     ///< [experts, hidden] bf16 bits, contiguous, 16-byte aligned
-  const float* bias;          ///< [experts] fp32 or null (zeros)
-  float* weights;             ///< out [n, k] fp32, row stride weights_stride
-  void* ids;                  ///< out [n, k] int32 or int64 (ids64), row stride ids_stride
+struct RouteGemvArgs : RouteDecodeArgs {
   unsigned long long* slots;  ///< workspace [n][experts] words, 0 between launches
-  std::int64_t x_stride, weights_stride, ids_stride;
-  int n, hidden, experts, k;
-  float scale;
-  int ids64;  ///< 1: ids are int64
 };
 
 namespace route_gemv_detail {
