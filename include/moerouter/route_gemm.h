@@ -60,6 +60,11 @@ constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t /*experts*/,
 /// set: zero the workspace again before reusing it.
 std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts);
 
+/// The leading bytes of that workspace that must be zero before a launch (the arrival counters
+/// and the one-pass kernel's flag words; the rest is written before it is read): a caller that
+/// allocates a fresh workspace per call zeroes only these. 0 for E outside 1..1024.
+std::size_t route_gemm_workspace_zeroed_bytes(std::int64_t experts);
+
 /// The decode kernel's grid for a shape: `tiles` expert tiles of 8 * `groups` experts, each
 /// split over `splits` blocks along H, `wk` warps per 8-expert group (block = groups * wk
 /// warps), at most `warp_chunks` 32-wide H chunks per warp; one_level: the grid's last block

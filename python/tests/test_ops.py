@@ -42,7 +42,10 @@ def test_route_logits_bf16_and_ties(device):
     assert ids.cpu().tolist() == [[1, 3, 0]]
 
 
-@pytest.mark.parametrize("n,h,e,k", [(1, 4096, 256, 6), (16, 7168, 384, 6), (65, 512, 64, 4)])
+@pytest.mark.parametrize(
+    "n,h,e,k",
+    [(1, 4096, 256, 6), (4, 7168, 384, 6), (2, 1032, 1000, 32), (16, 7168, 384, 6), (65, 512, 64, 4)],
+)
 def test_route_from_x_matches_oracle(device, n, h, e, k):
     x, w, bias = make_gate(n, h, e, seed=n, device=device)
     weights, ids = moerouter.route(x, w, bias, k, 1.5)

@@ -186,6 +186,11 @@ std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts) 
          partials_bytes(max_n, experts) + slots_bytes(experts);
 }
 
+std::size_t route_gemm_workspace_zeroed_bytes(std::int64_t experts) {
+  if (experts < 1 || experts > kRouteGemmMaxExperts) return 0;
+  return kernels::kRouteGemmHeaderBytes + slots_bytes(experts);
+}
+
 int route_gemv_experts_per_block(std::int64_t n, std::int64_t experts, int k, int sms) {
   if (n < 1 || n > kernels::kRouteGemvMaxTokens || k < 1 || k > kernels::kRouteGemvMaxK ||
       experts < 1 || experts > kRouteGemmMaxExperts || sms < 1 ||

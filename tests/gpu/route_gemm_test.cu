@@ -525,6 +525,10 @@ TEST(RouteGemm, Rejects) {
   q.n = 0;
   EXPECT_EQ(code(q, 0), StatusCode::kSuccess);
   EXPECT_EQ(cuda::route_gemm_workspace_size(65, 256), 0u);
+  // The prefix that must be zero: counters and flag words, inside every workspace size.
+  EXPECT_EQ(cuda::route_gemm_workspace_zeroed_bytes(1025), 0u);
+  EXPECT_GE(cuda::route_gemm_workspace_zeroed_bytes(384), 1024u + 4 * 384 * 8);
+  EXPECT_LE(cuda::route_gemm_workspace_zeroed_bytes(384), cuda::route_gemm_workspace_size(1, 384));
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
