@@ -294,14 +294,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
     scan();
     int my_id = 0;
     for (int r = 0; r < a.k; ++r) {  // the row has >= k experts (keys >= 1): every round wins
-      const std::uint32_t top = __reduce_max_sync(detail::kFullMask, b1);
-      const unsigned won = __ballot_sync(detail::kFullMask, b1 == top);
-      int w = __ffs(won) - 1;
-      if (__popc(won) > 1) {  // warp-uniform and rare: equal keys, the lowest expert first
-        const unsigned lowest =
-            __reduce_min_sync(detail::kFullMask, b1 == top ? unsigned(e1) : ~0u);
-        w = __ffs(__ballot_sync(detail::kFullMask, b1 == top && unsigned(e1) == lowest)) - 1;
-      }
+      const int w = detail::warp_argmax_lane(b1, unsigned(e1));  // equal keys: lowest expert
       const int id = __shfl_sync(detail::kFullMask, e1, w);
       if (lane == r) my_id = id;
       if (lane == w) {

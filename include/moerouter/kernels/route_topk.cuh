@@ -275,14 +275,7 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
   } else {
 #pragma unroll
     for (int r = 0; r < k; ++r) {  // total >= k: every round has a winner (key >= 1)
-      const std::uint32_t top = __reduce_max_sync(detail::kFullMask, key);
-      const unsigned won = __ballot_sync(detail::kFullMask, key == top);
-      int w = __ffs(won) - 1;
-      if (__popc(won) > 1) {  // warp-uniform and rare: equal keys, the lowest expert first
-        const bool tied = (won >> lane) & 1u;
-        const std::uint32_t lowest = __reduce_min_sync(detail::kFullMask, tied ? index : ~0u);
-        w = __ffs(__ballot_sync(detail::kFullMask, tied && index == lowest)) - 1;
-      }
+      const int w = detail::warp_argmax_lane(key, index);  // equal keys: the lowest expert
       sum += __shfl_sync(detail::kFullMask, s, w);
       if (lane == w) {
         out_rank = r;
