@@ -67,8 +67,6 @@ __device__ __forceinline__ std::uint64_t warp_max_u64(std::uint64_t v) {
   return (std::uint64_t(hi) << 32) | lo;
 }
 
-/// The lane holding the warp's largest `key` (ties: the lowest `index`): one REDUX max and a
-/// ballot; equal keys in several lanes (warp-uniform and rare) take a REDUX min of the indices.
 __device__ __forceinline__ int lane_id() { return int(threadIdx.x) & (kWarpSize - 1); }
 
 /// The lane holding the warp's largest `key` (ties: the lowest `index`): one REDUX max and a
