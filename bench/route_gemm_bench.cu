@@ -4,7 +4,8 @@
 // and N = 1..64. Every timed launch is captured in a CUDA graph; L2 is kept
 // cold by rotating distinct copies of W (3x the L2 size in all); x stays hot, as it would be
 // right after the previous layer wrote it. Also the exposed time behind a preceding kernel,
-// with and without programmatic dependent launch (PDL).
+// with and without programmatic dependent launch (PDL), and the same three times for the hash
+// route from x (hash layers: the k rows of W a token needs, no GEMM).
 //
 //   route_gemm_bench [--reps R] [--sweep]
 // Prints `us | GB/s | % copy | cuBLAS | cuBLASLt+route | floor | x floor | exposed` per shape;
@@ -320,6 +321,57 @@ int main(int argc, char** argv) {
         std::printf("\n");
         std::fflush(stdout);
       }
+    }
+    // Hash layers: the hash route from x (only the k rows of W each token needs), on the same
+    // rotation of W copies: alone, and behind the busy kernel with and without PDL (with PDL
+    // it reads the token ids, the table and its rows of W before it waits).
+    {
+      const SyntheticLayer hl = make_synthetic_layer(m, 1, true);
+      const std::vector<std::int32_t> toks = make_tokens(64, m.vocab, 5);
+      void *table, *tokens;
+      CHECK_CUDA(cudaMalloc(&table, hl.tid2eid.size() * 4));
+      CHECK_CUDA(cudaMemcpy(table, hl.tid2eid.data(), hl.tid2eid.size() * 4,
+                            cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMalloc(&tokens, toks.size() * 4));
+      CHECK_CUDA(cudaMemcpy(tokens, toks.data(), toks.size() * 4, cudaMemcpyHostToDevice));
+      const int launches = copies * 4;
+      for (int n : {1, 4, 16, 64}) {
+        HashRouteParams hp;
+        hp.token_ids = tokens;
+        hp.table = table;
+        hp.weights = static_cast<float*>(weights);
+        hp.ids = ids;
+        hp.source = HashWeights::kFromX;
+        hp.x = x;
+        hp.hidden = H;
+        hp.n = n;
+        hp.vocab = m.vocab;
+        hp.experts = E;
+        hp.k = m.k;
+        hp.scale = m.scale;
+        auto hash = [&](int i, bool pdl) {
+          HashRouteParams q = hp;
+          q.w = ws[std::size_t(i) % ws.size()];
+          CHECK_OK(moerouter::cuda::hash_route(q, s, pdl));
+        };
+        const double alone_us = time_graph(s, launches, reps, [&](int i) { hash(i, false); });
+        const double busy_us = time_graph(s, launches / 2, reps, [&](int) {
+          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+        });
+        const double pair_pdl = time_graph(s, launches / 2, reps, [&](int i) {
+          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+          hash(i, true);
+        });
+        const double pair_plain = time_graph(s, launches / 2, reps, [&](int i) {
+          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+          hash(i, false);
+        });
+        std::printf("%-6s %3d | hash route from x: %6.2f us alone | exp. PDL %6.2f, noPDL %6.2f\n",
+                    m.name.c_str(), n, alone_us, pair_pdl - busy_us, pair_plain - busy_us);
+        std::fflush(stdout);
+      }
+      CHECK_CUDA(cudaFree(table));
+      CHECK_CUDA(cudaFree(tokens));
     }
     for (void* p : ws) CHECK_CUDA(cudaFree(p));
     for (void* p : {x, bias, weights, ids, logits, work, route_work}) CHECK_CUDA(cudaFree(p));

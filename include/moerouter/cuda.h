@@ -43,7 +43,11 @@ Status route_logits(const RouteLogitsParams& p, cudaStream_t stream = nullptr);
 /// memory, optional) is set to 1; the call itself still returns success, because the ids are
 /// only known on the device. Check the flag with check_error_flag() when you choose to.
 /// kFromX computes only the k dot products per token (no full GEMM). k <= 32.
-Status hash_route(const HashRouteParams& p, cudaStream_t stream = nullptr);
+/// pdl: launch with programmatic dependent launch, so the kernel starts while the previous
+/// kernel on the stream still runs and reads the token ids, the table and (kFromX) the k rows
+/// of W it needs before it waits for that kernel; only x (kFromX) or the logits (kFromLogits)
+/// may be written by it.
+Status hash_route(const HashRouteParams& p, cudaStream_t stream = nullptr, bool pdl = false);
 
 /// Waits for `stream`, reads the device flag a hash_route call set and returns
 /// kInvalidTokenId if it is non-zero (success otherwise). This one synchronizes: call it

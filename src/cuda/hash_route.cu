@@ -26,7 +26,7 @@ int hash_cluster_size(std::int64_t n) {
   return c;
 }
 
-Status launch_hash_x(const kernels::HashRouteArgs& a, cudaStream_t stream) {
+Status launch_hash_x(const kernels::HashRouteArgs& a, cudaStream_t stream, bool pdl) {
   const int group = a.k <= 8 ? 8 : 32;
   return MOER_DISPATCH_K_BOUND(group, kGroup, [&] {
     const auto kernel = kernels::hash_route_x_kernel<kGroup>;
@@ -37,12 +37,12 @@ Status launch_hash_x(const kernels::HashRouteArgs& a, cudaStream_t stream) {
                     "hash_route: n must be < 2^31 / cluster size, got " + std::to_string(a.n));
     }
     return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kernels::kHashXThreads), 0,
-                                 stream, false, a, "hash_route: hash_route_x_kernel launch",
+                                 stream, pdl, a, "hash_route: hash_route_x_kernel launch",
                                  csize);
   });
 }
 
-Status launch_hash_gather(const kernels::HashRouteArgs& a, cudaStream_t stream) {
+Status launch_hash_gather(const kernels::HashRouteArgs& a, cudaStream_t stream, bool pdl) {
   const int group = a.k <= 8 ? 8 : 32;
   return MOER_DISPATCH_K_BOUND(group, kGroup, [&] {
     const std::int64_t threads = a.n * kGroup;
@@ -50,14 +50,15 @@ Status launch_hash_gather(const kernels::HashRouteArgs& a, cudaStream_t stream) 
     if (blocks > 0x7fffffffLL) {
       return Status(StatusCode::kUnsupported, "hash_route: n too large, got " + std::to_string(a.n));
     }
-    kernels::hash_route_gather_kernel<kGroup><<<unsigned(blocks), kGatherThreads, 0, stream>>>(a);
-    return detail::launch_status("hash_route: hash_route_gather_kernel launch");
+    return detail::launch_kernel(kernels::hash_route_gather_kernel<kGroup>, dim3(unsigned(blocks)),
+                                 dim3(kGatherThreads), 0, stream, pdl, a,
+                                 "hash_route: hash_route_gather_kernel launch");
   });
 }
 
 }  // namespace
 
-Status hash_route(const HashRouteParams& p, cudaStream_t stream) {
+Status hash_route(const HashRouteParams& p, cudaStream_t stream, bool pdl) {
   const char* op = "hash_route";
   MOER_RETURN_IF_ERROR_CUDA(validate(p));
   if (p.k > kMaxK) {
@@ -88,6 +89,7 @@ Status hash_route(const HashRouteParams& p, cudaStream_t stream) {
   a.token_i64 = p.token_dtype == DType::kI64;
   a.table_i64 = p.table_dtype == DType::kI64;
   a.ids_i64 = p.ids_dtype == DType::kI64;
+  a.pdl = pdl;
 
   switch (p.source) {
     case HashWeights::kFromX: {
@@ -99,17 +101,17 @@ Status hash_route(const HashRouteParams& p, cudaStream_t stream) {
       a.x_stride = stride_or(p.x_stride, p.hidden);
       a.vector_x = p.hidden % 8 == 0 && a.x_stride % 8 == 0 && detail::aligned(p.x, 16) &&
                    detail::aligned(p.w, 16);
-      return launch_hash_x(a, stream);
+      return launch_hash_x(a, stream, pdl);
     }
     case HashWeights::kFromLogits:
       MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "logits", p.logits));
       a.logits = p.logits;
       a.logits_bf16 = p.logits_dtype == DType::kBF16;
       a.logits_stride = stride_or(p.logits_stride, p.experts);
-      return launch_hash_gather(a, stream);
+      return launch_hash_gather(a, stream, pdl);
     case HashWeights::kUniform:
       a.logits = nullptr;
-      return launch_hash_gather(a, stream);
+      return launch_hash_gather(a, stream, pdl);
   }
   return Status(StatusCode::kInvalidArgument,
                 "hash_route: source must be kFromX, kFromLogits or kUniform, got " +

@@ -87,7 +87,9 @@ class CudaRouterBackend final : public RouterBackend {
         p.logits = prefill_ws_;
         p.logits_dtype = DType::kF32;
       }
-      check_status(cuda::hash_route(p, stream), where);
+      // After the Router's own GEMM, the gather kernel starts with PDL (it reads the ids and
+      // the table before it waits for the logits).
+      check_status(cuda::hash_route(p, stream, /*pdl=*/n > kHashFromXMaxTokens), where);
       if (checked) {
         const Status s = cuda::check_error_flag(flag_, stream);
         if (!s.ok()) {

@@ -259,6 +259,77 @@ TEST_F(GpuHashRoute, BadTokenIdsAndTableEntriesNeverReadOutOfBounds) {
   }
 }
 
+// The "previous layer" of a PDL launch: lets its dependent start at once, spins for `cycles`,
+// then writes dst from src. A kernel launched after it with PDL that read dst before its
+// griddepcontrol.wait would see dst's old contents (zeros).
+__global__ void late_writer_kernel(const std::uint32_t* src, std::uint32_t* dst,
+                                   std::size_t words, long long cycles) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  const long long t0 = clock64();
+  while (clock64() - t0 < cycles) {
+  }
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < words;
+       i += std::size_t(gridDim.x) * blockDim.x) {
+    dst[i] = src[i];
+  }
+}
+
+// With PDL, the x kernel reads the ids, the table and its rows of W before it waits, the
+// gather kernel the ids and the table: x or the logits, written by the kernel before, must
+// still be read after it ends. Same bits as a launch without PDL, which matches the CPU.
+TEST_F(GpuHashRoute, PdlWaitsForTheKernelThatWritesXOrTheLogits) {
+  cudaStream_t stream;
+  MOER_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::uint64_t seed = 500;
+  for (const ModelShape& m : {dsv4_flash(), dsv4_pro()}) {
+    for (const std::int64_t n : {1, 16, 300}) {
+      for (HashWeights src : {HashWeights::kFromX, HashWeights::kFromLogits}) {
+        HashConfig c;
+        c.n = n;
+        c.h = m.hidden;
+        c.e = m.experts;
+        c.k = m.k;
+        c.vocab = 5000;
+        HashData d(c, ++seed);
+        const std::string cfg = m.name + " " + testing::config(n, c.e, c.k) + " source=" +
+                                hash_weights_name(src);
+        const HashOut want = run_gpu(d, src);  // without PDL
+        ASSERT_TRUE(want.ok()) << cfg << ": " << want.message;
+        ASSERT_EQ(want.ids, run_cpu(d, src).ids) << cfg;
+        DeviceBuffer<std::int32_t> tok(d.tok32), tab(d.tab32), ids(std::size_t(n * c.k));
+        DeviceBuffer<bf16> w(d.w), x_src(d.x), x_dst(d.x.size());
+        DeviceBuffer<float> l_src(d.logits), l_dst(d.logits.size()), wout(std::size_t(n * c.k));
+        const bool from_x = src == HashWeights::kFromX;
+        const auto* from = static_cast<const std::uint32_t*>(
+            from_x ? static_cast<const void*>(x_src.get()) : l_src.get());
+        auto* to = static_cast<std::uint32_t*>(from_x ? static_cast<void*>(x_dst.get())
+                                                      : l_dst.get());
+        const std::size_t words = from_x ? d.x.size() / 2 : d.logits.size();
+        for (int rep = 0; rep < 2; ++rep) {
+          x_dst.fill_bytes(0);
+          l_dst.fill_bytes(0);
+          wout.fill_bytes(0x7f);
+          ids.fill_bytes(0x7f);
+          MOER_CUDA_OK(cudaDeviceSynchronize());
+          const HashRouteParams p = d.params(src, tok.get(), tab.get(), x_dst.get(), w.get(),
+                                             l_dst.get(), wout.get(), ids.get(), nullptr);
+          late_writer_kernel<<<8, 256, 0, stream>>>(from, to, words, 200000);
+          ASSERT_TRUE(cuda::hash_route(p, stream, /*pdl=*/true).ok()) << cfg;
+          MOER_CUDA_OK(cudaStreamSynchronize(stream));
+          const std::vector<float> got_w = wout.download();
+          const std::vector<std::int32_t> got_i = ids.download();
+          ASSERT_EQ(std::vector<std::int64_t>(got_i.begin(), got_i.end()), want.ids)
+              << cfg << " rep " << rep;
+          std::size_t diff = 0;
+          ASSERT_TRUE(testing::same_bits(got_w, want.weights, &diff))
+              << cfg << " rep " << rep << ": weight " << diff << " differs";
+        }
+      }
+    }
+  }
+  MOER_CUDA_OK(cudaStreamDestroy(stream));
+}
+
 TEST_F(GpuHashRoute, CheckErrorFlag) {
   DeviceBuffer<std::int32_t> flag(1);
   flag.fill_bytes(0);

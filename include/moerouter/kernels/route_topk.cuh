@@ -36,6 +36,7 @@
 
 #include "moerouter/detail/exact_math.cuh"
 #include "moerouter/detail/math.h"
+#include "moerouter/detail/pdl.cuh"
 #include "moerouter/detail/ptx_approx.cuh"
 #include "moerouter/detail/warp_select.cuh"
 #include "moerouter/types.h"
@@ -92,12 +93,7 @@ __device__ __forceinline__ void route_trace(int slot, unsigned dep = 0) {
 __device__ __forceinline__ void route_trace(int, unsigned = 0) {}
 #endif
 
-/// Programmatic dependent launch: waits until the previous kernel in the stream has completed
-/// and its memory is visible (a no-op when the launch did not allow programmatic
-/// serialization).
-__device__ __forceinline__ void grid_dependency_wait() {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-}
+using detail::grid_dependency_wait;
 
 }  // namespace route_detail
 
