@@ -273,7 +273,7 @@ void Router::route(int layer_index, const bf16* x, const void* token_ids, DType 
   }
   if (impl_->gpu) {
     impl_->gpu->route(layer_index, g.hash, x, x_stride, token_ids, token_dtype, n, weights, ids,
-                      ids_dtype, stream, impl_->options.checked);
+                      ids_dtype, stream, impl_->options.checked, impl_->options.pdl);
     return;
   }
   const Status st =

@@ -18,7 +18,7 @@ class RouterBackend {
                       std::int64_t max_batch) = 0;
   virtual void route(int layer, bool hash, const bf16* x, std::int64_t x_stride,
                      const void* token_ids, DType token_dtype, std::int64_t n, float* weights,
-                     void* ids, DType ids_dtype, void* stream, bool checked) = 0;
+                     void* ids, DType ids_dtype, void* stream, bool checked, bool pdl) = 0;
   virtual std::int32_t* error_flag() = 0;
 };
 

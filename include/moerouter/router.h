@@ -67,6 +67,12 @@ struct RouterOptions {
   RouterDevice device = RouterDevice::kAuto;  ///< kAuto: CUDA when available, else CPU
   std::int64_t max_batch = 16384;  ///< most tokens per route() call (sizes the GPU workspace)
   bool checked = false;  ///< GPU: after each hash route, sync and throw on bad token ids
+  /// GPU: launch the routing kernels with programmatic dependent launch, so that each may
+  /// start while the previous kernel on the stream still runs and read the layer's W, bias
+  /// and table and the token ids before it waits for that kernel. Then only x may be
+  /// written by the kernel launched just before route() (as in an engine, where it is the
+  /// previous layer's). The prefill path's cuBLASLt GEMM launches as always.
+  bool pdl = false;
   /// Called while loading with (layers done, layers total); e.g. a progress bar.
   std::function<void(int, int)> progress;
 };

@@ -258,13 +258,14 @@ Router& router_by_handle(int64_t handle) {
 namespace {
 
 int64_t router_load(const std::string& path, const std::string& device, int64_t max_batch,
-                    bool checked) {
+                    bool checked, bool pdl) {
   RouterOptions o;
   TORCH_CHECK_VALUE(device == "cpu" || device == "cuda",
                     "moerouter.Router: device must be 'cpu' or 'cuda', got '", device, "'");
   o.device = device == "cuda" ? RouterDevice::kCuda : RouterDevice::kCpu;
   o.max_batch = max_batch;
   o.checked = checked;
+  o.pdl = pdl;
   std::unique_ptr<Router> r;
   try {
     r = std::make_unique<Router>(Router::from_pretrained(path, o));
@@ -402,7 +403,7 @@ TORCH_LIBRARY(moerouter, m) {
   m.def("topk(Tensor values, int k, Tensor? lengths=None, bool sorted=True) -> (Tensor, Tensor)");
   m.def("router_route(int handle, int layer, Tensor x, Tensor? token_ids) -> (Tensor, Tensor)");
   // Registry management: plain functions, not traced.
-  m.def("router_load(str path, str device, int max_batch, bool checked) -> int",
+  m.def("router_load(str path, str device, int max_batch, bool checked, bool pdl=False) -> int",
         &moerouter::torch_ops::router_load);
   m.def("router_free(int handle) -> ()", &moerouter::torch_ops::router_free);
   m.def("router_info(int handle) -> int[]", &moerouter::torch_ops::router_info);

@@ -27,12 +27,16 @@ class Router(torch.nn.Module):
         self.routed_scaling_factor = torch.ops.moerouter.router_scale(self.handle)
 
     @classmethod
-    def from_pretrained(cls, path: str, device: str | torch.device = "cuda", max_batch: int = 16384, checked: bool = False) -> "Router":
+    def from_pretrained(cls, path: str, device: str | torch.device = "cuda", max_batch: int = 16384, checked: bool = False,
+                        pdl: bool = False) -> "Router":
         """Loads the gate tensors of a Hugging Face model directory (config.json + sharded or
         single safetensors; both naming schemes). ``device`` 'cpu' or 'cuda'; ``max_batch`` is
-        the largest n a call takes; ``checked`` makes GPU hash routes raise on bad token ids."""
+        the largest n a call takes; ``checked`` makes GPU hash routes raise on bad token ids;
+        ``pdl`` launches the GPU routing kernels with programmatic dependent launch (they read
+        the layer's parameters and the token ids while the kernel before them still runs, so
+        that kernel may write only ``hidden``)."""
         dev = torch.device(device).type
-        return cls(torch.ops.moerouter.router_load(str(path), dev, int(max_batch), bool(checked)))
+        return cls(torch.ops.moerouter.router_load(str(path), dev, int(max_batch), bool(checked), bool(pdl)))
 
     def is_hash_layer(self, layer: int) -> bool:
         return 0 <= layer < self.num_hash_layers

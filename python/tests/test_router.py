@@ -36,10 +36,10 @@ def write_checkpoint(path, hf, layers=4, hash_layers=3, h=128, e=32, k=6, vocab=
     return gates
 
 
-@pytest.mark.parametrize("hf", [False, True])
-def test_router_from_pretrained(tmp_path, device, hf):
+@pytest.mark.parametrize("hf,pdl", [(False, False), (True, False), (False, True)])
+def test_router_from_pretrained(tmp_path, device, hf, pdl):
     gates = write_checkpoint(tmp_path, hf)
-    router = moerouter.Router.from_pretrained(tmp_path, device=device)
+    router = moerouter.Router.from_pretrained(tmp_path, device=device, pdl=pdl)
     assert router.num_layers == 5 and router.num_hash_layers == 3 and router.top_k == 6
     g = torch.Generator().manual_seed(7)
     for n in (1, 33):

@@ -68,7 +68,7 @@ class CudaRouterBackend final : public RouterBackend {
 
   void route(int layer, bool hash, const bf16* x, std::int64_t x_stride, const void* token_ids,
              DType token_dtype, std::int64_t n, float* weights, void* ids, DType ids_dtype,
-             void* stream_ptr, bool checked) override {
+             void* stream_ptr, bool checked, bool pdl) override {
     const Layer& l = layers_.at(static_cast<std::size_t>(layer));
     const auto stream = static_cast<cudaStream_t>(stream_ptr);
     const std::string where = "route(layer " + std::to_string(layer) + ")";
@@ -87,9 +87,9 @@ class CudaRouterBackend final : public RouterBackend {
         p.logits = prefill_ws_;
         p.logits_dtype = DType::kF32;
       }
-      // After the Router's own GEMM, the gather kernel starts with PDL (it reads the ids and
-      // the table before it waits for the logits).
-      check_status(cuda::hash_route(p, stream, /*pdl=*/n > kHashFromXMaxTokens), where);
+      // With options.pdl, and always after the Router's own GEMM, the kernel starts with PDL
+      // (it reads the ids, the table and, from x, its rows of W before it waits).
+      check_status(cuda::hash_route(p, stream, pdl || n > kHashFromXMaxTokens), where);
       if (checked) {
         const Status s = cuda::check_error_flag(flag_, stream);
         if (!s.ok()) {
@@ -107,7 +107,7 @@ class CudaRouterBackend final : public RouterBackend {
       // The decode kernel checks everything before it launches: a shape or layout it does
       // not take (kUnsupported: a misaligned x or stride, E > 1024, k > 32) goes through the
       // prefill path instead.
-      const Status s = cuda::launch_route_gemm(p, decode_ws_, decode_bytes_, stream);
+      const Status s = cuda::launch_route_gemm(p, decode_ws_, decode_bytes_, stream, pdl);
       if (s.code() != StatusCode::kUnsupported) {
         check_status(s, where);
         return;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gpu_testbed.h"
+#include "late_writer.cuh"
 #include "moerouter/cpu.h"
 #include "moerouter/cuda.h"
 #include "moerouter/oracle.h"
@@ -259,21 +260,6 @@ TEST_F(GpuHashRoute, BadTokenIdsAndTableEntriesNeverReadOutOfBounds) {
   }
 }
 
-// The "previous layer" of a PDL launch: lets its dependent start at once, spins for `cycles`,
-// then writes dst from src. A kernel launched after it with PDL that read dst before its
-// griddepcontrol.wait would see dst's old contents (zeros).
-__global__ void late_writer_kernel(const std::uint32_t* src, std::uint32_t* dst,
-                                   std::size_t words, long long cycles) {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  const long long t0 = clock64();
-  while (clock64() - t0 < cycles) {
-  }
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < words;
-       i += std::size_t(gridDim.x) * blockDim.x) {
-    dst[i] = src[i];
-  }
-}
-
 // With PDL, the x kernel reads the ids, the table and its rows of W before it waits, the
 // gather kernel the ids and the table: x or the logits, written by the kernel before, must
 // still be read after it ends. Same bits as a launch without PDL, which matches the CPU.
@@ -313,7 +299,7 @@ TEST_F(GpuHashRoute, PdlWaitsForTheKernelThatWritesXOrTheLogits) {
           MOER_CUDA_OK(cudaDeviceSynchronize());
           const HashRouteParams p = d.params(src, tok.get(), tab.get(), x_dst.get(), w.get(),
                                              l_dst.get(), wout.get(), ids.get(), nullptr);
-          late_writer_kernel<<<8, 256, 0, stream>>>(from, to, words, 200000);
+          testing::late_writer_kernel<<<8, 256, 0, stream>>>(from, to, words, 200000);
           ASSERT_TRUE(cuda::hash_route(p, stream, /*pdl=*/true).ok()) << cfg;
           MOER_CUDA_OK(cudaStreamSynchronize(stream));
           const std::vector<float> got_w = wout.download();

@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "gpu_testbed.h"
+#include "late_writer.cuh"
 #include "moerouter/oracle.h"
 #include "moerouter/router.h"
 #include "moerouter/synthetic.h"
@@ -62,6 +64,56 @@ TEST_F(RouterGpu, EveryLayerAtDecodeAndPrefillSizesMatchesOracle) {
       EXPECT_TRUE(cmp.ok()) << cmp.first_failure;
     }
   }
+}
+
+// RouterOptions::pdl: every path (hash from x, hash through the GEMM, the one-pass and the
+// tiled decode kernels, prefill) behind a kernel that lets it start at once and writes x only
+// later must give the bits of a Router without PDL.
+TEST_F(RouterGpu, PdlLaunchesGiveTheSameBitsBehindAKernelThatWritesX) {
+  SyntheticCheckpointOptions o;
+  o.shape = dsv4_flash();
+  o.shape.hidden = 1024;
+  o.shape.vocab = 2000;
+  o.layers = 4;
+  const std::string dir = ::testing::TempDir() + "/moer_router_gpu_pdl";
+  std::system(("rm -rf '" + dir + "'").c_str());
+  write_synthetic_checkpoint(dir, o);
+  RouterOptions ro;
+  ro.device = RouterDevice::kCuda;
+  ro.max_batch = 1000;
+  const Router plain = Router::from_pretrained(dir, ro);
+  ro.pdl = true;
+  const Router pdl = Router::from_pretrained(dir, ro);
+  const ModelShape& c = plain.config();
+  cudaStream_t stream;
+  MOER_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (std::int64_t n : {1, 4, 16, 300, 1000}) {
+    const auto x = make_hidden(n, c.hidden, 300 + n);
+    const auto tokens = make_tokens(n, c.vocab, 400 + n);
+    DeviceBuffer<bf16> x_src(x), x_dst(x.size());
+    DeviceBuffer<std::int32_t> d_tok(tokens);
+    for (int layer = 0; layer < plain.num_layers(); ++layer) {
+      SCOPED_TRACE("n=" + std::to_string(n) + " layer=" + std::to_string(layer));
+      DeviceBuffer<float> w0(n * c.k), w1(n * c.k);
+      DeviceBuffer<std::int64_t> i0(n * c.k), i1(n * c.k);
+      plain.route(layer, x_src.get(), d_tok.get(), DType::kI32, n, w0.get(), i0.get(),
+                  DType::kI64);
+      x_dst.fill_bytes(0);
+      w1.fill_bytes(0xff);
+      i1.fill_bytes(0xff);
+      MOER_CUDA_OK(cudaDeviceSynchronize());
+      testing::late_writer_kernel<<<8, 256, 0, stream>>>(
+          reinterpret_cast<const std::uint32_t*>(x_src.get()),
+          reinterpret_cast<std::uint32_t*>(x_dst.get()), x.size() / 2, 200000);
+      pdl.route(layer, x_dst.get(), d_tok.get(), DType::kI32, n, w1.get(), i1.get(),
+                DType::kI64, 0, stream);
+      MOER_CUDA_OK(cudaDeviceSynchronize());
+      ASSERT_EQ(i1.download(), i0.download());
+      const auto a = w0.download(), b = w1.download();
+      ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+    }
+  }
+  MOER_CUDA_OK(cudaStreamDestroy(stream));
 }
 
 TEST_F(RouterGpu, CheckedModeThrowsOnBadTokenIds) {
