@@ -4,8 +4,9 @@
 // and N = 1..64. Every timed launch is captured in a CUDA graph; L2 is kept
 // cold by rotating distinct copies of W (3x the L2 size in all); x stays hot, as it would be
 // right after the previous layer wrote it. Also the exposed time behind a preceding kernel,
-// with and without programmatic dependent launch (PDL), and the same three times for the hash
-// route from x (hash layers: the k rows of W a token needs, no GEMM).
+// with and without programmatic dependent launch (PDL), and the same three times for the fused
+// route from logits (L2-warm logits) and the hash route from x (hash layers: the k rows of W a
+// token needs, no GEMM).
 //
 //   route_gemm_bench [--reps R] [--sweep]
 // Prints `us | GB/s | % copy | cuBLAS | cuBLASLt+route | floor | x floor | exposed` per shape;
@@ -319,6 +320,39 @@ int main(int argc, char** argv) {
         std::printf(" | before (clusters): %.2f", old_us);
 #endif
         std::printf("\n");
+        std::fflush(stdout);
+      }
+    }
+    // The fused route from logits (what follows an engine's own router GEMM): alone, and
+    // behind the busy kernel with and without PDL (with PDL its launch and start overlap the
+    // busy kernel's end; it waits for it before any memory access).
+    {
+      const int launches = copies * 4;
+      for (int n : {1, 16, 64}) {
+        RouteLogitsParams rp;
+        rp.logits = static_cast<const float*>(logits);
+        rp.bias = static_cast<const float*>(bias);
+        rp.weights = static_cast<float*>(weights);
+        rp.ids = ids;
+        rp.n = n;
+        rp.experts = E;
+        rp.k = m.k;
+        rp.scale = m.scale;
+        auto route = [&](bool pdl) { CHECK_OK(moerouter::cuda::route_logits(rp, s, pdl)); };
+        const double alone_us = time_graph(s, launches, reps, [&](int) { route(false); });
+        const double busy_us = time_graph(s, launches / 2, reps, [&](int) {
+          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+        });
+        const double pair_pdl = time_graph(s, launches / 2, reps, [&](int) {
+          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+          route(true);
+        });
+        const double pair_plain = time_graph(s, launches / 2, reps, [&](int) {
+          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+          route(false);
+        });
+        std::printf("%-6s %3d | route from logits: %6.2f us alone | exp. PDL %6.2f, noPDL %6.2f\n",
+                    m.name.c_str(), n, alone_us, pair_pdl - busy_us, pair_plain - busy_us);
         std::fflush(stdout);
       }
     }

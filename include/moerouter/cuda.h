@@ -35,8 +35,13 @@ constexpr std::int32_t kMaxK = 32;
 /// Fused dense route from logits: sqrt-softplus, + bias, top-k (sorted, ties to the lower id,
 /// NaN below every number), renormalize in rank order, scale. logits f32 or bf16 [n, E] with
 /// row stride; ids i32 or i64. Returns kUnsupported for E > 1024 or k > 32, the validate()
-/// error for bad params; nothing is launched then.
-Status route_logits(const RouteLogitsParams& p, cudaStream_t stream = nullptr);
+/// error for bad params; nothing is launched then. pdl: launch with programmatic dependent
+/// launch, so the kernel's launch and start overlap the end of the previous kernel on the
+/// stream (e.g. the caller's router GEMM); it waits for that kernel before any memory access.
+/// Measured on an H100 behind a kernel that lets its dependents start at once (Pro): N = 1
+/// exposed 1.82 us against 2.15 without PDL, but N = 16 / 64 3.66 / 5.31 against 2.22 / 2.33
+/// (docs/benchmarks.md): worth it for single-token decode only.
+Status route_logits(const RouteLogitsParams& p, cudaStream_t stream = nullptr, bool pdl = false);
 
 /// Hash route with all three weight sources (HashWeights). A bad token id or table entry
 /// reads nothing out of bounds: its row gets ids -1 and weights 0 and *p.error_flag (device

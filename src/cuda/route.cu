@@ -135,7 +135,7 @@ kernels::RouteTopkArgs make_args(const void* logits, DType logits_dtype,
 
 }  // namespace
 
-Status route_logits(const RouteLogitsParams& p, cudaStream_t stream) {
+Status route_logits(const RouteLogitsParams& p, cudaStream_t stream, bool pdl) {
   const char* op = "route_logits";
   MOER_RETURN_IF_ERROR_CUDA(validate(p));
   MOER_RETURN_IF_ERROR_CUDA(check_route_limits(op, p.experts, p.k));
@@ -147,7 +147,7 @@ Status route_logits(const RouteLogitsParams& p, cudaStream_t stream) {
   const kernels::RouteTopkArgs a =
       make_args(p.logits, p.logits_dtype, p.logits_stride, p.bias, p.weights, p.weights_stride,
                 p.ids, p.ids_dtype, p.ids_stride, p.n, p.experts, p.k, p.scale);
-  return launch_route_topk(a, p.logits_dtype, stream, /*pdl=*/false);
+  return launch_route_topk(a, p.logits_dtype, stream, pdl);
 }
 
 std::size_t route_workspace_size(std::int64_t max_n, std::int64_t experts) {

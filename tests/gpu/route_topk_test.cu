@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gpu_testbed.h"
+#include "late_writer.cuh"
 #include "moerouter/cpu.h"
 #include "moerouter/cuda.h"
 #include "moerouter/detail/exact_math.cuh"
@@ -604,6 +605,50 @@ TEST_F(GpuRouteLogits, DeterministicAndCapturableInACudaGraph) {
   EXPECT_EQ(i1, d_ids2.download());
   MOER_CUDA_OK(cudaGraphExecDestroy(exec));
   MOER_CUDA_OK(cudaGraphDestroy(graph));
+  MOER_CUDA_OK(cudaStreamDestroy(stream));
+}
+
+// route_logits with PDL behind a kernel that lets it start at once and writes the logits only
+// later: every kernel (block per row, small-batch, large-batch) must wait for them and give the
+// bits of a launch without PDL.
+TEST_F(GpuRouteLogits, PdlWaitsForTheKernelThatWritesTheLogits) {
+  cudaStream_t stream;
+  MOER_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (const std::int64_t e : {256, 384, 1000}) {
+    for (const std::int64_t n : {1, 300, 1000, 20000}) {
+      const int k = e == 1000 ? 8 : 6;
+      const auto logits = testing::make_logits(n, e, LogitPattern::kNormal, 30 + n + e);
+      const auto bias = testing::make_bias(e, 31);
+      DeviceBuffer<float> src(logits), dst(logits.size()), d_bias(bias), w0(std::size_t(n * k)),
+          w1(std::size_t(n * k));
+      DeviceBuffer<std::int32_t> i0(std::size_t(n * k)), i1(std::size_t(n * k));
+      RouteLogitsParams p;
+      p.logits = src.get();
+      p.bias = d_bias.get();
+      p.weights = w0.get();
+      p.ids = i0.get();
+      p.n = n;
+      p.experts = e;
+      p.k = k;
+      p.scale = 2.5f;
+      ASSERT_TRUE(cuda::route_logits(p).ok());
+      p.logits = dst.get();
+      p.weights = w1.get();
+      p.ids = i1.get();
+      dst.fill_bytes(0);
+      w1.fill_bytes(0x7f);
+      i1.fill_bytes(0x7f);
+      MOER_CUDA_OK(cudaDeviceSynchronize());
+      testing::late_writer_kernel<<<8, 256, 0, stream>>>(
+          reinterpret_cast<const std::uint32_t*>(src.get()),
+          reinterpret_cast<std::uint32_t*>(dst.get()), logits.size(), 200000);
+      ASSERT_TRUE(cuda::route_logits(p, stream, /*pdl=*/true).ok());
+      MOER_CUDA_OK(cudaStreamSynchronize(stream));
+      const std::string cfg = testing::config(n, e, k);
+      EXPECT_TRUE(testing::same_bits(w0.download(), w1.download())) << cfg;
+      EXPECT_EQ(i0.download(), i1.download()) << cfg;
+    }
+  }
   MOER_CUDA_OK(cudaStreamDestroy(stream));
 }
 
