@@ -140,6 +140,28 @@ double time_graph(cudaStream_t s, int launches, int reps, F&& body) {
   return us[us.size() / 2];
 }
 
+// Exposed time of `launch(i, pdl)` behind busy_kernel (a stand-in for the previous layer's
+// kernel that lets its dependent start at once): (busy + launch) - busy, with and without PDL.
+struct Exposed {
+  double pdl = 0, plain = 0;
+};
+template <typename F>
+Exposed time_exposed(cudaStream_t s, int launches, int reps, int sms, long long busy_cycles,
+                     unsigned* sink, F&& launch) {
+  const double busy_us = time_graph(s, launches, reps, [&](int) {
+    busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+  });
+  Exposed e;
+  for (const bool pdl : {true, false}) {
+    const double pair_us = time_graph(s, launches, reps, [&](int i) {
+      busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
+      launch(i, pdl);
+    });
+    (pdl ? e.pdl : e.plain) = pair_us - busy_us;
+  }
+  return e;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -259,18 +281,7 @@ int main(int argc, char** argv) {
             static_cast<const uint4*>(ws[std::size_t(i) % ws.size()]), w_bytes / 16,
             static_cast<const uint4*>(x), std::size_t(n) * H * 2 / 16, sink);
       });
-      // Behind a preceding kernel: (busy + ours) - busy, with and without PDL.
-      const double busy_us = time_graph(s, launches / 2, reps, [&](int) {
-        busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
-      });
-      const double pair_pdl = time_graph(s, launches / 2, reps, [&](int i) {
-        busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
-        ours(i, true);
-      });
-      const double pair_plain = time_graph(s, launches / 2, reps, [&](int i) {
-        busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
-        ours(i, false);
-      });
+      const Exposed exposed = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink, ours);
       const double bytes = double(w_bytes) + double(n) * H * 2;
       const double gbs = bytes / ours_us / 1e3;
       const moerouter::cuda::RouteGemmTiling tl =
@@ -294,8 +305,8 @@ int main(int argc, char** argv) {
       std::printf("%-6s %3d | %8.2f %7.0f %5.1f%% | %8.2f %8.2f %8.2f | %7.2f %7.2f | %9.2f %9.2f "
                   "| %s\n",
                   m.name.c_str(), n, ours_us, gbs, 100.0 * gbs / copy_gbs, blas_us, lt_us,
-                  floor_us, lt_us / ours_us, ours_us / floor_us, pair_pdl - busy_us,
-                  pair_plain - busy_us, kernel);
+                  floor_us, lt_us / ours_us, ours_us / floor_us, exposed.pdl, exposed.plain,
+                  kernel);
       std::fflush(stdout);
       if (sweep) {
         std::printf("    sweep groups(tiles x splits, levels):");
@@ -338,21 +349,11 @@ int main(int argc, char** argv) {
         rp.experts = E;
         rp.k = m.k;
         rp.scale = m.scale;
-        auto route = [&](bool pdl) { CHECK_OK(moerouter::cuda::route_logits(rp, s, pdl)); };
-        const double alone_us = time_graph(s, launches, reps, [&](int) { route(false); });
-        const double busy_us = time_graph(s, launches / 2, reps, [&](int) {
-          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
-        });
-        const double pair_pdl = time_graph(s, launches / 2, reps, [&](int) {
-          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
-          route(true);
-        });
-        const double pair_plain = time_graph(s, launches / 2, reps, [&](int) {
-          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
-          route(false);
-        });
+        auto route = [&](int, bool pdl) { CHECK_OK(moerouter::cuda::route_logits(rp, s, pdl)); };
+        const double alone_us = time_graph(s, launches, reps, [&](int i) { route(i, false); });
+        const Exposed exposed = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink, route);
         std::printf("%-6s %3d | route from logits: %6.2f us alone | exp. PDL %6.2f, noPDL %6.2f\n",
-                    m.name.c_str(), n, alone_us, pair_pdl - busy_us, pair_plain - busy_us);
+                    m.name.c_str(), n, alone_us, exposed.pdl, exposed.plain);
         std::fflush(stdout);
       }
     }
@@ -389,19 +390,9 @@ int main(int argc, char** argv) {
           CHECK_OK(moerouter::cuda::hash_route(q, s, pdl));
         };
         const double alone_us = time_graph(s, launches, reps, [&](int i) { hash(i, false); });
-        const double busy_us = time_graph(s, launches / 2, reps, [&](int) {
-          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
-        });
-        const double pair_pdl = time_graph(s, launches / 2, reps, [&](int i) {
-          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
-          hash(i, true);
-        });
-        const double pair_plain = time_graph(s, launches / 2, reps, [&](int i) {
-          busy_kernel<<<sms, 128, 0, s>>>(busy_cycles, sink);
-          hash(i, false);
-        });
+        const Exposed exposed = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink, hash);
         std::printf("%-6s %3d | hash route from x: %6.2f us alone | exp. PDL %6.2f, noPDL %6.2f\n",
-                    m.name.c_str(), n, alone_us, pair_pdl - busy_us, pair_plain - busy_us);
+                    m.name.c_str(), n, alone_us, exposed.pdl, exposed.plain);
         std::fflush(stdout);
       }
       CHECK_CUDA(cudaFree(table));
