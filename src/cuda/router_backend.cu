@@ -87,9 +87,9 @@ class CudaRouterBackend final : public RouterBackend {
         p.logits = prefill_ws_;
         p.logits_dtype = DType::kF32;
       }
-      // With options.pdl, and always after the Router's own GEMM, the kernel starts with PDL
-      // (it reads the ids, the table and, from x, its rows of W before it waits).
-      check_status(cuda::hash_route(p, stream, pdl || n > kHashFromXMaxTokens), where);
+      // With options.pdl the kernel starts with PDL: it reads the ids, the table and (from x)
+      // its rows of W before it waits for the previous kernel (the caller's, or the GEMM).
+      check_status(cuda::hash_route(p, stream, pdl), where);
       if (checked) {
         const Status s = cuda::check_error_flag(flag_, stream);
         if (!s.ok()) {
