@@ -38,9 +38,12 @@ constexpr std::int32_t kMaxK = 32;
 /// error for bad params; nothing is launched then. pdl: launch with programmatic dependent
 /// launch, so the kernel's launch and start overlap the end of the previous kernel on the
 /// stream (e.g. the caller's router GEMM); it waits for that kernel before any memory access.
-/// Measured on an H100 behind a kernel that lets its dependents start at once (Pro): N = 1
-/// exposed 1.82 us against 2.15 without PDL, but N = 16 / 64 3.66 / 5.31 against 2.22 / 2.33
-/// (docs/benchmarks.md): worth it for single-token decode only.
+/// Measured on an H100 (Pro; docs/benchmarks.md): behind a kernel that triggers its dependents
+/// only at its end, PDL is neutral to slightly faster at every N (N = 1 / 16 / 64 exposed
+/// 2.08 / 2.13 / 2.27 us against 2.16 / 2.20 / 2.34); behind one that triggers them at its
+/// start (griddepcontrol.launch_dependents early), N = 1 gains (1.82 against 2.15) but N = 16
+/// and 64 lose (3.4-3.8 and 5.3 against 2.2 and 2.3): the kernel has nothing to do before the
+/// wait, and its blocks, started early, then cost more than a plain launch.
 Status route_logits(const RouteLogitsParams& p, cudaStream_t stream = nullptr, bool pdl = false);
 
 /// Hash route with all three weight sources (HashWeights). A bad token id or table entry
