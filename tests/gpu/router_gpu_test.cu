@@ -21,15 +21,22 @@ using testing::DeviceBuffer;
 
 class RouterGpu : public testing::GpuTest {};
 
-TEST_F(RouterGpu, EveryLayerAtDecodeAndPrefillSizesMatchesOracle) {
+// A small DSV4-Flash-shaped checkpoint (hidden 1024, 4 layers: hash and dense) in a fresh
+// temporary directory `name`; returns its path.
+std::string write_small_checkpoint(const std::string& name) {
   SyntheticCheckpointOptions o;
   o.shape = dsv4_flash();
   o.shape.hidden = 1024;
   o.shape.vocab = 2000;
   o.layers = 4;
-  const std::string dir = ::testing::TempDir() + "/moer_router_gpu";
+  const std::string dir = ::testing::TempDir() + "/" + name;
   std::system(("rm -rf '" + dir + "'").c_str());
   write_synthetic_checkpoint(dir, o);
+  return dir;
+}
+
+TEST_F(RouterGpu, EveryLayerAtDecodeAndPrefillSizesMatchesOracle) {
+  const std::string dir = write_small_checkpoint("moer_router_gpu");
   RouterOptions ro;
   ro.device = RouterDevice::kCuda;
   ro.max_batch = 4096;
@@ -70,14 +77,7 @@ TEST_F(RouterGpu, EveryLayerAtDecodeAndPrefillSizesMatchesOracle) {
 // tiled decode kernels, prefill) behind a kernel that lets it start at once and writes x only
 // later must give the bits of a Router without PDL.
 TEST_F(RouterGpu, PdlLaunchesGiveTheSameBitsBehindAKernelThatWritesX) {
-  SyntheticCheckpointOptions o;
-  o.shape = dsv4_flash();
-  o.shape.hidden = 1024;
-  o.shape.vocab = 2000;
-  o.layers = 4;
-  const std::string dir = ::testing::TempDir() + "/moer_router_gpu_pdl";
-  std::system(("rm -rf '" + dir + "'").c_str());
-  write_synthetic_checkpoint(dir, o);
+  const std::string dir = write_small_checkpoint("moer_router_gpu_pdl");
   RouterOptions ro;
   ro.device = RouterDevice::kCuda;
   ro.max_batch = 1000;
