@@ -323,6 +323,32 @@ TEST_F(GpuRadixTopk, GridArguments) {
   MOER_CUDA_OK(cudaDeviceSynchronize());
 }
 
+// The streaming kernel's branchless order key (radix_stream_detail::key_of_bits) against the
+// reference radix_detail::key_of for every 32-bit pattern: mismatches counted, the lowest kept.
+__global__ void key_equal_kernel(unsigned long long* count, unsigned* first) {
+  for (std::uint64_t x = blockIdx.x * std::uint64_t(blockDim.x) + threadIdx.x; x < (1ull << 32);
+       x += std::uint64_t(gridDim.x) * blockDim.x) {
+    const std::uint32_t b = std::uint32_t(x);
+    if (kernels::radix_stream_detail::key_of_bits(b) !=
+        kernels::radix_detail::key_of(__uint_as_float(b))) {
+      atomicAdd(count, 1ull);
+      atomicMin(first, b);
+    }
+  }
+}
+
+TEST_F(GpuRadixTopk, BranchlessKeyEqualsTheReferenceEverywhere) {
+  DeviceBuffer<unsigned long long> d_count(1);
+  DeviceBuffer<unsigned> d_first(1);
+  d_count.fill_bytes(0);
+  d_first.fill_bytes(0xff);
+  key_equal_kernel<<<132 * 8, 256>>>(d_count.get(), d_first.get());
+  MOER_CUDA_OK(cudaGetLastError());
+  MOER_CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_EQ(d_count.download()[0], 0u)
+      << "bit patterns where the keys differ; the lowest: 0x" << std::hex << d_first.download()[0];
+}
+
 // The workspace size by shape (no device needed): grid mode only for k > 32 or unsorted output,
 // at most 4 rows, rows of at least 262144 (32 blocks of one 8192-element tile each); blocks a
 // row a power of two, at most 128 over all rows.
@@ -359,6 +385,22 @@ TEST(RadixTopkWorkspace, SizeByShape) {
   EXPECT_EQ(cuda::topk_radix_grid_workspace_size(p, 257), 0u);
 }
 
+// Many rows (one 256-thread block each, the sample's keys in registers where a vector a thread
+// holds it): per-row lengths (rows no longer than their sample), an odd stride (scalar loads),
+// the sample arranged against the row in every row (the exact fallback), both orders, CUB's
+// sort (k > 1024), a 2048-element sample (too large for the registers: shared memory).
+TEST_F(GpuRadixTopk, ManyRows) {
+  int sms = 0;
+  MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const std::int64_t n = 9 * std::int64_t(sms);
+  check(n, 20000, 512, Data::kRandom, true, false, 61);
+  check(n, 20000, 1100, Data::kFewLevels, true, true, 62);
+  check(n, 9000, 600, Data::kLowSample, false, true, 63);
+  check(n, 9000, 64, Data::kSpecial, true, false, 64, -1, 0, 9001);
+  check(n, 40000, 700, Data::kHighSample, false, false, 65);
+  check(n, 8192, 512, Data::kEqual, false, false, 66, 1, 256);  // every sample at one key
+}
+
 // Row stride: aligned (16-byte vector loads) and odd strides (scalar loads).
 TEST_F(GpuRadixTopk, RowStride) {
   check(9, 8000, 512, Data::kRandom, true, true, 31, -1, 0, 8004);
@@ -387,6 +429,10 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(3, 20000, 700, Data::kLowSample, false, true, 57, 2, 256);
   check(2, 30000, 100, Data::kRandom, true, false, 58, -1, 0, 0, 5);  // grid mode
   check(1, 30000, 1100, Data::kLowSample, false, true, 59, -1, 0, 0, 3);  // and its fallback
+  int sms = 0;  // many rows: 256-thread blocks
+  MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  check(5 * std::int64_t(sms), 3000, 64, Data::kRandom, true, false, 60);
+  check(5 * std::int64_t(sms), 3000, 600, Data::kLowSample, false, true, 67);
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {
@@ -408,6 +454,37 @@ TEST_F(GpuRadixTopk, Bf16Rows) {
   p.indices = d_idx.get();
   ASSERT_TRUE(cuda::topk(p).ok());
   EXPECT_EQ(d_idx.download(), cpu_idx);
+}
+
+// Many bf16 rows (256-thread blocks, the sample in registers), unsorted with values.
+TEST_F(GpuRadixTopk, Bf16ManyRows) {
+  int sms = 0;
+  MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const std::int64_t n = 6 * std::int64_t(sms), len = 9000;
+  const int k = 512;
+  const auto vals = testing::make_bf16(n * len, 1.0, 8);
+  std::vector<std::int32_t> cpu_idx(n * k);
+  std::vector<float> cpu_val(n * k);
+  TopkParams p;
+  p.values = vals.data();
+  p.values_dtype = DType::kBF16;
+  p.indices = cpu_idx.data();
+  p.out_values = cpu_val.data();
+  p.n = n;
+  p.length = len;
+  p.k = k;
+  p.sorted = false;
+  ASSERT_TRUE(cpu::topk(p).ok());
+  DeviceBuffer<bf16> d_vals(vals);
+  DeviceBuffer<std::int32_t> d_idx(n * k);
+  DeviceBuffer<float> d_val(n * k);
+  p.values = d_vals.get();
+  p.indices = d_idx.get();
+  p.out_values = d_val.get();
+  ASSERT_TRUE(cuda::topk(p).ok());
+  EXPECT_EQ(d_idx.download(), cpu_idx);
+  std::size_t diff = 0;
+  EXPECT_TRUE(testing::same_bits(d_val.download(), cpu_val, &diff)) << "slot " << diff;
 }
 
 // bf16 through the cluster sizes and block sizes, ties straddling chunks (few levels), lengths.

@@ -7,10 +7,14 @@
 //
 // 1. Bound: every block of the row's cluster takes the same sample (the whole row if it is
 //    short; else runs of 32 consecutive elements spread evenly over the row, 1024..16384 in all)
-//    and finds, by an 11-bit histogram pass and an 8-bit one within the bucket, the top 19 bits
-//    T0 of the m-th largest sampled key, m = the sample's share of k plus a margin (4 standard
-//    deviations + 8). T0 is then, with overwhelming probability for data not arranged against
-//    the sample, below the row's k-th largest key while few elements lie at or above it.
+//    and finds the lower edge T0 of a narrow bucket that holds the m-th largest sampled key,
+//    m = the sample's share of k plus a margin (4 standard deviations + 8): where a thread
+//    holds four sampled elements at most (aligned rows, samples up to 4 x threads), with their
+//    keys in registers, by 8-bit histogram passes from the top (two or three, until the bucket
+//    holds at most 8 samples beyond the rank wanted); else, keys in shared memory, by an
+//    11-bit pass and an 8-bit one within the bucket (19 bits). T0 is then, with overwhelming
+//    probability for data not arranged against the sample, below the row's k-th largest key
+//    while few elements lie at or above it.
 // 2. Collect: each block streams its chunk in tiles of 16 consecutive elements a thread (bf16:
 //    the next tile's loads in flight while one is processed) and appends every element >= T0
 //    (a float compare) to a list of (value bits, index) in shared memory, in index order:
@@ -71,9 +75,10 @@ __host__ __device__ constexpr std::size_t stream_smem_bytes(int k, bool sorted,
                                                             std::int64_t length = 0) {
   const std::size_t list = std::size_t(stream_capacity(k)) * 8 + (sorted ? std::size_t(k) * 8 : 0);
   const std::size_t sample =
-      (std::size_t(512) * std::size_t(stream_sample_runs(int(length < (1ll << 30) ? length
-                                                                              : (1ll << 30)))) +
-       2048) * 4;
+      (std::size_t(512) *
+           std::size_t(stream_sample_runs(int(length < (1ll << 30) ? length : (1ll << 30)))) +
+       2048) *
+      4;
   return list > sample ? list : sample;
 }
 /// First element of sampled run g (of 16 * runs) in a row of len elements (len > 512 * runs): a
@@ -100,8 +105,8 @@ __host__ __device__ constexpr int radix_stream_grid_slot(std::int64_t length, in
 }
 /// Bytes of grid mode's workspace for n rows of `length`, `blocks` blocks a row.
 __host__ __device__ constexpr std::size_t radix_stream_grid_bytes(std::int64_t n,
-                                                                  std::int64_t length,
-                                                                  int blocks, int k) {
+                                                                  std::int64_t length, int blocks,
+                                                                  int k) {
   return std::size_t(radix_stream_grid_lists(n, blocks)) * 4 +
          std::size_t(n) * std::size_t(blocks) *
              std::size_t(radix_stream_grid_slot(length, blocks, k)) * 8;
@@ -176,8 +181,13 @@ __device__ __forceinline__ void load_run(const T* v, int pos, int end, bool alig
   }
 }
 
+/// radix_detail::key_of of the float with these bits, without branches (equal for all 2^32
+/// inputs; nvcc compiled the reference's early returns to a branch around each key, ~12
+/// instructions, in the loops over the candidates).
 __device__ __forceinline__ std::uint32_t key_of_bits(std::uint32_t bits) {
-  return radix_detail::key_of(__uint_as_float(bits));
+  const std::uint32_t mag = bits & 0x7fffffffu;
+  const std::uint32_t k = bits ^ (std::uint32_t(std::int32_t(bits) >> 31) | 0x80000000u);
+  return mag > 0x7f800000u ? 1u : mag == 0u ? 0x80000000u : k;
 }
 
 /// The float whose order key is `key` (key >= 0x00800000: a number or an infinity).
@@ -395,95 +405,142 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
   };
   load_first();
 
-  // 1. The sampled bound T0 (the same in every block of the cluster): the lower edge of the
-  //    19-bit bucket of the m-th largest sampled key (an 11-bit pass, then 8 bits within the
-  //    bucket). The sample's keys (0 = none) and the first histogram go to the list's memory;
-  //    16-byte vectors where the row is aligned (4 in flight a thread), else 8 elements.
+  // 1. The sampled bound T0 (the same in every block of the cluster): the lower edge of a
+  //    bucket of the m-th largest sampled key (the file comment's two ways).
   std::uint32_t t0 = 0;
   {
     const int runs = stream_sample_runs(len);
     const int size = 512 * runs;  // 16 * runs runs of 32
-    std::uint32_t* s_skey = reinterpret_cast<std::uint32_t*>(s_list);
-    int* h = reinterpret_cast<int*>(s_list) + size;  // kBins (stream_smem_bytes has room)
-    for (int b = tid; b < kBins; b += kT) h[b] = 0;
-    for (int b = tid; b < 256; b += kT) s_hist[0][b] = 0;
     const bool whole = len <= size;
-    if (aligned && !whole) {
-      // 16-byte vectors (the runs start at multiples of 8 elements), 4 loads in flight a thread
-      // (8 spill registers of the collect): a 16384-element f32 sample in two rounds.
-      constexpr int kVec = 16 / int(sizeof(T));  // elements a vector
-      constexpr int kRunVecs = 32 / kVec;
-      constexpr int kInFlight = 4;
-      const int vecs = size / kVec;
-#pragma unroll 1
-      for (int c0 = 0; c0 < vecs; c0 += kInFlight * kT) {
-        std::uint32_t w[kInFlight][4];
-#pragma unroll
-        for (int i = 0; i < kInFlight; ++i) {
-          const int c = c0 + i * kT + tid;  // vector c: run c / kRunVecs
-          if (c < vecs) {
-            const uint4 u = __ldg(reinterpret_cast<const uint4*>(
-                v + stream_sample_run(c / kRunVecs, runs, len) + (c % kRunVecs) * kVec));
-            w[i][0] = u.x;
-            w[i][1] = u.y;
-            w[i][2] = u.z;
-            w[i][3] = u.w;
-          }
-        }
-#pragma unroll
-        for (int i = 0; i < kInFlight; ++i) {
-          const int c = c0 + i * kT + tid;
-          if (c < vecs) {
-#pragma unroll
-            for (int j = 0; j < kVec; ++j) {
-              s_skey[c * kVec + j] = key_of_bits(elem_bits<T>(w[i], j));
-            }
-          }
-        }
-      }
-    }
-#pragma unroll 1
-    for (int i0 = 0; i0 < ((aligned && !whole) ? 0 : size); i0 += 8 * kT) {
-      int spos[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int e = i0 + i * kT + tid;  // sample element: run e / 32, lane e % 32
-        spos[i] = e >= size ? len : whole ? e : stream_sample_run(e >> 5, runs, len) + (e & 31);
-      }
-      float sval[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) sval[i] = load_value(v, spos[i] < len ? spos[i] : len - 1);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int e = i0 + i * kT + tid;
-        if (e < size) s_skey[e] = spos[i] < len ? key_of(sval[i]) : 0u;
-      }
-    }
+    constexpr int kVec = 16 / int(sizeof(T));  // elements a 16-byte vector
+    constexpr int kRunVecs = 32 / kVec;
     int want = kk;
     if (!whole) {
       const float e = float(k) * float(size) / float(len);
       const int m = int(ceilf(e + 4.0f * sqrtf(e) + 8.0f));
       want = m < size ? m : size;
     }
-    __syncthreads();
-    MOER_STREAM_STAMP(1);
-    for (int e = tid; e < size; e += kT) {
-      const std::uint32_t key = s_skey[e];
-      if (key != 0u) atomicAdd(&h[key >> 21], 1);
-    }
-    __syncthreads();
-    pick_bucket2048<kT>(cluster, 1, rank, h, h, want, scan_tmp, s_sel);
-    const std::uint32_t b11 = std::uint32_t(s_sel[0]);
-    t0 = b11 << 21;
-    want = s_sel[1];
-    if (s_sel[2] > want) {  // refine by the next 8 bits: a bucket can hold several times k
-      for (int e = tid; e < size; e += kT) {
-        const std::uint32_t key = s_skey[e];
-        if (key != 0u && (key >> 21) == b11) atomicAdd(&s_hist[0][(key >> 13) & 0xffu], 1);
+    if (aligned && !whole && size <= 4 * kT) {
+      // Four consecutive sampled elements a thread (a 16-byte f32 or 8-byte bf16 load; runs
+      // start at multiples of 8 elements), their keys kept in registers (0 = none): 8-bit
+      // passes from the top (256-bin histograms, warp 0 picks the bucket), the second and third
+      // only while the bucket holds more than 8 samples beyond the rank wanted. The first pass
+      // aggregates the adds of a warp's lanes (few buckets take the sample).
+      for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
+      std::uint32_t sk[4] = {0u, 0u, 0u, 0u};
+      if (tid < size / 4) {
+        const T* src = v + stream_sample_run(tid / 8, runs, len) + (tid % 8) * 4;
+        std::uint32_t w[4];
+        if constexpr (sizeof(T) == 4) {
+          const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
+          w[0] = u.x;
+          w[1] = u.y;
+          w[2] = u.z;
+          w[3] = u.w;
+        } else {
+          const uint2 u = __ldg(reinterpret_cast<const uint2*>(src));
+          w[0] = u.x;
+          w[1] = u.y;
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) sk[j] = key_of_bits(elem_bits<T>(w, j));
+      }
+      __syncthreads();  // the histograms are zero
+      MOER_STREAM_STAMP(1);
+#pragma unroll 1
+      for (int pass = 0; pass < 3; ++pass) {
+        const int shift = 24 - 8 * pass;
+        int* h = s_hist[pass & 1];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          if (pass == 0) {  // every lane: warp_hist_add needs all of them
+            warp_hist_add(h, sk[j] != 0u ? int(sk[j] >> 24) : -1);
+          } else if (sk[j] != 0u && (sk[j] >> (shift + 8)) == (t0 >> (shift + 8))) {
+            atomicAdd(&h[(sk[j] >> shift) & 0xffu], 1);
+          }
+        }
+        __syncthreads();
+        pick_bucket256(h, s_hist[(pass & 1) ^ 1], want, s_sel);
+        t0 |= std::uint32_t(s_sel[0]) << shift;
+        want = s_sel[1];
+        if (s_sel[2] <= want + 8) break;
+      }
+    } else {
+      // The sample's keys (0 = none) and the first histogram in the list's memory; 16-byte
+      // vectors where the row is aligned (4 in flight a thread), else 8 elements.
+      std::uint32_t* s_skey = reinterpret_cast<std::uint32_t*>(s_list);
+      int* h = reinterpret_cast<int*>(s_list) + size;  // kBins (stream_smem_bytes has room)
+      for (int b = tid; b < kBins; b += kT) h[b] = 0;
+      for (int b = tid; b < 256; b += kT) s_hist[0][b] = 0;
+      if (aligned && !whole) {
+        // 4 vectors in flight a thread (8 spill registers of the collect): a 16384-element f32
+        // sample in two rounds.
+        constexpr int kInFlight = 4;
+        const int vecs = size / kVec;
+#pragma unroll 1
+        for (int c0 = 0; c0 < vecs; c0 += kInFlight * kT) {
+          std::uint32_t w[kInFlight][4];
+#pragma unroll
+          for (int i = 0; i < kInFlight; ++i) {
+            const int c = c0 + i * kT + tid;  // vector c: run c / kRunVecs
+            if (c < vecs) {
+              const uint4 u = __ldg(reinterpret_cast<const uint4*>(
+                  v + stream_sample_run(c / kRunVecs, runs, len) + (c % kRunVecs) * kVec));
+              w[i][0] = u.x;
+              w[i][1] = u.y;
+              w[i][2] = u.z;
+              w[i][3] = u.w;
+            }
+          }
+#pragma unroll
+          for (int i = 0; i < kInFlight; ++i) {
+            const int c = c0 + i * kT + tid;
+            if (c < vecs) {
+#pragma unroll
+              for (int j = 0; j < kVec; ++j) {
+                s_skey[c * kVec + j] = key_of_bits(elem_bits<T>(w[i], j));
+              }
+            }
+          }
+        }
+      }
+#pragma unroll 1
+      for (int i0 = 0; i0 < ((aligned && !whole) ? 0 : size); i0 += 8 * kT) {
+        int spos[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const int e = i0 + i * kT + tid;  // sample element: run e / 32, lane e % 32
+          spos[i] = e >= size ? len : whole ? e : stream_sample_run(e >> 5, runs, len) + (e & 31);
+        }
+        float sval[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) sval[i] = load_value(v, spos[i] < len ? spos[i] : len - 1);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const int e = i0 + i * kT + tid;
+          if (e < size) s_skey[e] = spos[i] < len ? key_of(sval[i]) : 0u;
+        }
       }
       __syncthreads();
-      pick_bucket256(s_hist[0], s_hist[1], want, s_sel);
-      t0 |= std::uint32_t(s_sel[0]) << 13;
+      MOER_STREAM_STAMP(1);
+      for (int e = tid; e < size; e += kT) {
+        const std::uint32_t key = s_skey[e];
+        if (key != 0u) atomicAdd(&h[key >> 21], 1);
+      }
+      __syncthreads();
+      pick_bucket2048<kT>(cluster, 1, rank, h, h, want, scan_tmp, s_sel);
+      const std::uint32_t b11 = std::uint32_t(s_sel[0]);
+      t0 = b11 << 21;
+      want = s_sel[1];
+      if (s_sel[2] > want) {  // refine by the next 8 bits: a bucket can hold several times k
+        for (int e = tid; e < size; e += kT) {
+          const std::uint32_t key = s_skey[e];
+          if (key != 0u && (key >> 21) == b11) atomicAdd(&s_hist[0][(key >> 13) & 0xffu], 1);
+        }
+        __syncthreads();
+        pick_bucket256(s_hist[0], s_hist[1], want, s_sel);
+        t0 |= std::uint32_t(s_sel[0]) << 13;
+      }
     }
   }
 
@@ -668,7 +725,7 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
         eb = t[1];
       }
       int epre = eb;  // inclusive scan of eb over lanes, then exclusive
-  #pragma unroll
+#pragma unroll
       for (int d = 1; d < 32; d <<= 1) {
         const int o = __shfl_up_sync(kAll, epre, d);
         if (lane >= d) epre += o;
