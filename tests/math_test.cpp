@@ -99,6 +99,32 @@ TEST(Ranking, OrderKeyIsTheRankingOrder) {
   EXPECT_EQ(detail::order_key(kNaN), detail::order_key(-kNaN));
 }
 
+// order_key (written with selects for the GPU) against its definition: NaN -> 0, -0 and +0 ->
+// 0x80000000, a positive number -> bits | 2^31, a negative one -> ~bits. Every pattern of the
+// top 24 bits (sign, exponent, 15 mantissa bits), each with the low 8 bits 0x00, 0x01, 0x7f,
+// 0x80 and 0xff (zeros, the smallest NaN payloads and subnormals included).
+TEST(Ranking, OrderKeyMatchesItsDefinition) {
+  std::uint64_t bad = 0;
+  std::uint32_t first = 0;
+  for (std::uint64_t x = 0; x < (std::uint64_t(1) << 24) * 5; ++x) {
+    const std::uint32_t low[] = {0x00u, 0x01u, 0x7fu, 0x80u, 0xffu};
+    const std::uint32_t u = std::uint32_t(x / 5) << 8 | low[x % 5];
+    const std::uint32_t mag = u & 0x7fffffffu;
+    std::uint32_t want = 0;
+    if (mag > 0x7f800000u) {
+      want = 0u;
+    } else if (mag == 0u) {
+      want = 0x80000000u;
+    } else if (u & 0x80000000u) {
+      want = ~u;
+    } else {
+      want = u | 0x80000000u;
+    }
+    if (detail::order_key(detail::bits_as_float(u)) != want && bad++ == 0) first = u;
+  }
+  EXPECT_EQ(bad, 0u) << "first bit pattern: 0x" << std::hex << first;
+}
+
 TEST(Ranking, TiesGoToTheLowerIndexAndNaNIsLast) {
   EXPECT_TRUE(detail::ranks_before(1.0f, 3, 1.0f, 5));
   EXPECT_FALSE(detail::ranks_before(1.0f, 5, 1.0f, 3));
