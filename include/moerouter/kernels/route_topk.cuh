@@ -558,13 +558,15 @@ namespace route_detail {
 template <int kCount>
 __device__ __forceinline__ int rank_among(std::uint64_t mine, const std::uint64_t* keys) {
   static_assert(kCount % 2 == 0, "pairs of keys per load");
-  int rank = 0;
+  // Four partial counts: with one, nvcc chains an increment and a select per key (measured on
+  // an H100: Pro N=1 route 2.25-2.27 -> 2.19-2.22 us, N=16 2.46-2.49 -> 2.41-2.42).
+  int acc[4] = {0, 0, 0, 0};
 #pragma unroll
   for (int j = 0; j < kCount; j += 2) {
     const ulonglong2 q = *reinterpret_cast<const ulonglong2*>(keys + j);
-    rank += int(q.x > mine) + int(q.y > mine);
+    acc[(j / 2) % 4] += int(q.x > mine) + int(q.y > mine);
   }
-  return rank;
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
 /// Shared memory of route_row_block for one row group of kWarps warps.
