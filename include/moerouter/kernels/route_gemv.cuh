@@ -277,16 +277,20 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
     bool have2 = true;
     auto scan = [&] {
       b1 = b2 = 0;
-      for (int e = lane; e < ep; e += 32) {  // increasing e: strict > keeps the lowest
-        const std::uint32_t key = kr[e];
-        if (key > b1) {
-          b2 = b1;
-          e2 = e1;
-          b1 = key;
-          e1 = e;
-        } else if (key > b2) {
-          b2 = key;
-          e2 = e;
+      // Increasing e (strict > keeps the lowest); four keys loaded before their updates, which
+      // are selects: a loop of one load and a branch per key measured ~700 cycles for Pro.
+      for (int e0 = lane; e0 < ep; e0 += 4 * 32) {
+        std::uint32_t kq[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) kq[u] = e0 + 32 * u < ep ? kr[e0 + 32 * u] : 0u;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int e = e0 + 32 * u;
+          const bool gt1 = kq[u] > b1, gt2 = kq[u] > b2;
+          b2 = gt1 ? b1 : gt2 ? kq[u] : b2;
+          e2 = gt1 ? e1 : gt2 ? e : e2;
+          b1 = gt1 ? kq[u] : b1;
+          e1 = gt1 ? e : e1;
         }
       }
       have2 = true;
