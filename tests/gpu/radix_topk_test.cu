@@ -45,17 +45,31 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
     for (std::int64_t i = 0; i < len; ++i) {
       float& x = v[r * len + i];
       switch (d) {
-        case Data::kRandom: x = float(rng.normal()); break;
-        case Data::kSorted: x = float(i) * 0.5f; break;
-        case Data::kReverse: x = float(len - i); break;
-        case Data::kEqual: x = 2.0f; break;
-        case Data::kFewLevels: x = float(rng.below(8)); break;
+        case Data::kRandom:
+          x = float(rng.normal());
+          break;
+        case Data::kSorted:
+          x = float(i) * 0.5f;
+          break;
+        case Data::kReverse:
+          x = float(len - i);
+          break;
+        case Data::kEqual:
+          x = 2.0f;
+          break;
+        case Data::kFewLevels:
+          x = float(rng.below(8));
+          break;
         case Data::kHighSample:
-        case Data::kLowSample: x = float(rng.normal()); break;
+        case Data::kLowSample:
+          x = float(rng.normal());
+          break;
         case Data::kSpecial: {
           const double u = rng.uniform();
-          x = u < 0.1 ? testing::kNaN : u < 0.2 ? -testing::kInf : u < 0.25 ? testing::kInf
-                                                                 : float(rng.normal());
+          x = u < 0.1    ? testing::kNaN
+              : u < 0.2  ? -testing::kInf
+              : u < 0.25 ? testing::kInf
+                         : float(rng.normal());
           break;
         }
       }
@@ -213,11 +227,11 @@ TEST_F(GpuRadixTopk, StreamConfigs) {
   std::uint64_t seed = 3000;
   for (int threads : {256, 512}) {
     for (int c : {1, 2, 3, 4, 8, 16}) {
-      for (std::int64_t len : {std::int64_t(3000), std::int64_t(8192),
-                               std::int64_t(c) * 8192 + 7, std::int64_t(100000)}) {
+      for (std::int64_t len : {std::int64_t(3000), std::int64_t(8192), std::int64_t(c) * 8192 + 7,
+                               std::int64_t(100000)}) {
         for (int k : {33, 512, 1000, 2048}) {
-          for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted,
-                         Data::kSpecial}) {
+          for (Data d :
+               {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted, Data::kSpecial}) {
             ++seed;
             check(c >= 8 ? 2 : 5, len, k, d, seed % 3 != 0, seed % 2 == 0, seed, c, threads);
           }
@@ -259,11 +273,10 @@ TEST_F(GpuRadixTopk, GridConfigs) {
     for (std::int64_t len : {std::int64_t(3000), std::int64_t(100000), std::int64_t(262149)}) {
       if (len > 200000 && g != 17 && g != 128) continue;
       for (int k : {33, 512, 2048}) {
-        for (Data d : {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted,
-                       Data::kSpecial}) {
+        for (Data d :
+             {Data::kRandom, Data::kEqual, Data::kFewLevels, Data::kSorted, Data::kSpecial}) {
           ++seed;
-          check(seed % 3 == 0 ? 1 : 3, len, k, d, seed % 4 == 1, seed % 2 == 0, seed, -1, 0, 0,
-                g);
+          check(seed % 3 == 0 ? 1 : 3, len, k, d, seed % 4 == 1, seed % 2 == 0, seed, -1, 0, 0, g);
         }
       }
     }
@@ -311,8 +324,7 @@ TEST_F(GpuRadixTopk, GridArguments) {
   ASSERT_GT(bytes, 0u);
   DeviceBuffer<unsigned char> ws(bytes + 16);
   EXPECT_EQ(cuda::topk_radix_grid(p, 32, nullptr, bytes).code(), StatusCode::kNullPointer);
-  EXPECT_EQ(cuda::topk_radix_grid(p, 32, ws.get(), bytes - 8).code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::topk_radix_grid(p, 32, ws.get(), bytes - 8).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(cuda::topk(p, ws.get(), bytes - 8).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(cuda::topk(p, ws.get() + 4, bytes).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(cuda::topk_radix_grid(p, 1, ws.get(), bytes).code(), StatusCode::kUnsupported);
@@ -417,7 +429,7 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(2, 20000, 100, Data::kSpecial, true, true, 43, 3, 0);
   check(2, 20000, 100, Data::kEqual, false, false, 44, 2, 0);
   check(2, 20000, 100, Data::kRandom, false, true, 45, 16, 0);
-  check(2, 3000, 64, Data::kRandom, true, true, 46);  // the choice by shape
+  check(2, 3000, 64, Data::kRandom, true, true, 46);              // the choice by shape
   check(2, 20000, 1100, Data::kFewLevels, true, true, 47, 3, 0);  // CUB's sort (k > 1024)
   check(2, 20000, 1100, Data::kRandom, false, true, 48, 1, 256);
   check(2, 20000, 100, Data::kRandom, true, true, 51, 1, 0);
@@ -427,7 +439,7 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(2, 40000, 1500, Data::kHighSample, false, false, 55, 16, 0);
   check(3, 20000, 1100, Data::kRandom, true, true, 56, 1, 256);  // 256 threads, CUB sort
   check(3, 20000, 700, Data::kLowSample, false, true, 57, 2, 256);
-  check(2, 30000, 100, Data::kRandom, true, false, 58, -1, 0, 0, 5);  // grid mode
+  check(2, 30000, 100, Data::kRandom, true, false, 58, -1, 0, 0, 5);      // grid mode
   check(1, 30000, 1100, Data::kLowSample, false, true, 59, -1, 0, 0, 3);  // and its fallback
   int sms = 0;  // many rows: 256-thread blocks
   MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
@@ -456,35 +468,49 @@ TEST_F(GpuRadixTopk, Bf16Rows) {
   EXPECT_EQ(d_idx.download(), cpu_idx);
 }
 
-// Many bf16 rows (256-thread blocks, the sample in registers), unsorted with values.
-TEST_F(GpuRadixTopk, Bf16ManyRows) {
-  int sms = 0;
-  MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const std::int64_t n = 6 * std::int64_t(sms), len = 9000;
-  const int k = 512;
-  const auto vals = testing::make_bf16(n * len, 1.0, 8);
+// bf16 rows `vals` (n x len, optional per-row lengths) on the GPU == the CPU backend, indices
+// and values: through cuda::topk_radix_config(cluster, threads) for cluster >= 1, else
+// cuda::topk.
+void check_bf16(const std::vector<bf16>& vals, std::int64_t n, std::int64_t len, int k, bool sorted,
+                const std::vector<std::int32_t>* lens, int cluster, int threads) {
+  const std::string cfg = "n=" + std::to_string(n) + " len=" + std::to_string(len) +
+                          " k=" + std::to_string(k) + " sorted=" + std::to_string(sorted) +
+                          " cluster=" + std::to_string(cluster);
   std::vector<std::int32_t> cpu_idx(n * k);
   std::vector<float> cpu_val(n * k);
   TopkParams p;
   p.values = vals.data();
   p.values_dtype = DType::kBF16;
+  p.lengths = lens ? lens->data() : nullptr;
   p.indices = cpu_idx.data();
   p.out_values = cpu_val.data();
   p.n = n;
   p.length = len;
   p.k = k;
-  p.sorted = false;
+  p.sorted = sorted;
   ASSERT_TRUE(cpu::topk(p).ok());
   DeviceBuffer<bf16> d_vals(vals);
+  DeviceBuffer<std::int32_t> d_lens(lens ? *lens : std::vector<std::int32_t>(1));
   DeviceBuffer<std::int32_t> d_idx(n * k);
   DeviceBuffer<float> d_val(n * k);
+  d_idx.fill_bytes(0x7f);
   p.values = d_vals.get();
+  p.lengths = lens ? d_lens.get() : nullptr;
   p.indices = d_idx.get();
   p.out_values = d_val.get();
-  ASSERT_TRUE(cuda::topk(p).ok());
-  EXPECT_EQ(d_idx.download(), cpu_idx);
+  ASSERT_TRUE((cluster >= 1 ? cuda::topk_radix_config(p, cluster, threads) : cuda::topk(p)).ok())
+      << cfg;
+  EXPECT_EQ(d_idx.download(), cpu_idx) << cfg;
   std::size_t diff = 0;
-  EXPECT_TRUE(testing::same_bits(d_val.download(), cpu_val, &diff)) << "slot " << diff;
+  EXPECT_TRUE(testing::same_bits(d_val.download(), cpu_val, &diff)) << cfg << " slot " << diff;
+}
+
+// Many bf16 rows (256-thread blocks, the sample in registers), unsorted with values.
+TEST_F(GpuRadixTopk, Bf16ManyRows) {
+  int sms = 0;
+  MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const std::int64_t n = 6 * std::int64_t(sms), len = 9000;
+  check_bf16(testing::make_bf16(n * len, 1.0, 8), n, len, 512, false, nullptr, -1, 0);
 }
 
 // bf16 through the cluster sizes and block sizes, ties straddling chunks (few levels), lengths.
@@ -504,34 +530,9 @@ TEST_F(GpuRadixTopk, Bf16Cluster) {
             b = moerouter::detail::float_to_bf16(float(int(f * 2)));
           }
         }
-        std::vector<std::int32_t> lens = {0, std::int32_t(k - 1), std::int32_t(len),
-                                          std::int32_t(len / 2)};
-        std::vector<std::int32_t> cpu_idx(n * k);
-        std::vector<float> cpu_val(n * k);
-        TopkParams p;
-        p.values = vals.data();
-        p.values_dtype = DType::kBF16;
-        p.lengths = lens.data();
-        p.indices = cpu_idx.data();
-        p.out_values = cpu_val.data();
-        p.n = n;
-        p.length = len;
-        p.k = k;
-        p.sorted = sorted;
-        ASSERT_TRUE(cpu::topk(p).ok());
-        DeviceBuffer<bf16> d_vals(vals);
-        DeviceBuffer<std::int32_t> d_lens(lens);
-        DeviceBuffer<std::int32_t> d_idx(n * k);
-        DeviceBuffer<float> d_val(n * k);
-        d_idx.fill_bytes(0x7f);
-        p.values = d_vals.get();
-        p.lengths = d_lens.get();
-        p.indices = d_idx.get();
-        p.out_values = d_val.get();
-        ASSERT_TRUE(cuda::topk_radix_config(p, c[0], c[1]).ok());
-        EXPECT_EQ(d_idx.download(), cpu_idx) << "cluster " << c[0] << " k " << k;
-        std::size_t diff = 0;
-        EXPECT_TRUE(testing::same_bits(d_val.download(), cpu_val, &diff)) << "slot " << diff;
+        const std::vector<std::int32_t> lens = {0, std::int32_t(k - 1), std::int32_t(len),
+                                                std::int32_t(len / 2)};
+        check_bf16(vals, n, len, k, sorted, &lens, c[0], c[1]);
       }
     }
   }
