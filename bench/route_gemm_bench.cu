@@ -93,7 +93,7 @@ __global__ void empty_kernel() {}
 // A stand-in for the previous layer's kernel: spins for `cycles` on every SM, and lets its
 // dependent start early (as a PDL-aware engine kernel would).
 __global__ void busy_kernel(long long cycles, unsigned* sink) {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  moerouter::detail::trigger_dependents();
   const long long t0 = clock64();
   unsigned x = threadIdx.x;
   while (clock64() - t0 < cycles) x = x * 1664525u + 1013904223u;

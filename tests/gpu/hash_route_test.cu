@@ -25,6 +25,17 @@ struct HashConfig {
   bool bf16_logits = false;
 };
 
+// A DSV4 model's layer (hidden, experts, k) at batch n, vocabulary 5000.
+HashConfig model_config(const ModelShape& m, std::int64_t n) {
+  HashConfig c;
+  c.n = n;
+  c.h = m.hidden;
+  c.e = m.experts;
+  c.k = m.k;
+  c.vocab = 5000;
+  return c;
+}
+
 // Host data of one case, the same for the GPU, the CPU backend and the oracle.
 struct HashData {
   HashConfig c;
@@ -194,12 +205,7 @@ TEST_F(GpuHashRoute, AllSourcesSweep) {
 TEST_F(GpuHashRoute, FromXDsv4ShapesAllClusterSizes) {
   for (const ModelShape& s : {dsv4_flash(), dsv4_pro()}) {
     for (std::int64_t n : {1, 2, 16, 64, 1000}) {
-      HashConfig c;
-      c.n = n;
-      c.h = s.hidden;
-      c.e = s.experts;
-      c.k = s.k;
-      c.vocab = 5000;
+      const HashConfig c = model_config(s, n);
       HashData d(c, 7 + n);
       check_case(d, HashWeights::kFromX, s.name + " " + testing::config(n, c.e, c.k));
       if (HasFatalFailure()) return;
@@ -270,12 +276,7 @@ TEST_F(GpuHashRoute, PdlWaitsForTheKernelThatWritesXOrTheLogits) {
   for (const ModelShape& m : {dsv4_flash(), dsv4_pro()}) {
     for (const std::int64_t n : {1, 16, 300}) {
       for (HashWeights src : {HashWeights::kFromX, HashWeights::kFromLogits}) {
-        HashConfig c;
-        c.n = n;
-        c.h = m.hidden;
-        c.e = m.experts;
-        c.k = m.k;
-        c.vocab = 5000;
+        const HashConfig c = model_config(m, n);
         HashData d(c, ++seed);
         const std::string cfg = m.name + " " + testing::config(n, c.e, c.k) + " source=" +
                                 hash_weights_name(src);

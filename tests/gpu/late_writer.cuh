@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "moerouter/detail/pdl.cuh"
+
 namespace moerouter {
 namespace testing {
 namespace {
@@ -16,7 +18,7 @@ namespace {
 // griddepcontrol.wait would see dst's old contents (zeros).
 __global__ void late_writer_kernel(const std::uint32_t* src, std::uint32_t* dst,
                                    std::size_t words, long long cycles) {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  detail::trigger_dependents();
   const long long t0 = clock64();
   while (clock64() - t0 < cycles) {
   }

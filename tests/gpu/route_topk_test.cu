@@ -617,24 +617,15 @@ TEST_F(GpuRouteLogits, PdlWaitsForTheKernelThatWritesTheLogits) {
   for (const std::int64_t e : {256, 384, 1000}) {
     for (const std::int64_t n : {1, 300, 1000, 20000}) {
       const int k = e == 1000 ? 8 : 6;
-      const auto logits = testing::make_logits(n, e, LogitPattern::kNormal, 30 + n + e);
-      const auto bias = testing::make_bias(e, 31);
-      DeviceBuffer<float> src(logits), dst(logits.size()), d_bias(bias), w0(std::size_t(n * k)),
-          w1(std::size_t(n * k));
+      RouteCase<float> c{n, e, 0, k, 2.5f, false, {}, {}};
+      c.logits = testing::make_logits(n, e, LogitPattern::kNormal, 30 + n + e);
+      c.bias = testing::make_bias(e, 31);
+      const auto& logits = c.logits;
+      DeviceBuffer<float> src(logits), dst(logits.size()), d_bias(c.bias),
+          w0(std::size_t(n * k)), w1(std::size_t(n * k));
       DeviceBuffer<std::int32_t> i0(std::size_t(n * k)), i1(std::size_t(n * k));
-      RouteLogitsParams p;
-      p.logits = src.get();
-      p.bias = d_bias.get();
-      p.weights = w0.get();
-      p.ids = i0.get();
-      p.n = n;
-      p.experts = e;
-      p.k = k;
-      p.scale = 2.5f;
-      ASSERT_TRUE(cuda::route_logits(p).ok());
-      p.logits = dst.get();
-      p.weights = w1.get();
-      p.ids = i1.get();
+      ASSERT_TRUE(cuda::route_logits(c.params(src.get(), d_bias.get(), w0.get(), i0.get())).ok());
+      const RouteLogitsParams p = c.params(dst.get(), d_bias.get(), w1.get(), i1.get());
       dst.fill_bytes(0);
       w1.fill_bytes(0x7f);
       i1.fill_bytes(0x7f);

@@ -14,5 +14,11 @@ __device__ __forceinline__ void grid_dependency_wait() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
 }
 
+/// Lets the next kernel in the stream, if launched with PDL, start now (before this one ends);
+/// it still sees this kernel's memory only after its grid_dependency_wait().
+__device__ __forceinline__ void trigger_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+
 }  // namespace detail
 }  // namespace moerouter

@@ -35,6 +35,7 @@
 #include <cstdint>
 
 #include "moerouter/detail/math.h"
+#include "moerouter/detail/pdl.cuh"
 #include "moerouter/detail/warp_select.cuh"
 #include "moerouter/kernels/route_topk.cuh"
 
@@ -139,11 +140,9 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
-// Programmatic dependent launch: wait for the previous kernel's memory (a no-op without PDL).
-using route_detail::grid_dependency_wait;
-__device__ __forceinline__ void trigger_dependents() {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-}
+// Programmatic dependent launch (detail/pdl.cuh).
+using moerouter::detail::grid_dependency_wait;
+using moerouter::detail::trigger_dependents;
 
 /// Counts this block's arrival at `counter`; thread 0 only, after a barrier that follows every
 /// write of the block (the barrier makes the block's writes part of what thread 0's release
