@@ -299,8 +299,8 @@ int main(int argc, char** argv) {
         std::snprintf(kernel, sizeof kernel, "one-pass %d experts x %d blocks (mma %.2f)",
                       epb, int((E + epb - 1) / epb), mma_us);
       } else {
-        std::snprintf(kernel, sizeof kernel, "mma %dx%d, %dx%d, %d level(s)", tl.groups, tl.wk,
-                      tl.tiles, tl.splits, tl.one_level ? 1 : 2);
+        std::snprintf(kernel, sizeof kernel, "mma %dx%d, %dx%d, %d router(s)", tl.groups, tl.wk,
+                      tl.tiles, tl.splits, tl.routers);
       }
       std::printf("%-6s %3d | %8.2f %7.0f %5.1f%% | %8.2f %8.2f %8.2f | %7.2f %7.2f | %9.2f %9.2f "
                   "| %s\n",
@@ -309,12 +309,12 @@ int main(int argc, char** argv) {
                   kernel);
       std::fflush(stdout);
       if (sweep) {
-        std::printf("    sweep groups(tiles x splits, levels):");
+        std::printf("    sweep groups(tiles x splits, routers):");
         for (int tg : {1, 2, 3, 4, 6, 8, 12, 16}) {
-          for (int lv : {1, 2}) {
+          for (int lv : {1, 2, 4, 8, 16}) {
             const moerouter::cuda::RouteGemmTiling ft =
                 moerouter::cuda::route_gemm_tiling(n, E, H, sms, tg, lv);
-            if (ft.tiles == 0 || (lv == 1 && !ft.one_level)) continue;
+            if (ft.tiles == 0 || ft.routers != lv) continue;
             const double t_us = time_graph(s, launches, reps, [&](int i) {
               RouteParams q = p;
               q.w = ws[std::size_t(i) % ws.size()];

@@ -12,8 +12,10 @@
 //     their logits with fp32 FMAs; the grid's last block gathers every logit from flag-carrying
 //     words in the workspace (which it clears again) and routes each row with one warp;
 //   - tiled mma (otherwise): (expert tile x H split) blocks on tensor cores; split partial sums
-//     meet in the workspace, and the last block of each tile (then the last tile) finishes the
-//     sums (then the route), found by arrival counters that the kernel resets itself.
+//     meet in the workspace, and the last blocks to arrive on a counter (the routers, up to 16,
+//     which wait for the others) each finish the sums of a few rows and route them; the kernel
+//     resets its counters itself. The wait needs the routers co-resident with the blocks still
+//     running, which holds on any device or partition where 16 of its blocks fit at once.
 //
 // Programmatic dependent launch (pdl = true): the kernel streams W before it waits for the
 // previous kernel on the stream, so W and bias must not be written by that kernel (only x may).
@@ -50,7 +52,7 @@ constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t /*experts*/,
 
 /// Bytes of device workspace that launch_route_gemm needs for up to `max_n` tokens (1..64) of
 /// `experts` experts (1..1024): a 1 KiB header (arrival counters), the one-pass kernel's flag
-/// words (4 * E * 8 bytes), max_n rows of fp32 logits, and room for the H splits' partial sums
+/// words (4 * E * 8 bytes) and room for the H splits' partial sums
 /// (about 128 * max_n * (E + 128) bytes). Returns 0 for arguments outside those ranges.
 ///
 /// The workspace must be zero-filled once after allocation (cudaMemset); every launch leaves
@@ -67,19 +69,18 @@ std::size_t route_gemm_workspace_zeroed_bytes(std::int64_t experts);
 
 /// The decode kernel's grid for a shape: `tiles` expert tiles of 8 * `groups` experts, each
 /// split over `splits` blocks along H, `wk` warps per 8-expert group (block = groups * wk
-/// warps), at most `warp_chunks` 32-wide H chunks per warp; one_level: the grid's last block
-/// sums every split (else each tile's last block, then the last tile routes). tiles == 0: no
-/// tiling fits.
+/// warps), at most `warp_chunks` 32-wide H chunks per warp; `routers`: the last blocks to
+/// finish, which sum the splits of 4 rows at a time each and route them. tiles == 0: no tiling
+/// fits.
 struct RouteGemmTiling {
-  int groups = 0, tiles = 0, splits = 0, wk = 0, warp_chunks = 0;
-  bool one_level = false;
+  int groups = 0, tiles = 0, splits = 0, wk = 0, warp_chunks = 0, routers = 0;
 };
 
 /// The tiling launch_route_gemm uses on a device of `sms` multiprocessors. For benchmarks and
-/// tests: force_groups > 0 forces that many groups per tile, force_levels 1 or 2 forces one or
-/// two reduction levels (one only where the logits fit in shared memory); 0: the measured rule.
+/// tests: force_groups > 0 forces that many groups per tile, force_routers > 0 that many
+/// routers (at most n, the grid, 16 and half the SMs); 0: the measured rule.
 RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int64_t hidden,
-                                  int sms, int force_groups = 0, int force_levels = 0);
+                                  int sms, int force_groups = 0, int force_routers = 0);
 
 /// The fused decode route of p.n <= 64 tokens in one launch on `stream` (device pointers).
 /// x bf16 [n, H] with row stride p.x_stride, W bf16 [E, H] contiguous, bias fp32 [E] or null,
@@ -108,12 +109,12 @@ constexpr int kRouteGemmAuto = 0;  ///< the one-pass kernel where it applies, el
 constexpr int kRouteGemmForceMma = 1;   ///< the tiled mma kernel
 constexpr int kRouteGemmForceGemv = 2;  ///< the one-pass kernel (kUnsupported where it cannot)
 
-/// launch_route_gemm with route_gemm_tiling's force_groups / force_levels (benchmarks and
+/// launch_route_gemm with route_gemm_tiling's force_groups / force_routers (benchmarks and
 /// tests sweep them; 0, 0 is launch_route_gemm; either > 0 implies the mma kernel) and a
 /// kernel choice (force_kernel: kRouteGemmAuto, kRouteGemmForceMma or kRouteGemmForceGemv).
 Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
                                std::size_t workspace_bytes, cudaStream_t stream, bool pdl,
-                               int force_groups, int force_levels = 0,
+                               int force_groups, int force_routers = 0,
                                int force_kernel = kRouteGemmAuto);
 
 }  // namespace cuda

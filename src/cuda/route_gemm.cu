@@ -113,7 +113,7 @@ int device_sms() {
 }  // namespace
 
 RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int64_t hidden,
-                                  int sms, int force_groups, int force_levels) {
+                                  int sms, int force_groups, int force_routers) {
   const int groups_total = int(ceil_div(experts, 8));
   const int chunks = int(ceil_div(hidden, 32));
   // Measured (H200, DSV4 Flash and Pro, n = 1..64): the fewest groups per tile whose grid
@@ -141,15 +141,15 @@ RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int
     if (10 * blocks >= 9 * sms) break;
   }
   if (best.tiles == 0) return best;
-  // One level (the grid's last block sums every split into shared memory, then routes) saves
-  // an arrival round trip where that block's read is small; it needs the logits to fit in
-  // shared memory beside the warps' route buffers.
-  const std::size_t logit_smem = std::size_t(n) * std::size_t((experts + 3) / 4 * 4) * 4 +
-                                 std::size_t(best.groups) * best.wk * sizeof(kernels::route_detail::RouteWarpSmem);
-  const std::size_t partial_bytes = std::size_t(best.splits) * std::size_t(n) *
-                                    std::size_t(best.tiles) * best.groups * 8 * 4;
-  const bool fits = logit_smem <= 40 * 1024;
-  best.one_level = fits && (force_levels == 1 || (force_levels == 0 && partial_bytes <= 24576));
+  // Routers: the last blocks to arrive reduce and route kRouteGemmRouterRows rows at a time
+  // each. More of them spread the reduction's L2 reads; each must be able to wait beside the
+  // blocks still to arrive, so at most half the SMs (and kRouteGemmMaxRouters) route.
+  const int cap = std::max(1, std::min({kernels::kRouteGemmMaxRouters, best.tiles * best.splits,
+                                        std::max(1, sms / 2)}));
+  const int want = force_routers > 0
+                       ? force_routers
+                       : int(ceil_div(n, kernels::kRouteGemmRouterRows));
+  best.routers = std::max(1, std::min({want, cap, int(std::max<std::int64_t>(n, 1))}));
   return best;
 }
 
@@ -159,11 +159,8 @@ namespace {
 std::size_t round256(std::size_t b) { return (b + 255) / 256 * 256; }
 
 // Workspace layout: header (counters), the one-pass kernel's words [4][E] (at a fixed offset:
-// the mma kernel's regions below depend on n and must never overlap them, since the words must
-// stay 0 between launches), logits [max_n][ceil4(E)], partials.
-std::size_t logits_bytes(std::int64_t max_n, std::int64_t experts) {
-  return round256(std::size_t(max_n) * std::size_t((experts + 3) / 4 * 4) * sizeof(float));
-}
+// the mma kernel's partials depend on n and must never overlap them, since the words must stay
+// 0 between launches), partials.
 std::size_t partials_bytes(std::int64_t max_n, std::int64_t experts) {
   // At most kMaxSplits splits of every tile, whose experts (8 * groups each) overshoot E by
   // less than one tile of at most 16 groups.
@@ -182,8 +179,7 @@ std::size_t route_gemm_workspace_size(std::int64_t max_n, std::int64_t experts) 
   if (max_n < 1 || max_n > kRouteGemmMaxTokens || experts < 1 || experts > kRouteGemmMaxExperts) {
     return 0;
   }
-  return kernels::kRouteGemmHeaderBytes + logits_bytes(max_n, experts) +
-         partials_bytes(max_n, experts) + slots_bytes(experts);
+  return kernels::kRouteGemmHeaderBytes + partials_bytes(max_n, experts) + slots_bytes(experts);
 }
 
 std::size_t route_gemm_workspace_zeroed_bytes(std::int64_t experts) {
@@ -203,12 +199,12 @@ int route_gemv_experts_per_block(std::int64_t n, std::int64_t experts, int k, in
 
 Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t workspace_bytes,
                          cudaStream_t stream, bool pdl) {
-  return launch_route_gemm_tiled(p, workspace, workspace_bytes, stream, pdl, 0, 0);
+  return launch_route_gemm_tiled(p, workspace, workspace_bytes, stream, pdl, 0);
 }
 
 Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
                                std::size_t workspace_bytes, cudaStream_t stream, bool pdl,
-                               int force_groups, int force_levels, int force_kernel) {
+                               int force_groups, int force_routers, int force_kernel) {
   MOER_RETURN_IF_ERROR_CUDA(validate(p));
   if (p.n > kRouteGemmMaxTokens) {
     return unsupported("n must be <= 64 (the decode path), got " + std::to_string(p.n));
@@ -254,7 +250,7 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
                        "with at most 8 experts per SM");
   }
   if (force_kernel == kRouteGemmForceGemv ||
-      (force_kernel == kRouteGemmAuto && force_groups == 0 && force_levels == 0 && epb > 0)) {
+      (force_kernel == kRouteGemmAuto && force_groups == 0 && force_routers == 0 && epb > 0)) {
     kernels::RouteGemvArgs g{};
     set_common_args(g, p, x_stride);
     g.slots = reinterpret_cast<unsigned long long*>(ws + kernels::kRouteGemmHeaderBytes);
@@ -268,7 +264,7 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   }
 
   const RouteGemmTiling tl =
-      route_gemm_tiling(p.n, p.experts, p.hidden, device_sms(), force_groups, force_levels);
+      route_gemm_tiling(p.n, p.experts, p.hidden, device_sms(), force_groups, force_routers);
   if (tl.tiles == 0) return unsupported("no tiling for these shapes");
   const int mtiles = p.n <= 16 ? 1 : p.n <= 32 ? 2 : 4;
   const int chunks_raw = int(ceil_div(p.experts, 128));
@@ -277,8 +273,7 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   RouteGemmArgs a{};
   set_common_args(a, p, x_stride);
   a.counters = reinterpret_cast<unsigned*>(ws);
-  a.logits = reinterpret_cast<float*>(after_slots);
-  a.partials = reinterpret_cast<float*>(after_slots + logits_bytes(p.n, p.experts));
+  a.partials = reinterpret_cast<float*>(after_slots);
   a.logits_stride = int((p.experts + 3) / 4 * 4);
   a.tiles = tl.tiles;
   a.splits = tl.splits;
@@ -286,15 +281,14 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   a.wk = tl.wk;
   a.chunks = int(ceil_div(p.hidden, 32));
   a.warp_chunks = tl.warp_chunks;
-  a.one_level = tl.one_level ? 1 : 0;
+  a.routers = tl.routers;
 
   return MOER_ROUTE_GEMM_DISPATCH_MTILES(mtiles, kMTiles, [&] {
     return MOER_ROUTE_GEMM_DISPATCH_CHUNKS(route_chunks, kChunks, [&] {
       return detail::launch_kernel(
           kernels::route_gemm_kernel<kMTiles, kChunks>, dim3(unsigned(tl.tiles * tl.splits)),
           dim3(unsigned(32 * tl.groups * tl.wk)),
-          kernels::route_gemm_smem_bytes(kMTiles, tl.groups, tl.wk, a.n, a.experts,
-                                         a.one_level != 0),
+          kernels::route_gemm_smem_bytes(kMTiles, tl.groups, tl.wk, a.experts),
           stream, pdl, a, kOp);
     });
   });

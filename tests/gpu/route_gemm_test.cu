@@ -141,12 +141,12 @@ struct GpuRun {
   // Poisons the outputs (NaN weights, 0x7f.. ids), launches (with the tiling's groups per
   // tile forced when force_groups > 0), waits.
   Status run(std::int64_t rows, cudaStream_t stream = nullptr, bool pdl = false,
-             int force_groups = 0, int force_levels = 0,
+             int force_groups = 0, int force_routers = 0,
              int force_kernel = cuda::kRouteGemmAuto) {
     EXPECT_EQ(cudaMemset(weights.ptr, 0xff, weights.count * sizeof(float)), cudaSuccess);
     EXPECT_EQ(cudaMemset(ids.ptr, 0x7f, ids.count * sizeof(std::int64_t)), cudaSuccess);
     Status st = cuda::launch_route_gemm_tiled(params(rows), workspace.ptr, ws_bytes, stream, pdl,
-                                              force_groups, force_levels, force_kernel);
+                                              force_groups, force_routers, force_kernel);
     EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
     return st;
   }
@@ -218,8 +218,8 @@ TEST(RouteGemm, Shapes) {
 }
 
 // Every tiling the cost model can pick (1..16 groups per tile: one split, many splits, warps
-// without chunks; one or two reduction levels) gives a correct route, at token counts of every
-// token-tile variant.
+// without chunks; one router for every row, 4 rows a router, 3 routers of uneven rows) gives a
+// correct route, at token counts of every token-tile variant.
 TEST(RouteGemm, EveryTiling) {
   SKIP_WITHOUT_GPU();
   struct Shape {
@@ -230,13 +230,13 @@ TEST(RouteGemm, EveryTiling) {
     const oracle::RouteResult ref = oracle::route(pr.host(64));
     GpuRun g(pr);
     for (int groups : {1, 2, 3, 4, 5, 6, 8, 12, 16}) {
-      for (int levels : {1, 2}) {
+      for (int routers : {1, 0, 3}) {
         for (std::int64_t n : {1, 3, 16, 17, 64}) {
-          ASSERT_TRUE(g.run(n, nullptr, false, groups, levels).ok())
-              << pr.config(n) << " groups " << groups << " levels " << levels;
+          ASSERT_TRUE(g.run(n, nullptr, false, groups, routers).ok())
+              << pr.config(n) << " groups " << groups << " routers " << routers;
           g.expect_matches(ref, n,
-                           "tiling groups=" + std::to_string(groups) + " levels=" +
-                               std::to_string(levels));
+                           "tiling groups=" + std::to_string(groups) + " routers=" +
+                               std::to_string(routers));
           if (HasFailure()) return;
         }
       }

@@ -14,16 +14,18 @@
 //            runs mma.sync m16n8k16 (tokens on M, experts on N, fp32 accumulate). No thread
 //            waits for the bias or x behind W's stream.
 //   stage 2  the partials are summed over the block's warps in shared memory, in a fixed order,
-//            and written to the workspace. Small n * E (one_level): the grid's last block to
-//            finish (an arrival counter) sums every split, in split order, into shared memory.
-//            Otherwise, with one split the partials are the logits; with more, the last block
-//            of each tile (a per-tile counter) sums the tile's splits into the logits.
-//   stage 3  that last block (one_level) or the last tile to finish (a global counter) routes
-//            the n rows, one warp per row, with the fused route's device code (route_topk.cuh:
-//            logit filter, approximate keys, exact sqrt-softplus of a few candidates, rank,
-//            renormalize, scale).
-// Every counter is reset by the block that sees it complete, so the workspace is ready for the
-// next launch or graph replay. Every sum has a fixed order: the result is bit-reproducible.
+//            and written to the workspace; then the block counts its arrival on one counter.
+//   stage 3  the last `routers` blocks to arrive (a.routers, ceil(n / 4) up to 16) wait until
+//            every block has arrived, each sums its rows' partials over the splits, in split
+//            order, into shared memory (a few 16-byte L2 loads per thread, every router at
+//            once), and routes those rows, one warp per row, with the fused route's device
+//            code (route_topk.cuh: logit filter, approximate keys, exact sqrt-softplus of a few
+//            candidates, rank, renormalize, scale). The other blocks exit at their arrival.
+//            The wait needs the routers co-resident with the blocks still to arrive, which holds
+//            wherever `routers` blocks fit on the device at once: a router only waits for
+//            blocks that arrive after it, and at most routers - 1 of them are still missing.
+// The counters are reset by the last router to see the count complete, so the workspace is
+// ready for the next launch or graph replay. Every sum has a fixed order: the result is bit-reproducible.
 //
 // The mma operands are fed straight from global memory: a thread's 16-byte load holds 8
 // consecutive k of one row, and the two mma k-steps of a 32-wide chunk take its first and last
@@ -54,11 +56,15 @@ constexpr int kRouteGemmMaxWarps = 16;
 constexpr int kRouteGemmUnits = 8;
 /// Largest H splits (blocks per expert tile).
 constexpr int kRouteGemmMaxSplits = 32;
-/// Largest expert tiles (one arrival counter each).
+/// Largest expert tiles.
 constexpr int kRouteGemmMaxTiles = 255;
+/// Rows a router block routes at once (one warp each; their logits in shared memory).
+constexpr int kRouteGemmRouterRows = 4;
+/// Largest router blocks.
+constexpr int kRouteGemmMaxRouters = 16;
 /// Largest n whose x lines stage 1 prefetches into L2 ahead of their loads.
 constexpr int kRouteGemmPrefetchTokens = 8;
-/// Bytes of the workspace header (the arrival counters: [0] global, [1 + t] tile t).
+/// Bytes of the workspace header (the counters: [0] arrivals, [1] routers past the wait).
 constexpr int kRouteGemmHeaderBytes = 1024;
 
 /// Parameters of route_gemm_kernel (device pointers; built by cuda::launch_route_gemm).
@@ -76,18 +82,17 @@ struct RouteDecodeArgs {
 };
 
 struct RouteGemmArgs : RouteDecodeArgs {
-  unsigned* counters;         ///< workspace: arrival counters (0 between launches)
-  float* logits;              ///< workspace: [n, logits_stride] fp32, 16-byte aligned rows
-  float* partials;            ///< workspace: [tiles * splits][n][8 * groups] fp32 (splits > 1)
-  int logits_stride;          ///< experts rounded up to 4
+  unsigned* counters;         ///< workspace: [0] arrivals, [1] routers done waiting (0 between
+                              ///< launches)
+  float* partials;            ///< workspace: [tiles * splits][n][8 * groups] fp32
+  int logits_stride;          ///< experts rounded up to 4 (a row of the routers' shared logits)
   int tiles;                  ///< expert tiles
   int splits;                 ///< H splits per tile (grid = tiles * splits)
   int groups;                 ///< 8-expert groups per tile
   int wk;                     ///< warps per group, splitting the block's chunks
   int chunks;                 ///< ceil(hidden / 32)
   int warp_chunks;            ///< the most chunks any warp owns
-  int one_level;              ///< 1: the grid's last block sums every partial (small n * E);
-                              ///< 0: each tile's last block, then the last tile
+  int routers;                ///< blocks that reduce and route rows (1..min(n, grid))
 };
 
 namespace route_gemm_detail {
@@ -144,22 +149,28 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 using moerouter::detail::grid_dependency_wait;
 using moerouter::detail::trigger_dependents;
 
-/// Counts this block's arrival at `counter`; thread 0 only, after a barrier that follows every
-/// write of the block (the barrier makes the block's writes part of what thread 0's release
-/// publishes with the count). Returns true in the block that arrives last, which resets the
-/// counter for the next launch; its acquire orders the others' writes before its block's
-/// reads (after the next barrier).
-__device__ __forceinline__ bool arrive_last(unsigned* counter, unsigned expected) {
+/// Counts this block's arrival at `counter` and returns how many blocks arrived before it;
+/// thread 0 only, after a barrier that follows every write of the block (the barrier makes the
+/// block's writes part of what thread 0's release publishes with the count). acq_rel: one
+/// device-scope operation that releases this block's writes and acquires the earlier
+/// arrivals'.
+__device__ __forceinline__ unsigned arrive(unsigned* counter) {
   unsigned old;
-  // acq_rel: releases this block's writes (ordered before by the barrier), acquires every
-  // earlier arrival's; one device-scope operation instead of a fence and an atomic.
   asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], 1;"
                : "=r"(old)
                : "l"(counter)
                : "memory");
-  const bool last = old == expected - 1;
-  if (last) atomicExch(counter, 0u);  // every other block has counted itself
-  return last;
+  return old;
+}
+
+/// Waits until `counter` reaches `expected`; thread 0 only, before a barrier. The acquire load
+/// that sees the last arrival orders every arrival's writes before this block's reads (after
+/// the barrier).
+__device__ __forceinline__ void wait_count(const unsigned* counter, unsigned expected) {
+  unsigned v;
+  do {
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
+  } while (v < expected);
 }
 
 #if defined(MOER_ROUTE_GEMM_TRACE)
@@ -176,10 +187,10 @@ __device__ __forceinline__ void trace(int slot) {
 __device__ __forceinline__ void trace(int) {}
 #endif
 
-/// The dense route of one row of fp32 logits written earlier in this launch (in shared memory,
-/// kShared, or global memory read through L2, never the non-coherent path), one warp, with
-/// the fused route's device code (route_topk.cuh). s_bias: the bias, 0 past E.
-template <int kChunks, bool kShared>
+/// The dense route of one row of fp32 logits in shared memory (ceil4(E) floats, 16-byte
+/// aligned), one warp, with the fused route's device code (route_topk.cuh). s_bias: the bias,
+/// 0 past E.
+template <int kChunks>
 __device__ __forceinline__ void route_logit_row(const RouteTopkArgs& a,
                                                 route_detail::RouteWarpSmem& sm,
                                                 std::int64_t row, const float* lrow,
@@ -193,8 +204,7 @@ __device__ __forceinline__ void route_logit_row(const RouteTopkArgs& a,
   for (int c = 0; c < kChunks; ++c) {
     const int e0 = route_slot_expert(4 * c, lane);
     if (e0 < a.experts) {  // rows are padded to a multiple of 4: the load stays in the row
-      const float4 v = kShared ? *reinterpret_cast<const float4*>(lrow + e0)
-                               : __ldcg(reinterpret_cast<const float4*>(lrow + e0));
+      const float4 v = *reinterpret_cast<const float4*>(lrow + e0);
       l[4 * c + 0] = v.x;
       l[4 * c + 1] = e0 + 1 < a.experts ? v.y : kNaN;
       l[4 * c + 2] = e0 + 2 < a.experts ? v.z : kNaN;
@@ -207,20 +217,60 @@ __device__ __forceinline__ void route_logit_row(const RouteTopkArgs& a,
   route_detail::route_row<kSlots, 0, true>(a, sm, s_bias, row, l, rb);
 }
 
+__device__ __forceinline__ void add4(float4& s, const float4& v) {
+  s.x += v.x;
+  s.y += v.y;
+  s.z += v.z;
+  s.w += v.w;
+}
+
+/// A router's logits of rows r0 .. r0 + rows - 1 into logits_s (row i at i * logits_stride):
+/// each 4-expert group summed over the tile's splits in split order (so the logits do not
+/// depend on which block routes them), every thread of the block taking groups in turn with
+/// its split loads in flight together. Past E (up to ceil4(E)) the sums are of zeros.
+__device__ __forceinline__ void sum_splits(const RouteGemmArgs& a, int r0, int rows,
+                                           float* logits_s) {
+  const int tile_e = 8 * a.groups;
+  const int quads = a.logits_stride / 4;
+  const std::int64_t items = std::int64_t(a.n) * tile_e;  // floats of one block's partials
+  for (int i = int(threadIdx.x); i < rows * quads; i += int(blockDim.x)) {
+    const int r = i / quads, e = 4 * (i % quads);
+    const float4* src = reinterpret_cast<const float4*>(
+        a.partials + std::int64_t(e / tile_e) * a.splits * items +
+        std::int64_t(r0 + r) * tile_e + e % tile_e);
+    const std::int64_t step = items / 4;  // one split, in float4
+    float4 sum = __ldcg(src);
+    int s = 1;
+    for (; s + 4 <= a.splits; s += 4) {  // four loads in flight, then the adds in order
+      const float4 v0 = __ldcg(src + s * step);
+      const float4 v1 = __ldcg(src + (s + 1) * step);
+      const float4 v2 = __ldcg(src + (s + 2) * step);
+      const float4 v3 = __ldcg(src + (s + 3) * step);
+      add4(sum, v0);
+      add4(sum, v1);
+      add4(sum, v2);
+      add4(sum, v3);
+    }
+    for (; s < a.splits; ++s) add4(sum, __ldcg(src + s * step));
+    *reinterpret_cast<float4*>(logits_s + r * a.logits_stride + e) = sum;
+  }
+}
+
 }  // namespace route_gemm_detail
 
-/// Dynamic shared memory of route_gemm_kernel: the warps' partial sums, which the route stage
-/// reuses for its per-warp buffers and, one_level, the logits [n][ceil4(E)].
-inline std::size_t route_gemm_smem_bytes(int m_tiles, int groups, int wk, int n, int experts,
-                                         bool one_level) {
+/// Dynamic shared memory of route_gemm_kernel: the warps' partial sums, which the routers
+/// reuse for kRouteGemmRouterRows warps' route buffers and as many rows of logits.
+inline std::size_t route_gemm_smem_bytes(int m_tiles, int groups, int wk, int experts) {
   const std::size_t part = std::size_t(wk) * 16 * m_tiles * 8 * groups * sizeof(float);
-  std::size_t route = std::size_t(groups) * wk * sizeof(route_detail::RouteWarpSmem);
-  if (one_level) route += std::size_t(n) * std::size_t((experts + 3) / 4 * 4) * sizeof(float);
+  const std::size_t route =
+      std::size_t(kRouteGemmRouterRows) * (sizeof(route_detail::RouteWarpSmem) +
+                                           std::size_t((experts + 3) / 4 * 4) * sizeof(float));
   return part > route ? part : route;
 }
 
 /// The decode router. kMTiles = ceil(n / 16) rounded to {1, 2, 4}; kChunks = ceil(E / 128)
-/// rounded to {2, 3, 4, 8}. Dynamic shared memory: route_gemm_smem_bytes(kMTiles, groups, wk).
+/// rounded to {2, 3, 4, 8}. Dynamic shared memory: route_gemm_smem_bytes(kMTiles, groups, wk,
+/// E).
 template <int kMTiles, int kChunks>
 __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
     route_gemm_kernel(const RouteGemmArgs a) {
@@ -340,82 +390,38 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
     if (lane == 0) rb_s = rb;
   }
   const int items = a.n * tile_e;  // only real tokens
-  const bool direct = a.splits == 1 && !a.one_level;
   float* my_part = a.partials + std::int64_t(blockIdx.x) * items;
   for (int i = int(threadIdx.x); i < items; i += int(blockDim.x)) {
     float sum = part[i];
     for (int w2 = 1; w2 < a.wk; ++w2) sum += part[std::int64_t(w2) * kRows * tile_e + i];
-    if (direct) {
-      const int t = i / tile_e, ee = tile * tile_e + i % tile_e;
-      if (ee < a.experts) a.logits[std::int64_t(t) * a.logits_stride + ee] = sum;
-    } else {
-      my_part[i] = sum;
-    }
+    my_part[i] = sum;
   }
   __syncthreads();
   trace(2);
-  if (!direct && !a.one_level) {
-    if (threadIdx.x == 0) flag_s = arrive_last(a.counters + 1 + tile, unsigned(a.splits));
-    __syncthreads();
-    if (!flag_s) return;
-    // The tile's last block: logits = sum of the tile's splits, in split order.
-    const float* tile_part = a.partials + std::int64_t(tile) * a.splits * items;
-    for (int i = int(threadIdx.x); i < items; i += int(blockDim.x)) {
-      const int t = i / tile_e, ee = tile * tile_e + i % tile_e;
-      float sum = __ldcg(tile_part + i);
-      int s = 1;
-      for (; s + 4 <= a.splits; s += 4) {  // four loads in flight, then the adds in order
-        const float v0 = __ldcg(tile_part + std::int64_t(s) * items + i);
-        const float v1 = __ldcg(tile_part + std::int64_t(s + 1) * items + i);
-        const float v2 = __ldcg(tile_part + std::int64_t(s + 2) * items + i);
-        const float v3 = __ldcg(tile_part + std::int64_t(s + 3) * items + i);
-        sum += v0;
-        sum += v1;
-        sum += v2;
-        sum += v3;
-      }
-      for (; s < a.splits; ++s) sum += __ldcg(tile_part + std::int64_t(s) * items + i);
-      if (ee < a.experts) a.logits[std::int64_t(t) * a.logits_stride + ee] = sum;
-    }
-    __syncthreads();
-  }
+  const unsigned blocks = gridDim.x;
   if (threadIdx.x == 0) {
-    flag_s = arrive_last(a.counters, unsigned(a.one_level ? a.tiles * a.splits : a.tiles));
+    // The last a.routers blocks to arrive route: router 0 arrived last.
+    const unsigned before = arrive(a.counters);
+    const int router = int(blocks - 1 - before);
+    if (router < a.routers && router > 0) wait_count(a.counters, blocks);
+    flag_s = router;
   }
   __syncthreads();
-  trace(3);
-  if (!flag_s) return;
-  // The partial sums are dead: their shared memory becomes the warps' route buffers (and,
-  // one_level, the logits after them).
-  auto* route_s = reinterpret_cast<route_detail::RouteWarpSmem*>(smem_f4);
-  float* logits_s = reinterpret_cast<float*>(route_s + nwarps);
-  if (a.one_level) {
-    // The grid's last block: logits = sum of every tile's splits, in split order.
-    const int total = a.n * a.experts;
-    for (int i = int(threadIdx.x); i < total; i += int(blockDim.x)) {
-      const int t = i / a.experts, ee = i % a.experts;
-      const int tl = ee / tile_e, j = ee % tile_e;
-      const float* src = a.partials + std::int64_t(tl) * a.splits * items + t * tile_e + j;
-      float sum = __ldcg(src);
-      int s = 1;
-      for (; s + 4 <= a.splits; s += 4) {
-        const float v0 = __ldcg(src + std::int64_t(s) * items);
-        const float v1 = __ldcg(src + std::int64_t(s + 1) * items);
-        const float v2 = __ldcg(src + std::int64_t(s + 2) * items);
-        const float v3 = __ldcg(src + std::int64_t(s + 3) * items);
-        sum += v0;
-        sum += v1;
-        sum += v2;
-        sum += v3;
-      }
-      for (; s < a.splits; ++s) sum += __ldcg(src + std::int64_t(s) * items);
-      logits_s[t * a.logits_stride + ee] = sum;
+  const int router = flag_s;
+  if (router >= a.routers) return;
+  if (threadIdx.x == 0) {
+    // Every router is past its wait: the last to get here resets both counters.
+    if (atomicAdd(a.counters + 1, 1u) == unsigned(a.routers - 1)) {
+      atomicExch(a.counters, 0u);
+      atomicExch(a.counters + 1, 0u);
     }
-    __syncthreads();
   }
-  trace(4);
+  trace(3);
 
-  // ---- stage 3 (last block only): the dense route of every row, one warp per row ----------
+  // ---- stage 3 (routers only): the rows' logits, then their dense route -------------------
+  // The partial sums are dead: their shared memory becomes the route buffers and the logits.
+  auto* route_s = reinterpret_cast<route_detail::RouteWarpSmem*>(smem_f4);
+  float* logits_s = reinterpret_cast<float*>(route_s + kRouteGemmRouterRows);
   RouteTopkArgs ra{};
   ra.bias = a.bias;
   ra.weights = a.weights;
@@ -427,19 +433,22 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   ra.k = a.k;
   ra.scale = a.scale;
   ra.ids_i64 = a.ids64 != 0;
-  if (warp >= a.n) return;
   const route_detail::RouteBias rb = rb_s;  // written in stage 2, ordered by its barriers
-  for (int row = warp; row < a.n; row += nwarps) {
-    if (a.one_level) {
-      route_logit_row<kChunks, true>(ra, route_s[warp], row, logits_s + row * a.logits_stride,
-                                     bias_s, rb);
-    } else {
-      route_logit_row<kChunks, false>(ra, route_s[warp], row,
-                                      a.logits + std::int64_t(row) * a.logits_stride, bias_s,
-                                      rb);
+  // Router j routes rows [j * per, (j + 1) * per), kRouteGemmRouterRows at a time.
+  const int per = (a.n + a.routers - 1) / a.routers;
+  const int end = min(a.n, (router + 1) * per);
+  for (int r0 = router * per; r0 < end; r0 += kRouteGemmRouterRows) {
+    const int rows = min(kRouteGemmRouterRows, end - r0);
+    sum_splits(a, r0, rows, logits_s);
+    __syncthreads();
+    trace(4);
+    for (int r = warp; r < rows; r += nwarps) {
+      route_logit_row<kChunks>(ra, route_s[r], r0 + r, logits_s + r * a.logits_stride, bias_s,
+                               rb);
     }
+    __syncthreads();  // the next rows' sums overwrite logits_s
   }
-  if (warp == 0) trace(5);
+  if (router == 0) trace(5);
 }
 
 }  // namespace kernels
