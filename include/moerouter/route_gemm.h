@@ -38,16 +38,15 @@ constexpr std::int64_t kRouteGemmMaxTokens = 64;
 constexpr std::int64_t kRouteGemmMaxExperts = 1024;
 /// Largest k of launch_route_gemm.
 constexpr std::int32_t kRouteGemmMaxK = 32;
-/// Largest batch for which the Router dispatches a dense layer of `experts` x `hidden` to
-/// launch_route_gemm rather than the prefill path (cuBLASLt GEMM + fused route): 4 at
-/// DSV4-Flash's and DSV4-Pro's sizes, the one-pass kernel's range (n <= 4). Measured on an
-/// H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph, each launch alone;
-/// docs/benchmarks.md): Pro 5.76 / 6.32 / 7.15 / 7.59 us at n = 1 / 2 / 3 / 4 against the
-/// prefill path's 8.52-8.77, Flash 4.57-5.60 against 7.65-7.85; at n = 8 the tiled mma kernel
-/// loses (Pro 10.12 against 8.77, Flash 7.99 against 7.81).
-constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t /*experts*/,
-                                                   std::int64_t /*hidden*/) {
-  return 4;
+/// Largest batch for which the Router (and the torch op `route`) dispatches a dense layer of
+/// `experts` x `hidden` to launch_route_gemm rather than the prefill path (cuBLASLt GEMM +
+/// fused route). Measured on an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph,
+/// each launch alone; docs/benchmarks.md): DSV4-Flash's W (256 x 4096, and anything as small)
+/// up to 32 tokens (7.3-7.8 us against the prefill path's 7.7-8.0; 8.9 against 7.9 at 64),
+/// DSV4-Pro's (384 x 7168, and anything larger) up to 4, the one-pass kernel's range (5.6-7.4
+/// us against 8.5-8.6; the tiled kernel's 9.4-9.5 at n = 8 and 16 lose to 8.6-8.7).
+constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden) {
+  return experts * hidden <= std::int64_t(256) * 4096 ? 32 : 4;
 }
 
 /// Bytes of device workspace that launch_route_gemm needs for up to `max_n` tokens (1..64) of

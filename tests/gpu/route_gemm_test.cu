@@ -402,6 +402,36 @@ TEST(RouteGemm, WorkspaceSharedByBothKernels) {
   }
 }
 
+// A fresh workspace of route_gemm_workspace_size(n, E) bytes whose only zeroed bytes are
+// route_gemm_workspace_zeroed_bytes(E) (the rest 0xff), as the torch op allocates it: both
+// kernels route correctly, twice in a row on it.
+TEST(RouteGemm, FreshWorkspaceWithOnlyTheZeroedPrefix) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    std::int64_t h, e, n;
+  };
+  for (const Case c : {Case{7168, 384, 1}, Case{7168, 384, 16}, Case{7168, 384, 64},
+                       Case{1032, 1000, 3}, Case{4096, 256, 40}}) {
+    Problem pr = make_problem(c.n, c.h, c.e, 6, 900 + std::uint64_t(c.n + c.e));
+    const oracle::RouteResult ref = oracle::route(pr.host(c.n));
+    GpuRun g(pr);
+    const std::size_t bytes = cuda::route_gemm_workspace_size(c.n, c.e);
+    const std::size_t zeroed = cuda::route_gemm_workspace_zeroed_bytes(c.e);
+    ASSERT_GT(zeroed, 0u);
+    ASSERT_LE(zeroed, bytes);
+    DeviceBuffer<unsigned char> fresh(bytes);
+    ASSERT_EQ(cudaMemset(fresh.ptr, 0xff, bytes), cudaSuccess);
+    ASSERT_EQ(cudaMemset(fresh.ptr, 0, zeroed), cudaSuccess);
+    for (int rep = 0; rep < 2; ++rep) {
+      ASSERT_EQ(cudaMemset(g.weights.ptr, 0xff, g.weights.count * sizeof(float)), cudaSuccess);
+      ASSERT_TRUE(cuda::launch_route_gemm(g.params(c.n), fresh.ptr, bytes, nullptr).ok());
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      g.expect_matches(ref, c.n, "fresh workspace, launch " + std::to_string(rep));
+      if (HasFailure()) return;
+    }
+  }
+}
+
 // int64 ids, strided x and strided outputs (the padding must stay untouched).
 TEST(RouteGemm, Int64IdsAndStrides) {
   SKIP_WITHOUT_GPU();
