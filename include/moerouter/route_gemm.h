@@ -15,7 +15,10 @@
 //     meet in the workspace, and the last blocks to arrive on a counter (the routers, up to 16,
 //     which wait for the others) each finish the sums of a few rows and route them; the kernel
 //     resets its counters itself. The wait needs the routers co-resident with the blocks still
-//     running, which holds on any device or partition where 16 of its blocks fit at once.
+//     running, which holds on any device or MIG partition where 16 of its blocks fit at once
+//     (routers are capped at half the SMs the device reports). Under MPS with an active-thread
+//     percentage that leaves the process C < 16 SMs, a launch of more than 4 C tokens can wait
+//     forever: cap the routers at C there (launch_route_gemm_tiled's force_routers).
 //
 // Programmatic dependent launch (pdl = true): the kernel streams W before it waits for the
 // previous kernel on the stream, so W and bias must not be written by that kernel (only x may).
