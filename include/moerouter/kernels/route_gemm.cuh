@@ -25,7 +25,8 @@
 //            wherever `routers` blocks fit on the device at once: a router only waits for
 //            blocks that arrive after it, and at most routers - 1 of them are still missing.
 // The counters are reset by the last router to see the count complete, so the workspace is
-// ready for the next launch or graph replay. Every sum has a fixed order: the result is bit-reproducible.
+// ready for the next launch or graph replay. Every sum has a fixed order: the result is
+// bit-reproducible.
 //
 // The mma operands are fed straight from global memory: a thread's 16-byte load holds 8
 // consecutive k of one row, and the two mma k-steps of a 32-wide chunk take its first and last
@@ -361,7 +362,7 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   trigger_dependents();
   trace(1);
 
-  // ---- stage 2: reduce over the block's warps in a fixed order, then over the splits ------
+  // ---- stage 2: reduce over the block's warps in a fixed order, then arrive ---------------
   // C fragment: rows (tokens) quad and quad + 8, columns (experts) 2c and 2c + 1.
   {
     float* mine = part + std::int64_t(q) * kRows * tile_e;
@@ -376,8 +377,8 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   }
   __syncthreads();
   if (warp == nwarps - 1) {
-    // The bias range for the route (the grid's last block needs it): computed here, where
-    // this warp would idle while the first items of the sums below are added.
+    // The bias range for the route (the routers need it): computed here, where this warp
+    // would idle while the first items of the sums below are added.
     route_detail::RouteBiasAcc bias_acc;
 #pragma unroll
     for (int ch = 0; ch < kChunks; ++ch) {
