@@ -105,5 +105,41 @@ inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b,
   return true;
 }
 
+/// The bit patterns where a device predicate holds, over all 2^32 of them: how many, and the
+/// lowest (0xffffffff where there is none).
+struct BitSweep {
+  unsigned long long count = 0;
+  unsigned first = 0xffffffffu;
+};
+
+template <typename Differs>
+__global__ void bit_sweep_kernel(Differs differs, unsigned long long* count, unsigned* first) {
+  unsigned long long bad = 0;
+  for (std::uint64_t x = blockIdx.x * std::uint64_t(blockDim.x) + threadIdx.x;
+       x < (std::uint64_t(1) << 32); x += std::uint64_t(gridDim.x) * blockDim.x) {
+    if (differs(std::uint32_t(x))) {
+      ++bad;
+      atomicMin(first, std::uint32_t(x));
+    }
+  }
+  atomicAdd(count, bad);
+}
+
+/// Runs `differs` (a functor with a __device__ bool operator()(std::uint32_t bits)) on every
+/// 32-bit pattern: the exhaustive equality checks of a branchless device function against its
+/// reference.
+template <typename Differs>
+void sweep_all_bits(Differs differs, BitSweep* out) {
+  DeviceBuffer<unsigned long long> d_count(1);
+  DeviceBuffer<unsigned> d_first(1);
+  d_count.fill_bytes(0);
+  d_first.fill_bytes(0xff);
+  bit_sweep_kernel<<<132 * 8, 256>>>(differs, d_count.get(), d_first.get());
+  MOER_CUDA_OK(cudaGetLastError());
+  MOER_CUDA_OK(cudaDeviceSynchronize());
+  out->count = d_count.download()[0];
+  out->first = d_first.download()[0];
+}
+
 }  // namespace testing
 }  // namespace moerouter

@@ -337,28 +337,18 @@ TEST_F(GpuRadixTopk, GridArguments) {
 
 // The streaming kernel's branchless order key (radix_stream_detail::key_of_bits) against the
 // reference radix_detail::key_of for every 32-bit pattern: mismatches counted, the lowest kept.
-__global__ void key_equal_kernel(unsigned long long* count, unsigned* first) {
-  for (std::uint64_t x = blockIdx.x * std::uint64_t(blockDim.x) + threadIdx.x; x < (1ull << 32);
-       x += std::uint64_t(gridDim.x) * blockDim.x) {
-    const std::uint32_t b = std::uint32_t(x);
-    if (kernels::radix_stream_detail::key_of_bits(b) !=
-        kernels::radix_detail::key_of(__uint_as_float(b))) {
-      atomicAdd(count, 1ull);
-      atomicMin(first, b);
-    }
+struct KeyDiffers {
+  __device__ bool operator()(std::uint32_t b) const {
+    return kernels::radix_stream_detail::key_of_bits(b) !=
+           kernels::radix_detail::key_of(__uint_as_float(b));
   }
-}
+};
 
 TEST_F(GpuRadixTopk, BranchlessKeyEqualsTheReferenceEverywhere) {
-  DeviceBuffer<unsigned long long> d_count(1);
-  DeviceBuffer<unsigned> d_first(1);
-  d_count.fill_bytes(0);
-  d_first.fill_bytes(0xff);
-  key_equal_kernel<<<132 * 8, 256>>>(d_count.get(), d_first.get());
-  MOER_CUDA_OK(cudaGetLastError());
-  MOER_CUDA_OK(cudaDeviceSynchronize());
-  EXPECT_EQ(d_count.download()[0], 0u)
-      << "bit patterns where the keys differ; the lowest: 0x" << std::hex << d_first.download()[0];
+  testing::BitSweep r;
+  ASSERT_NO_FATAL_FAILURE(testing::sweep_all_bits(KeyDiffers{}, &r));
+  EXPECT_EQ(r.count, 0u) << "bit patterns where the keys differ; the lowest: 0x" << std::hex
+                         << r.first;
 }
 
 // The workspace size by shape (no device needed): grid mode only for k > 32 or unsorted output,

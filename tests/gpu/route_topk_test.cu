@@ -188,38 +188,23 @@ TEST(FusedRouteApprox, ScoreBoundHoldsForEveryFloat) {
 
 // detail::sqrt_softplus_nobranch (the kernels' score) equals detail::sqrt_softplus (math.h,
 // the CPU backend's) bit for bit for all 2^32 inputs (NaN for NaN).
-__global__ void nobranch_equal_kernel(unsigned long long* mismatches, unsigned* first_bad) {
-  unsigned long long bad = 0;
-  const std::uint64_t stride = std::uint64_t(gridDim.x) * blockDim.x;
-  for (std::uint64_t i = std::uint64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-       i < (std::uint64_t(1) << 32); i += stride) {
-    const float z = __uint_as_float(std::uint32_t(i));
+struct ScoreDiffers {
+  __device__ bool operator()(std::uint32_t bits) const {
+    const float z = __uint_as_float(bits);
     const float a = detail::sqrt_softplus_nobranch(z);
     const float s = detail::sqrt_softplus(z);
-    const bool same = (isnan(a) && isnan(s)) || __float_as_uint(a) == __float_as_uint(s);
-    if (!same) {
-      ++bad;
-      atomicMin(first_bad, std::uint32_t(i));
-    }
+    return !((isnan(a) && isnan(s)) || __float_as_uint(a) == __float_as_uint(s));
   }
-  atomicAdd(mismatches, bad);
-}
+};
 
 TEST(FusedRouteApprox, BranchlessScoreEqualsTheReferenceEverywhere) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_device_description();
-  DeviceBuffer<unsigned long long> d_count(1);
-  DeviceBuffer<unsigned> d_first(1);
-  d_count.fill_bytes(0);
-  d_first.fill_bytes(0xff);
-  nobranch_equal_kernel<<<132 * 8, 256>>>(d_count.get(), d_first.get());
-  MOER_CUDA_OK(cudaGetLastError());
-  MOER_CUDA_OK(cudaDeviceSynchronize());
-  const unsigned long long count = d_count.download()[0];
-  const unsigned first = d_first.download()[0];
+  testing::BitSweep r;
+  ASSERT_NO_FATAL_FAILURE(testing::sweep_all_bits(ScoreDiffers{}, &r));
   float z;
-  std::memcpy(&z, &first, 4);
-  EXPECT_EQ(count, 0u) << "inputs where the branchless score differs; the lowest bit pattern: 0x"
-                       << std::hex << first << " (" << z << ")";
+  std::memcpy(&z, &r.first, 4);
+  EXPECT_EQ(r.count, 0u) << "inputs where the branchless score differs; the lowest bit pattern: 0x"
+                         << std::hex << r.first << " (" << z << ")";
 }
 
 class GpuRouteLogits : public testing::GpuTest {};
