@@ -270,15 +270,28 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
     __syncwarp();
     if (out_rank >= 0) sum = detail::rank_order_sum(sm.list.val, k);
   } else {
+    // k rounds of a REDUX maximum; the lane whose key equals it wins (several lanes only on
+    // equal keys: then the lowest expert among them). The winners' scores are summed in rank
+    // order from shared memory afterwards: no shuffle and no winner's lane in the rounds
+    // (measured on an H100, N=16384: Pro 14.57 -> 14.37 us, Flash 11.97 -> 11.70; 4% fewer
+    // instructions).
 #pragma unroll
     for (int r = 0; r < k; ++r) {  // total >= k: every round has a winner (key >= 1)
-      const int w = detail::warp_argmax_lane(key, index);  // equal keys: the lowest expert
-      sum += __shfl_sync(detail::kFullMask, s, w);
-      if (lane == w) {
+      const std::uint32_t top = __reduce_max_sync(detail::kFullMask, key);
+      bool won = key == top;
+      const unsigned all = __ballot_sync(detail::kFullMask, won);
+      if ((all & (all - 1)) != 0) {  // warp-uniform; every lane takes part in the REDUX
+        const std::uint32_t lowest = __reduce_min_sync(detail::kFullMask, won ? index : ~0u);
+        won = won && index == lowest;
+      }
+      if (won) {
         out_rank = r;
         key = 0;
       }
     }
+    if (out_rank >= 0) sm.list.val[out_rank] = s;
+    __syncwarp();
+    if (out_rank >= 0) sum = detail::rank_order_sum(sm.list.val, k);
   }
   route_trace(6, unsigned(out_rank));
   if (out_rank >= 0) {
@@ -394,8 +407,13 @@ __device__ __forceinline__ float logit_cut(std::uint32_t t_key, const RouteBias&
   const float y = low_s - rb.b_range - 1e-3f * (low_s + rb.bmax) - 1e-6f;
   if (!(y >= 0.01f)) return kNaN;
   const float u = y * y;
-  const float l_raw = u + __logf(1.0f - __expf(-u));
-  return l_raw - 0.01f * (1.0f + fabsf(l_raw)) - __fdividef(3e-7f, u);
+  // The MUFU approximations themselves, without __logf / __expf / __fdividef's range fixups
+  // (measured on an H100: N=16384 Pro 14.78 -> 14.63 us, Flash 12.16 -> 12.00): u >= 1e-4
+  // keeps every operand normal, and an exp that flushes to 0 gives log(1) = 0.
+  const float l_raw =
+      u + detail::lg2_approx(1.0f - detail::ex2_approx(u * -1.44269504088896341f)) *
+              0.693147180559945309f;
+  return l_raw - 0.01f * (1.0f + fabsf(l_raw)) - 3e-7f * detail::rcp_approx(u);
 }
 
 /// Routes one row whose logits `l` this lane holds (levels 1 to 3 of the file comment) and
