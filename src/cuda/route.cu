@@ -51,21 +51,20 @@ constexpr std::int64_t kRowBlockMaxRows = 512;
 
 // pdl: allow programmatic dependent launch (the kernels wait for the previous kernel before
 // any global access), so the launch overlaps the tail of the kernel before it.
+// logit_filter: try the logit filter (route_topk.cuh, level 1) before the approximate keys.
 template <typename Kernel>
 Status launch_one_warp_per_row(Kernel kernel, const kernels::RouteTopkArgs& a,
-                               cudaStream_t stream, bool pdl, const char* what) {
+                               cudaStream_t stream, bool pdl, bool logit_filter,
+                               const char* what) {
   constexpr int kThreads = kernels::kRouteWarps * 32;
   const std::int64_t want = (a.n + kernels::kRouteWarps - 1) / kernels::kRouteWarps;
   const int resident = detail::resident_blocks(reinterpret_cast<const void*>(kernel), kThreads);
   const int blocks = int(std::min<std::int64_t>(want, resident));
-  // The logit filter pays off once warps take several rows each (throughput-bound); below
-  // that the latency of its extra reductions dominates.
   kernels::RouteTopkArgs args = a;
-  args.logit_filter = a.n >= 2 * std::int64_t(resident) * kernels::kRouteWarps;
+  args.logit_filter = logit_filter;
   return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, pdl,
                                args, what);
 }
-
 template <typename T, int kWarps>
 Status launch_rowblock(const kernels::RouteTopkArgs& a, cudaStream_t stream, bool pdl) {
   const auto kernel = kernels::route_topk_rowblock_kernel<T, kWarps>;
@@ -93,12 +92,20 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
           constexpr int kRowWarps = kDsv4Shape ? kChunks : 2;
           if (a.n <= kRowBlockMaxRows) return launch_rowblock<T, kRowWarps>(a, stream, pdl);
         }
+        // The logit filter: not in the small-batch variant, whose time is one row's chain of
+        // latencies (the filter's reductions lengthen it); always in the plain kernel, which
+        // took it from 2 rows a warp on until measured on an H100 (filter always on against
+        // that; CUDA graph, rotating logits, us): Pro N = 2048 / 4096 4.57 / 6.26 against
+        // 5.10 / 6.81, Flash 3.97 / 5.05 / 7.92 (N = 8448) against 4.31 / 5.61 / 9.49 (Flash's
+        // 54 registers fit 9 blocks an SM, so 8448 rows had been below 2 a warp); N = 16384
+        // and 65536 unchanged.
         if (a.n < kSmallMaxRows) {
           return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4, true>, a,
-                                         stream, pdl, "route: route_topk_kernel (small) launch");
+                                         stream, pdl, false,
+                                         "route: route_topk_kernel (small) launch");
         }
         return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4, false>, a,
-                                       stream, pdl, "route: route_topk_kernel launch");
+                                       stream, pdl, true, "route: route_topk_kernel launch");
       };
       if constexpr (kDsv4Shape) {
         if (dsv4) return launch(std::true_type{});

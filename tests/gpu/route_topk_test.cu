@@ -236,15 +236,16 @@ TEST_F(GpuRouteLogits, SweepAgainstCpuAndOracle) {
   }
 }
 
-// Batches large enough for the logit filter (level 1 of route_topk.cuh, used once warps take
-// several rows each), over every data pattern and bias shape, including ones where it must
-// hand over to the next level.
+// Batches for the plain kernel's logit filter (level 1 of route_topk.cuh), several rows a warp,
+// over every data pattern and bias shape, including ones where it must hand over to the next
+// level.
 TEST_F(GpuRouteLogits, LargeBatchesAllPatternsAndBiasShapes) {
   const LogitPattern all[] = {LogitPattern::kNormal, LogitPattern::kTies,
                               LogitPattern::kNearTies, LogitPattern::kExtreme,
                               LogitPattern::kSpecial};
   std::uint64_t seed = 4000;
-  // Level 1 runs from 2 * resident warps on; 16 blocks of 4 warps per SM bound the residency.
+  // The plain kernel (from 2048 rows) tries level 1 on every row; rows beyond the resident
+  // warps (16 blocks of 4 warps per SM bound the residency) make warps take several rows.
   int sms = 0;
   MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const std::int64_t n = std::int64_t(sms) * 16 * 4 * 2 + 1;
