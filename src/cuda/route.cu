@@ -65,6 +65,7 @@ Status launch_one_warp_per_row(Kernel kernel, const kernels::RouteTopkArgs& a,
   return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, pdl,
                                args, what);
 }
+
 template <typename T, int kWarps>
 Status launch_rowblock(const kernels::RouteTopkArgs& a, cudaStream_t stream, bool pdl) {
   const auto kernel = kernels::route_topk_rowblock_kernel<T, kWarps>;
