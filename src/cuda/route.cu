@@ -89,9 +89,8 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
       const auto launch = [&](auto dsv4_tag) {
         constexpr bool kDsv4 = decltype(dsv4_tag)::value;
         if constexpr (kDsv4) {
-          // (kDsv4 implies kDsv4Shape; the clamp keeps the other chunk counts compiling.)
-          constexpr int kRowWarps = kDsv4Shape ? kChunks : 2;
-          if (a.n <= kRowBlockMaxRows) return launch_rowblock<T, kRowWarps>(a, stream, pdl);
+          // (kDsv4 only with kDsv4Shape: a warp per 128 experts.)
+          if (a.n <= kRowBlockMaxRows) return launch_rowblock<T, kChunks>(a, stream, pdl);
         }
         // The logit filter: not in the small-batch variant, whose time is one row's chain of
         // latencies (the filter's reductions lengthen it); always in the plain kernel, which
@@ -108,9 +107,9 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
         return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4, false>, a,
                                        stream, pdl, true, "route: route_topk_kernel launch");
       };
-      if constexpr (kDsv4Shape) {
-        if (dsv4) return launch(std::true_type{});
-      }
+      // (A bool_constant, not `if constexpr`: this lambda is no template, so a discarded
+      // branch would still instantiate the DSV4 kernels for every chunk count.)
+      if (dsv4) return launch(std::bool_constant<kDsv4Shape>{});
       return launch(std::false_type{});
     });
   });
