@@ -15,7 +15,9 @@
 //                 parameters come from HBM too, as in a decode step that streams the whole
 //                 model between two calls of one layer's router.
 //
-// Usage: moerouter_bench [--json FILE] [--quick]
+// Usage: moerouter_bench [--json FILE] [--quick] [--n N1,N2,...]
+//   --quick  N = 1 and 16384 only; --n: these batch sizes instead (e.g. the dispatch
+//   crossovers of route.cu: --n 1536,2048,4096,8448).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -383,18 +385,41 @@ void run_model(Bench& b, const ModelShape& m, const std::vector<std::int64_t>& n
   CK(cudaFree(d_table));
 }
 
+// "N1,N2,..." -> the batch sizes (each >= 1); empty on a malformed list.
+std::vector<std::int64_t> parse_sizes(const char* list) {
+  std::vector<std::int64_t> ns;
+  const char* p = list;
+  while (*p != '\0') {
+    char* end = nullptr;
+    const long long v = std::strtoll(p, &end, 10);
+    if (end == p || v < 1 || (*end != ',' && *end != '\0')) return {};
+    ns.push_back(v);
+    p = *end == ',' ? end + 1 : end;
+  }
+  return ns;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const char* json_path = nullptr;
   bool quick_mode = false;
+  std::vector<std::int64_t> sizes;
+  const char* usage = "usage: moerouter_bench [--json FILE] [--quick] [--n N1,N2,...]\n";
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
       json_path = argv[++i];
     } else if (std::strcmp(argv[i], "--quick") == 0) {
       quick_mode = true;
+    } else if (std::strcmp(argv[i], "--n") == 0 && i + 1 < argc) {
+      sizes = parse_sizes(argv[++i]);
+      if (sizes.empty()) {
+        std::fprintf(stderr, "moerouter_bench: --n takes positive integers separated by commas, "
+                             "got '%s'\n%s", argv[i], usage);
+        return 2;
+      }
     } else {
-      std::fprintf(stderr, "usage: moerouter_bench [--json FILE] [--quick]\n");
+      std::fprintf(stderr, "%s", usage);
       return 2;
     }
   }
@@ -409,7 +434,9 @@ int main(int argc, char** argv) {
   std::printf("device: %s (%d SMs, L2 %.0f MB), copy bandwidth %.0f GB/s (read + write)\n",
               b.dev.name.c_str(), b.dev.sms, double(b.dev.l2) / 1e6, b.dev.copy_gbps);
   const std::vector<std::int64_t> ns =
-      quick_mode ? std::vector<std::int64_t>{1, 16384} : std::vector<std::int64_t>{1, 16, 64, 1024, 16384};
+      !sizes.empty() ? sizes
+      : quick_mode   ? std::vector<std::int64_t>{1, 16384}
+                     : std::vector<std::int64_t>{1, 16, 64, 1024, 16384};
   for (const ModelShape& m : {dsv4_flash(), dsv4_pro()}) run_model(b, m, ns);
   if (b.json != nullptr) std::fclose(b.json);
   return 0;
