@@ -36,11 +36,12 @@ int route_chunks(std::int64_t experts) {
 }
 
 // Batches below kSmallMaxRows (the DSV4 fast path: from kRowBlockMaxRows + 1, below) take
-// route_topk_kernel's kSmall variant (a chain of latencies
-// per row: it loads a warp's next row while it routes the current one), larger ones the plain
-// kernel (more rows in flight). On an H100, Pro, warm L2: 2.93 vs 3.10 us at N = 1, 3.67 vs
-// 3.80 at 1024, 7.37 vs 7.06 at 4096.
-constexpr std::int64_t kSmallMaxRows = 2048;
+// route_topk_kernel's kSmall variant (a chain of latencies per row: it loads a warp's next row
+// while it routes the current one), larger ones the plain kernel (more rows in flight).
+// Measured on an H100 (CUDA graph, rotating logits; both with the logit filter), kSmall against
+// plain, us: Pro 3.66 vs 3.92 at N = 1024, 4.23 vs 4.23 at 1536, 5.03 vs 4.56 at 2047; Flash
+// 3.25 vs 3.49, 3.74 vs 3.73, 4.32 vs 3.96.
+constexpr std::int64_t kSmallMaxRows = 1536;
 
 // Up to kRowBlockMaxRows rows the DSV4 fast path takes route_topk_rowblock_kernel (a block
 // per row, every expert's exact key at once: the shortest chain per row), larger batches
@@ -51,19 +52,15 @@ constexpr std::int64_t kRowBlockMaxRows = 512;
 
 // pdl: allow programmatic dependent launch (the kernels wait for the previous kernel before
 // any global access), so the launch overlaps the tail of the kernel before it.
-// logit_filter: try the logit filter (route_topk.cuh, level 1) before the approximate keys.
 template <typename Kernel>
 Status launch_one_warp_per_row(Kernel kernel, const kernels::RouteTopkArgs& a,
-                               cudaStream_t stream, bool pdl, bool logit_filter,
-                               const char* what) {
+                               cudaStream_t stream, bool pdl, const char* what) {
   constexpr int kThreads = kernels::kRouteWarps * 32;
   const std::int64_t want = (a.n + kernels::kRouteWarps - 1) / kernels::kRouteWarps;
   const int resident = detail::resident_blocks(reinterpret_cast<const void*>(kernel), kThreads);
   const int blocks = int(std::min<std::int64_t>(want, resident));
-  kernels::RouteTopkArgs args = a;
-  args.logit_filter = logit_filter;
-  return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, pdl,
-                               args, what);
+  return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, pdl, a,
+                               what);
 }
 
 template <typename T, int kWarps>
@@ -92,20 +89,12 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
           // (kDsv4 only with kDsv4Shape: a warp per 128 experts.)
           if (a.n <= kRowBlockMaxRows) return launch_rowblock<T, kChunks>(a, stream, pdl);
         }
-        // The logit filter: not in the small-batch variant, whose time is one row's chain of
-        // latencies (the filter's reductions lengthen it); always in the plain kernel, which
-        // took it from 2 rows a warp on until measured on an H100 (filter always on against
-        // that; CUDA graph, rotating logits, us): Pro N = 2048 / 4096 4.57 / 6.26 against
-        // 5.10 / 6.81, Flash 3.97 / 5.05 / 7.92 (N = 8448) against 4.31 / 5.61 / 9.49 (Flash's
-        // 54 registers fit 9 blocks an SM, so 8448 rows had been below 2 a warp); N = 16384
-        // and 65536 unchanged.
         if (a.n < kSmallMaxRows) {
           return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4, true>, a,
-                                         stream, pdl, false,
-                                         "route: route_topk_kernel (small) launch");
+                                         stream, pdl, "route: route_topk_kernel (small) launch");
         }
         return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4, false>, a,
-                                       stream, pdl, true, "route: route_topk_kernel launch");
+                                       stream, pdl, "route: route_topk_kernel launch");
       };
       // (A bool_constant, not `if constexpr`: this lambda is no template, so a discarded
       // branch would still instantiate the DSV4 kernels for every chunk count.)

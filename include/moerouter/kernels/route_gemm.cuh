@@ -387,7 +387,7 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
       const float b4[4] = {v.x, v.y, v.z, v.w};
       bias_acc.add(b4, e0, a.experts);
     }
-    const route_detail::RouteBias rb = bias_acc.reduce(true);
+    const route_detail::RouteBias rb = bias_acc.reduce();
     if (lane == 0) rb_s = rb;
   }
   const int items = a.n * tile_e;  // only real tokens

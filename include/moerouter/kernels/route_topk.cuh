@@ -74,8 +74,6 @@ struct RouteTopkArgs {
   bool ids_i64;
   bool vector_logits;            ///< E % 4 == 0 and 4-element chunks aligned (16 B f32, 8 B bf16)
   bool vector_bias;              ///< bias 16-byte aligned and E % 4 == 0
-  bool logit_filter;             ///< try level 1 (file comment): saves instructions on large
-                                 ///< batches, adds latency to small ones
 };
 
 namespace route_detail {
@@ -337,7 +335,7 @@ __device__ __forceinline__ void load_row(const RouteTopkArgs& a, std::int64_t ro
 struct RouteBias {
   float bmax;          ///< max |bias| (NaN ignored), 0 without bias
   float b_range;       ///< (b_hi - b_lo), rounded up
-  bool logit_filter;   ///< level 1 allowed (requested, and the bias is finite)
+  bool logit_filter;   ///< level 1 allowed (the bias is finite)
 };
 
 /// Accumulates the range of four bias values of experts e0.. (those below E count).
@@ -357,12 +355,12 @@ struct RouteBiasAcc {
   }
   /// Warp-collective: the warp's range. The logit filter needs a finite bias and its range
   /// (rounded up by a relative margin).
-  __device__ __forceinline__ RouteBias reduce(bool logit_filter) const {
+  __device__ __forceinline__ RouteBias reduce() const {
     RouteBias rb;
     rb.bmax = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(bmax)));
     const float hi = key_to_float(__reduce_max_sync(detail::kFullMask, detail::order_key(b_hi)));
     const float lo = key_to_float(__reduce_min_sync(detail::kFullMask, detail::order_key(b_lo)));
-    rb.logit_filter = logit_filter && !__any_sync(detail::kFullMask, bad);
+    rb.logit_filter = !__any_sync(detail::kFullMask, bad);
     rb.b_range = (hi - lo) * (1.0f + 0x1p-20f);
     return rb;
   }
@@ -392,7 +390,19 @@ __device__ __forceinline__ RouteBias load_bias(const RouteTopkArgs& a, int warp,
       *reinterpret_cast<float4*>(s_bias + e0) = make_float4(b[0], b[1], b[2], b[3]);
     }
   }
-  return acc.reduce(a.logit_filter);
+  return acc.reduce();
+}
+
+/// The largest of l[kBegin, kEnd) by a tree of fmaxf (NaN skipped; NaN if all are): a chain of
+/// log2 steps instead of one step per slot, for the latency-bound kernels.
+template <int kBegin, int kEnd, int kSlots>
+__device__ __forceinline__ float max_tree(const float (&l)[kSlots]) {
+  if constexpr (kEnd - kBegin == 1) {
+    return l[kBegin];
+  } else {
+    constexpr int kMid = kBegin + (kEnd - kBegin) / 2;
+    return fmaxf(max_tree<kBegin, kMid>(l), max_tree<kMid, kEnd>(l));
+  }
 }
 
 /// Level 1's bound (route_row's comment): given the order key of a logit t that at least k
@@ -437,9 +447,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
   // s^-1(y) = log(exp(y^2) - 1) = u + log(1 - exp(-u)), u = y^2 (all margins >= 100x the
   // errors of the approximations; see the file comment for s~).
   if (rb.logit_filter) {
-    float l_max = kNaN;  // "nothing yet" (fmaxf skips NaN)
-#pragma unroll
-    for (int v = 0; v < kSlots; ++v) l_max = fmaxf(l_max, l[v]);
+    const float l_max = max_tree<0, kSlots>(l);  // NaN only if every slot is NaN
     route_trace(1, __float_as_uint(l_max));
     const std::uint32_t t_key = kth_lane_key<kLatency>(detail::order_key(l_max), k, &sm.cand[0].x);
     route_trace(2, t_key);
@@ -524,7 +532,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 /// One warp per row, rows strided over the grid; see the file comment for the method.
 /// kDsv4: the DSV4 fast path, rows of whole aligned vectors (E = 128 * kChunks, see
 /// load_row) and k = kDsv4K known at compile time.
-/// kSmall: the small-batch variant (route.cu uses it below 2048 rows, where a row's chain of
+/// kSmall: the small-batch variant (route.cu uses it below 1536 rows, where a row's chain of
 /// dependent latencies is the time): same levels, same results, the short-chain selection; a
 /// warp loads its first row before the bias (both latencies overlap) and its next row before
 /// it routes the current one (80 registers). Otherwise at least kRouteMinBlocks blocks per SM
@@ -688,7 +696,7 @@ __device__ __forceinline__ void route_row_block(const RouteTopkArgs& a, RowBlock
 /// or 384 in whole aligned vectors, k = kDsv4K): a block of kWarps warps per row, rows strided
 /// over the grid, route_row_block's method (every expert's exact key at once, then three rank
 /// steps). A row's chain is the load, one exact sqrt-softplus and the three rank steps, where
-/// the one-warp kernel has the approximate filter, a warp scan, the exact evaluation and its
+/// the one-warp kernel has a filter, a warp scan, the exact evaluation and its
 /// ranks in turn.
 template <typename T, int kWarps>
 __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
