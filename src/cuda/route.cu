@@ -35,20 +35,21 @@ int route_chunks(std::int64_t experts) {
   return c == 5 ? 6 : c == 7 ? 8 : c;
 }
 
-// Batches below kSmallMaxRows (the DSV4 fast path: from kRowBlockMaxRows + 1, below) take
+// Batches below kSmallMaxRows (the DSV4 fast path: above row_block_max_rows, below) take
 // route_topk_kernel's kSmall variant (a chain of latencies per row: it loads a warp's next row
 // while it routes the current one), larger ones the plain kernel (more rows in flight).
-// Measured on an H100 (CUDA graph, rotating logits; both with the logit filter), kSmall against
-// plain, us: Pro 3.66 vs 3.92 at N = 1024, 4.23 vs 4.23 at 1536, 5.03 vs 4.56 at 2047; Flash
-// 3.25 vs 3.49, 3.74 vs 3.73, 4.32 vs 3.96.
-constexpr std::int64_t kSmallMaxRows = 1536;
+// Measured on an H100 (CUDA graph, rotating logits), kSmall against plain, us: Pro 3.91 vs 4.23
+// at N = 1536, 4.49 vs 4.59 at 2048, 4.97 vs 4.84 at 2560, 5.74 vs 5.34 at 3072; Flash 3.40 vs
+// 3.70, 3.81 vs 3.96, 4.25 vs 4.24, 4.73 vs 4.52.
+constexpr std::int64_t kSmallMaxRows = 2304;
 
-// Up to kRowBlockMaxRows rows the DSV4 fast path takes route_topk_rowblock_kernel (a block
-// per row, every expert's exact key at once: the shortest chain per row), larger batches
-// route_topk_kernel (a warp per row and the filters: the fewest instructions per row).
-// Measured on an H100, Pro, inputs cold (after an L2 flush), against the kSmall variant:
-// 2.67 vs 3.38 us at N = 64, 3.33 vs 3.73 at 512, 4.22 vs 4.13 at 768, 4.77 vs 4.36 at 1024.
-constexpr std::int64_t kRowBlockMaxRows = 512;
+// Up to row_block_max_rows(E / 128) rows the DSV4 fast path takes route_topk_rowblock_kernel
+// (a block per row, every expert's exact key at once: the shortest chain per row), larger
+// batches route_topk_kernel (a warp per row and the filters: the fewest instructions per row).
+// Measured on an H100 (CUDA graph, rotating logits), against the kSmall variant with the logit
+// filter, us: Pro 2.62 vs 2.62 at N = 256, 3.00 vs 2.89 at 384, 3.14 vs 3.14 at 512; Flash
+// 2.61 vs 2.63 at 384, 2.68 vs 2.72 at 512 (before that filter: Pro 3.33 vs 3.73 at 512).
+constexpr std::int64_t row_block_max_rows(int chunks) { return chunks == 3 ? 256 : 512; }
 
 // pdl: allow programmatic dependent launch (the kernels wait for the previous kernel before
 // any global access), so the launch overlaps the tail of the kernel before it.
@@ -87,7 +88,9 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
         constexpr bool kDsv4 = decltype(dsv4_tag)::value;
         if constexpr (kDsv4) {
           // (kDsv4 only with kDsv4Shape: a warp per 128 experts.)
-          if (a.n <= kRowBlockMaxRows) return launch_rowblock<T, kChunks>(a, stream, pdl);
+          if (a.n <= row_block_max_rows(kChunks)) {
+            return launch_rowblock<T, kChunks>(a, stream, pdl);
+          }
         }
         if (a.n < kSmallMaxRows) {
           return launch_one_warp_per_row(kernels::route_topk_kernel<T, kChunks, kDsv4, true>, a,

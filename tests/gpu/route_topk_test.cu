@@ -236,34 +236,37 @@ TEST_F(GpuRouteLogits, SweepAgainstCpuAndOracle) {
   }
 }
 
-// Batches for the plain kernel's logit filter (level 1 of route_topk.cuh), several rows a warp,
-// over every data pattern and bias shape, including ones where it must hand over to the next
-// level.
+// Batches for the one-warp kernels' logit filter (level 1 of route_topk.cuh), over every data
+// pattern and bias shape, including ones where it must hand over to the next level: the
+// small-batch variant (1000 rows, its short-chain steps) and the plain kernel with several
+// rows a warp.
 TEST_F(GpuRouteLogits, LargeBatchesAllPatternsAndBiasShapes) {
   const LogitPattern all[] = {LogitPattern::kNormal, LogitPattern::kTies,
                               LogitPattern::kNearTies, LogitPattern::kExtreme,
                               LogitPattern::kSpecial};
   std::uint64_t seed = 4000;
-  // The plain kernel (from 2048 rows) tries level 1 on every row; rows beyond the resident
+  // The plain kernel (from 2304 rows) tries level 1 on every row; rows beyond the resident
   // warps (16 blocks of 4 warps per SM bound the residency) make warps take several rows.
   int sms = 0;
   MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const std::int64_t n = std::int64_t(sms) * 16 * 4 * 2 + 1;
-  for (std::int64_t e : {256, 384, 1000}) {
-    for (int k : {1, 6, 32}) {
-      for (LogitPattern pat : all) {
-        for (int bias_kind = 0; bias_kind < 4; ++bias_kind) {
-          ++seed;
-          RouteCase<float> c{n, e, 0, k, 2.5f, false, {}, {}};
-          c.logits = testing::make_logits(n, e, pat, seed);
-          if (bias_kind == 0) c.bias = testing::make_bias(e, seed + 1);        // DSV4-like
-          if (bias_kind == 2) c.bias.assign(std::size_t(e), 8.08f);             // uniform
-          if (bias_kind == 3) c.bias = testing::make_bias(e, seed + 1, 0.0);    // spread 0.02
-          if (bias_kind == 3) for (auto& b : c.bias) b *= 50.0f;                // spread 1.0
-          check_route_case(c, testing::config(n, e, k, std::string("pattern=") +
-                                                          testing::pattern_name(pat) +
-                                                          " bias=" + std::to_string(bias_kind)));
-          if (HasFatalFailure()) return;
+  const std::int64_t n_plain = std::int64_t(sms) * 16 * 4 * 2 + 1;
+  for (const std::int64_t n : {std::int64_t(1000), n_plain}) {
+    for (std::int64_t e : {256, 384, 1000}) {
+      for (int k : {1, 6, 32}) {
+        for (LogitPattern pat : all) {
+          for (int bias_kind = 0; bias_kind < 4; ++bias_kind) {
+            ++seed;
+            RouteCase<float> c{n, e, 0, k, 2.5f, false, {}, {}};
+            c.logits = testing::make_logits(n, e, pat, seed);
+            if (bias_kind == 0) c.bias = testing::make_bias(e, seed + 1);        // DSV4-like
+            if (bias_kind == 2) c.bias.assign(std::size_t(e), 8.08f);             // uniform
+            if (bias_kind == 3) c.bias = testing::make_bias(e, seed + 1, 0.0);    // spread 0.02
+            if (bias_kind == 3) for (auto& b : c.bias) b *= 50.0f;                // spread 1.0
+            check_route_case(c, testing::config(n, e, k, std::string("pattern=") +
+                                                            testing::pattern_name(pat) +
+                                                            " bias=" + std::to_string(bias_kind)));
+            if (HasFatalFailure()) return;
+          }
         }
       }
     }
@@ -271,11 +274,11 @@ TEST_F(GpuRouteLogits, LargeBatchesAllPatternsAndBiasShapes) {
 }
 
 // Batches on both sides of the launcher's kernel choice (route.cu: route_topk_kernel's kSmall
-// variant below 2048 rows, the plain kernel from there on) with bf16 and f32 logits, padded row
+// variant below 2304 rows, the plain kernel from there on) with bf16 and f32 logits, padded row
 // strides and int64 ids; the ties pattern takes the levels after the filters.
 TEST_F(GpuRouteLogits, LargeBatchDtypesStridesAndTies) {
   std::uint64_t seed = 9000;
-  const std::int64_t ns[] = {700, quick() ? 2100 : 6000};
+  const std::int64_t ns[] = {700, quick() ? 2400 : 6000};
   for (std::int64_t n : ns) {
     for (std::int64_t e : {64, 128, 256, 384}) {
       for (std::int64_t stride : {e, e + 4}) {
@@ -451,11 +454,11 @@ TEST_F(GpuRouteLogits, RowBlockKernelGridStrideBiasLoadsAndPatterns) {
 }
 
 // Through route_logits at DSV4 shapes on both sides of the launcher's switches (the
-// block-per-row kernel up to 512 rows, the one-warp kernels from 513 and from 2048), with and
-// without bias, f32 and bf16, int32 and int64 ids.
+// block-per-row kernel up to 256 rows for E = 384 and 512 for E = 256, the one-warp kernels
+// from there and from 2304), with and without bias, f32 and bf16, int32 and int64 ids.
 TEST_F(GpuRouteLogits, SmallDsv4BatchesWithAndWithoutBias) {
   std::uint64_t seed = 6500;
-  for (std::int64_t n : {1, 2, 33, 512, 513, 2047, 2048}) {
+  for (std::int64_t n : {1, 2, 33, 256, 257, 512, 513, 2303, 2304}) {
     for (std::int64_t e : {256, 384}) {
       for (bool with_bias : {false, true}) {
         RouteCase<float> c{n, e, 0, 6, 2.5f, with_bias, {}, {}};

@@ -79,13 +79,13 @@ struct RouteTopkArgs {
 namespace route_detail {
 
 #if defined(MOER_ROUTE_TRACE)
-// Diagnosis builds only: clock64 at each phase of a row's route, thread 0 of the block.
+// Diagnosis builds only: clock64 at each phase of a row's route, thread 0 of block 0.
 __device__ long long g_route_trace[16];
 // `dep`: a value the stamp waits for (so the phase that computes it ends before the stamp).
 __device__ __forceinline__ void route_trace(int slot, unsigned dep = 0) {
   long long t;
   asm volatile("mov.u64 %0, %%clock64;" : "=l"(t) : "r"(dep) : "memory");
-  if (threadIdx.x == 0) g_route_trace[slot] = t;
+  if (threadIdx.x == 0 && blockIdx.x == 0) g_route_trace[slot] = t;
 }
 #else
 __device__ __forceinline__ void route_trace(int, unsigned = 0) {}
@@ -144,8 +144,7 @@ __device__ __forceinline__ float key_to_float(std::uint32_t key) {
 
 /// Per-warp shared memory: the compacted candidates and the top-k list.
 struct RouteWarpSmem {
-  /// Candidate i: (logit bits, expert), then (selection key, expert) for the ranks; the
-  /// lanes' keys for kth_lane_key's ranks.
+  /// Candidate i: (logit bits, expert), then (selection key, expert) for the ranks.
   __align__(16) uint2 cand[detail::kWarpSize];
   detail::WarpTopkList list;
 };
@@ -159,51 +158,48 @@ __device__ __forceinline__ int route_slot_expert(int v, int lane) {
 
 namespace route_detail {
 
-/// T: the k-th largest of the lanes' order keys (0 when fewer than k lanes have a number).
-/// At least k lanes hold a value whose key is >= T. kLatency (a row's chain of latencies is
-/// the time): every lane ranks its key against all 32 read back from `scratch` as broadcast
-/// 16-byte loads (lower lane first among equals), the lane ranked k - 1 holds T; otherwise
-/// k rounds of one REDUX max each (fewer instructions, a longer chain). (Ranks from 32
-/// shuffles measured slower than both on an H100.)
-template <bool kLatency>
-__device__ __forceinline__ std::uint32_t kth_lane_key(std::uint32_t mine, int k,
-                                                      std::uint32_t* scratch) {
-  if constexpr (kLatency) {
-    const int lane = detail::lane_id();
-    __syncwarp();  // every lane is past its reads of the scratch (an earlier row)
-    scratch[lane] = mine;
-    __syncwarp();
-    int rank = 0;
+/// T: the k-th largest of the lanes' order keys (0 when fewer than k lanes have a number), by
+/// k rounds of one REDUX max each (lanes holding an equal key leave together, so T may fall
+/// lower, never higher). At least k lanes hold a value whose key is >= T. Measured on an H100
+/// in the small-batch kernel against every lane ranking its key among all 32 read back from
+/// shared memory (the shorter chain on paper): Pro N=1024 3.57 against 3.68 us, Flash 3.17
+/// against 3.28 (in-kernel stamps: 337 against 546 cycles). Ranks from 32 shuffles measured
+/// slower than both.
+__device__ __forceinline__ std::uint32_t kth_lane_key(std::uint32_t mine, int k) {
+  std::uint32_t t = 0;
 #pragma unroll
-    for (int j = 0; j < detail::kWarpSize; j += 4) {
-      const uint4 q = *reinterpret_cast<const uint4*>(scratch + j);
-      rank += (q.x > mine || (q.x == mine && j < lane)) +
-              (q.y > mine || (q.y == mine && j + 1 < lane)) +
-              (q.z > mine || (q.z == mine && j + 2 < lane)) +
-              (q.w > mine || (q.w == mine && j + 3 < lane));
-    }
-    const unsigned at = __ballot_sync(detail::kFullMask, rank == k - 1);
-    return __shfl_sync(detail::kFullMask, mine, __ffs(at) - 1);
-  } else {
-    (void)scratch;
-    std::uint32_t t = 0;
-#pragma unroll
-    for (int r = 0; r < k; ++r) {
-      t = __reduce_max_sync(detail::kFullMask, mine);
-      if (mine == t) mine = 0;
-    }
-    return t;
+  for (int r = 0; r < k; ++r) {
+    t = __reduce_max_sync(detail::kFullMask, mine);
+    if (mine == t) mine = 0;
   }
+  return t;
+}
+
+/// How many of the kCount keys at `keys` (16-byte aligned; 0 for an empty slot, which never
+/// ranks above a key) rank before `mine`: broadcast 16-byte shared-memory loads.
+template <int kCount>
+__device__ __forceinline__ int rank_among(std::uint64_t mine, const std::uint64_t* keys) {
+  static_assert(kCount % 2 == 0, "pairs of keys per load");
+  // Four partial counts: with one, nvcc chains an increment and a select per key (measured on
+  // an H100: Pro N=1 route 2.25-2.27 -> 2.19-2.22 us, N=16 2.46-2.49 -> 2.41-2.42).
+  int acc[4] = {0, 0, 0, 0};
+#pragma unroll
+  for (int j = 0; j < kCount; j += 2) {
+    const ulonglong2 q = *reinterpret_cast<const ulonglong2*>(keys + j);
+    acc[(j / 2) % 4] += int(q.x > mine) + int(q.y > mine);
+  }
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
 /// The candidates (bits of `mask`) of one row, at most 32 and at least k of them over the
-/// warp: moves them to one lane each (lane by lane: a warp scan of the per-lane counts),
+/// warp: moves them to one lane each (lane by lane: a prefix sum of the per-lane counts),
 /// computes their exact keys (detail/math.h, bias from s_bias), selects the k best and writes
 /// them renormalized in rank order. Returns false, having written nothing, when the count is
-/// outside [k, 32]. Selection: kLatency, all-pairs ranks of the (key, expert) pairs read back
-/// from shared memory as broadcast 16-byte loads (the shorter chain); otherwise k rounds of
-/// a REDUX max of the 32-bit key, a round that several lanes win (equal keys: an exact tie,
-/// or NaN) going to the lowest expert among them (fewer instructions). Measured on an H100
+/// outside [k, 32]. Selection: kLatency, all-pairs ranks of the (key, expert) pairs as unique
+/// 64-bit keys read back from shared memory as broadcast 16-byte loads (the shorter chain);
+/// otherwise k rounds of a REDUX max of the 32-bit key, a round that several lanes win (equal
+/// keys: an exact tie, or NaN) going to the lowest expert among them (fewer instructions).
+/// Measured on an H100
 /// and dropped: ranks by shuffles (~2x the instructions, no less latency) and positions from
 /// one ballot per slot (no shorter chain in practice).
 template <int kSlots, int kFixedK, bool kLatency>
@@ -213,13 +209,28 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
   const int lane = detail::lane_id();
   const int k = kFixedK > 0 ? kFixedK : a.k;
   const int mine = __popc(mask);
-  int upto = mine;  // inclusive scan of the counts over the lanes
+  // The counts of the lanes up to this one (inclusive) and of the warp.
+  int upto = 0, total = 0;
+  if constexpr (kLatency) {
+    // Bit by bit of the count: one ballot per bit, all independent (a shorter chain than a
+    // scan of shuffles; measured on an H100: Pro N=1024 3.52 -> 3.50-3.52 us, Flash 3.11 ->
+    // 3.06; the large-batch kernel lost with it, Flash N=16384 11.69 -> 11.89).
+    const unsigned upto_mask = 0xffffffffu >> (detail::kWarpSize - 1 - lane);
 #pragma unroll
-  for (int d = 1; d < detail::kWarpSize; d *= 2) {
-    const int up = __shfl_up_sync(detail::kFullMask, upto, d);
-    if (lane >= d) upto += up;
+    for (int bit = 0; (1 << bit) <= kSlots; ++bit) {
+      const unsigned b = __ballot_sync(detail::kFullMask, (mine >> bit) & 1);
+      upto += __popc(b & upto_mask) << bit;
+      total += __popc(b) << bit;
+    }
+  } else {
+    upto = mine;  // a scan of shuffles
+#pragma unroll
+    for (int d = 1; d < detail::kWarpSize; d *= 2) {
+      const int up = __shfl_up_sync(detail::kFullMask, upto, d);
+      if (lane >= d) upto += up;
+    }
+    total = __shfl_sync(detail::kFullMask, upto, detail::kWarpSize - 1);
   }
-  const int total = __shfl_sync(detail::kFullMask, upto, detail::kWarpSize - 1);
   if (total < k || total > detail::kWarpSize) return false;
   __syncwarp();  // every lane has read the warp's previous candidates (an earlier row)
   // An advancing pointer rather than an index (measured on an H100, Flash N=16384: 12.65
@@ -250,17 +261,20 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
   int out_rank = -1;
   float sum = 0.0f;  // detail::renormalize's order: 0 + s0 + s1 + ... in rank order
   if constexpr (kLatency) {
-    // Lane i overwrites only its own slot: no barrier between its read and this write. Lanes
-    // without a candidate write key 0, which never ranks before a candidate's (>= 1).
-    sm.cand[lane] = make_uint2(key, index);
+    // The (key, expert) pairs as unique 64-bit keys, (key << 32) | ~expert: a larger key, or
+    // an equal key and a lower expert, ranks first. Lane i overwrites only its own slot: no
+    // barrier between its read and this write. Lanes without a candidate write key 0, below
+    // every candidate's (key >= 1). The second half only where there are more than 16
+    // candidates (the usual count is k plus a few). Measured on an H100 against pairs of
+    // 32-bit compares over all 32 slots: Pro N=1024 3.55-3.64 -> 3.51-3.52 us, Flash 3.18 ->
+    // 3.12 (in-kernel stamps: 624 -> 433 cycles).
+    auto* keys = reinterpret_cast<std::uint64_t*>(sm.cand);
+    const std::uint64_t own = (std::uint64_t(key) << 32) | ~index;
+    keys[lane] = own;
     __syncwarp();
-    int rank = 0;
-#pragma unroll
-    for (int j = 0; j < detail::kWarpSize; j += 2) {
-      const uint4 q = *reinterpret_cast<const uint4*>(&sm.cand[j]);
-      rank += (q.x > key || (q.x == key && q.y < index)) +
-              (q.z > key || (q.z == key && q.w < index));
-    }
+    constexpr int kHalf = detail::kWarpSize / 2;
+    int rank = rank_among<kHalf>(own, keys);
+    if (total > kHalf) rank += rank_among<kHalf>(own, keys + kHalf);
     if (lane < total && rank < k) {
       sm.list.val[rank] = s;
       out_rank = rank;
@@ -449,7 +463,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
   if (rb.logit_filter) {
     const float l_max = max_tree<0, kSlots>(l);  // NaN only if every slot is NaN
     route_trace(1, __float_as_uint(l_max));
-    const std::uint32_t t_key = kth_lane_key<kLatency>(detail::order_key(l_max), k, &sm.cand[0].x);
+    const std::uint32_t t_key = kth_lane_key(detail::order_key(l_max), k);
     route_trace(2, t_key);
     const float cut = logit_cut(t_key, rb);
     if (!isnan(cut)) {
@@ -484,7 +498,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
     lane_max = fmaxf(lane_max, ka[v]);
   }
   s_max = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(s_max)));
-  const std::uint32_t t_key = kth_lane_key<kLatency>(detail::order_key(lane_max), k, &sm.cand[0].x);
+  const std::uint32_t t_key = kth_lane_key(detail::order_key(lane_max), k);
   // D >= |exact key - ka| for every expert of the row: the score error plus the two
   // roundings of + bias (2^-24 |key| each, |key| <= s_max + bmax), with a margin for the
   // rounding of this very expression.
@@ -532,7 +546,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 /// One warp per row, rows strided over the grid; see the file comment for the method.
 /// kDsv4: the DSV4 fast path, rows of whole aligned vectors (E = 128 * kChunks, see
 /// load_row) and k = kDsv4K known at compile time.
-/// kSmall: the small-batch variant (route.cu uses it below 1536 rows, where a row's chain of
+/// kSmall: the small-batch variant (route.cu uses it below 2304 rows, where a row's chain of
 /// dependent latencies is the time): same levels, same results, the short-chain selection; a
 /// warp loads its first row before the bias (both latencies overlap) and its next row before
 /// it routes the current one (80 registers). Otherwise at least kRouteMinBlocks blocks per SM
@@ -578,22 +592,6 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize,
 }
 
 namespace route_detail {
-
-/// How many of the kCount keys at `keys` (16-byte aligned; 0 for an empty slot, which never
-/// ranks above a key) rank before `mine`: broadcast 16-byte shared-memory loads.
-template <int kCount>
-__device__ __forceinline__ int rank_among(std::uint64_t mine, const std::uint64_t* keys) {
-  static_assert(kCount % 2 == 0, "pairs of keys per load");
-  // Four partial counts: with one, nvcc chains an increment and a select per key (measured on
-  // an H100: Pro N=1 route 2.25-2.27 -> 2.19-2.22 us, N=16 2.46-2.49 -> 2.41-2.42).
-  int acc[4] = {0, 0, 0, 0};
-#pragma unroll
-  for (int j = 0; j < kCount; j += 2) {
-    const ulonglong2 q = *reinterpret_cast<const ulonglong2*>(keys + j);
-    acc[(j / 2) % 4] += int(q.x > mine) + int(q.y > mine);
-  }
-  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
-}
 
 /// Shared memory of route_row_block for one row group of kWarps warps.
 template <int kWarps>
