@@ -453,6 +453,57 @@ TEST_F(GpuRouteLogits, RowBlockKernelGridStrideBiasLoadsAndPatterns) {
   }
 }
 
+// The block-per-row kernel's three rank steps (kernels/route_topk.cuh, route_row_block) on
+// rows built so that a warp (128 experts, 4 a lane) has exact ties among its best lane maxima,
+// at the k-th place, fewer than k numbers with a tie among them, only NaN, or ties between
+// warps; through route_logits (E = 256 / 384, k = 6, the block-per-row batch sizes), with and
+// without bias: the CPU backend's ids and weights bit for bit. (These rows also caught the
+// corner cases of REDUX rounds tried in place of the ranks: see docs/benchmarks.md.)
+TEST_F(GpuRouteLogits, RowBlockRanksDecideTiesAndNaNWarps) {
+  constexpr float kNaN = testing::kNaN;
+  for (std::int64_t e : {256, 384}) {
+    for (bool with_bias : {false, true}) {
+      const std::int64_t rows = 8;
+      RouteCase<float> c{rows, e, 0, 6, 2.5f, with_bias, {}, {}};
+      c.logits = testing::make_logits(rows, e, LogitPattern::kNormal, 7100 + e);
+      if (with_bias) c.bias.assign(std::size_t(e), 8.0f);  // uniform: ties stay ties
+      auto at = [&](std::int64_t r, std::int64_t expert) -> float& {
+        return c.logits[std::size_t(r * e + expert)];
+      };
+      auto lane_first = [](int warp, int lane) { return std::int64_t(4 * (32 * warp + lane)); };
+      // Row 0: warp 0's two largest lane maxima equal (a tie in the first round).
+      at(0, lane_first(0, 3)) = 9.0f;
+      at(0, lane_first(0, 17) + 2) = 9.0f;
+      // Row 1: a tie at the k-th place of warp 0 (lanes 1..5 distinct, lanes 6 and 7 equal).
+      for (int l = 1; l <= 5; ++l) at(1, lane_first(0, l)) = 10.0f + float(l);
+      at(1, lane_first(0, 6) + 1) = 9.5f;
+      at(1, lane_first(0, 7) + 3) = 9.5f;
+      // Row 2: warp 0 holds five numbers, two of them equal, the rest NaN (the rounds run out
+      // with exactly k winners counted).
+      for (std::int64_t x = 0; x < 128; ++x) at(2, x) = kNaN;
+      at(2, lane_first(0, 0)) = 3.0f;
+      at(2, lane_first(0, 9) + 1) = 2.0f;
+      at(2, lane_first(0, 11) + 2) = 2.0f;
+      at(2, lane_first(0, 20)) = 1.0f;
+      at(2, lane_first(0, 30) + 3) = 0.5f;
+      // Row 3: warp 1 all NaN.
+      for (std::int64_t x = 128; x < 256; ++x) at(3, x) = kNaN;
+      // Row 4: the same value as each warp's best (ties between the warps' bests).
+      for (int w = 0; w < int(e / 128); ++w) at(4, lane_first(w, 5) + 1) = 12.0f;
+      // Row 5: all equal.
+      for (std::int64_t x = 0; x < e; ++x) at(5, x) = 0.25f;
+      // Row 6: six distinct numbers in warp 0, the rest -inf (rounds decide, nothing else).
+      for (std::int64_t x = 0; x < e; ++x) at(6, x) = -testing::kInf;
+      for (int l = 0; l < 6; ++l) at(6, lane_first(0, 4 * l + 1) + l % 4) = 1.0f + float(l);
+      // Row 7: +inf in two lanes of warp 0 (equal order keys at the top).
+      at(7, lane_first(0, 2)) = testing::kInf;
+      at(7, lane_first(0, 8) + 1) = testing::kInf;
+      check_route_case(c, testing::config(rows, e, 6, with_bias ? "crafted, bias" : "crafted"));
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
 // Through route_logits at DSV4 shapes on both sides of the launcher's switches (the
 // block-per-row kernel up to 256 rows for E = 384 and 512 for E = 256, the one-warp kernels
 // from there and from 2304), with and without bias, f32 and bf16, int32 and int64 ids.
