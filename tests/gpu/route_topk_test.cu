@@ -457,8 +457,8 @@ TEST_F(GpuRouteLogits, RowBlockKernelGridStrideBiasLoadsAndPatterns) {
 // rows built so that a warp (128 experts, 4 a lane) has exact ties among its best lane maxima,
 // at the k-th place, fewer than k numbers with a tie among them, only NaN, or ties between
 // warps; through route_logits (E = 256 / 384, k = 6, the block-per-row batch sizes), with and
-// without bias: the CPU backend's ids and weights bit for bit. (These rows also caught the
-// corner cases of REDUX rounds tried in place of the ranks: see docs/benchmarks.md.)
+// without bias: the CPU backend's ids and weights bit for bit. (Written for REDUX rounds tried
+// in place of the ranks, whose corner cases these are; see docs/benchmarks.md.)
 TEST_F(GpuRouteLogits, RowBlockRanksDecideTiesAndNaNWarps) {
   constexpr float kNaN = testing::kNaN;
   for (std::int64_t e : {256, 384}) {
