@@ -38,10 +38,10 @@ int route_chunks(std::int64_t experts) {
 // Batches below kSmallMaxRows (the DSV4 fast path: above row_block_max_rows, below) take
 // route_topk_kernel's kSmall variant (a chain of latencies per row: it loads a warp's next row
 // while it routes the current one), larger ones the plain kernel (more rows in flight).
-// Measured on an H100 (CUDA graph, rotating logits), kSmall against plain, us: Pro 3.91 vs 4.23
-// at N = 1536, 4.49 vs 4.59 at 2048, 4.97 vs 4.84 at 2560, 5.74 vs 5.34 at 3072; Flash 3.40 vs
-// 3.70, 3.81 vs 3.96, 4.25 vs 4.24, 4.73 vs 4.52.
-constexpr std::int64_t kSmallMaxRows = 2304;
+// Measured on an H100 (CUDA graph, rotating logits), kSmall against plain, us: Pro 4.20 vs 4.50
+// at N = 2048, 4.60 vs 4.80 at 2560, 5.24 vs 5.28 at 3072, 6.02 vs 5.92 at 4096; Flash 3.65 vs
+// 3.80, 4.05 vs 4.23, 4.41 vs 4.49, 5.07 vs 5.06.
+constexpr std::int64_t kSmallMaxRows = 3584;
 
 // Up to row_block_max_rows(E / 128) rows the DSV4 fast path takes route_topk_rowblock_kernel
 // (a block per row, every expert's exact key at once: the shortest chain per row), larger

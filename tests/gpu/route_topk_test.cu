@@ -245,7 +245,7 @@ TEST_F(GpuRouteLogits, LargeBatchesAllPatternsAndBiasShapes) {
                               LogitPattern::kNearTies, LogitPattern::kExtreme,
                               LogitPattern::kSpecial};
   std::uint64_t seed = 4000;
-  // The plain kernel (from 2304 rows) tries level 1 on every row; rows beyond the resident
+  // The plain kernel (from 3584 rows) tries level 1 on every row; rows beyond the resident
   // warps (16 blocks of 4 warps per SM bound the residency) make warps take several rows.
   int sms = 0;
   MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
@@ -274,11 +274,11 @@ TEST_F(GpuRouteLogits, LargeBatchesAllPatternsAndBiasShapes) {
 }
 
 // Batches on both sides of the launcher's kernel choice (route.cu: route_topk_kernel's kSmall
-// variant below 2304 rows, the plain kernel from there on) with bf16 and f32 logits, padded row
+// variant below 3584 rows, the plain kernel from there on) with bf16 and f32 logits, padded row
 // strides and int64 ids; the ties pattern takes the levels after the filters.
 TEST_F(GpuRouteLogits, LargeBatchDtypesStridesAndTies) {
   std::uint64_t seed = 9000;
-  const std::int64_t ns[] = {700, quick() ? 2400 : 6000};
+  const std::int64_t ns[] = {700, quick() ? 3600 : 6000};
   for (std::int64_t n : ns) {
     for (std::int64_t e : {64, 128, 256, 384}) {
       for (std::int64_t stride : {e, e + 4}) {
@@ -506,10 +506,10 @@ TEST_F(GpuRouteLogits, RowBlockRanksDecideTiesAndNaNWarps) {
 
 // Through route_logits at DSV4 shapes on both sides of the launcher's switches (the
 // block-per-row kernel up to 256 rows for E = 384 and 512 for E = 256, the one-warp kernels
-// from there and from 2304), with and without bias, f32 and bf16, int32 and int64 ids.
+// from there and from 3584), with and without bias, f32 and bf16, int32 and int64 ids.
 TEST_F(GpuRouteLogits, SmallDsv4BatchesWithAndWithoutBias) {
   std::uint64_t seed = 6500;
-  for (std::int64_t n : {1, 2, 33, 256, 257, 512, 513, 2303, 2304}) {
+  for (std::int64_t n : {1, 2, 33, 256, 257, 512, 513, 3583, 3584}) {
     for (std::int64_t e : {256, 384}) {
       for (bool with_bias : {false, true}) {
         RouteCase<float> c{n, e, 0, 6, 2.5f, with_bias, {}, {}};

@@ -352,59 +352,103 @@ struct RouteBias {
   bool logit_filter;   ///< level 1 allowed (the bias is finite)
 };
 
-/// Accumulates the range of four bias values of experts e0.. (those below E count).
+/// A warp's share of the bias range (RouteBiasAcc::part), to combine over a block.
+struct RouteBiasPart {
+  float bmax;
+  std::uint32_t hi_key, lo_key;  ///< order keys of the largest and smallest bias
+  int bad;                       ///< a bias is NaN or infinite
+};
+
+/// Accumulates the range of four bias values of experts e0.. (those below E count; kFull: all
+/// of them, E a multiple of 128 per chunk).
 struct RouteBiasAcc {
   float bmax = 0.0f, b_hi = -INFINITY, b_lo = INFINITY;
   bool bad = false;
+  template <bool kFull = false>
   __device__ __forceinline__ void add(const float (&b)[4], int e0, int experts) {
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
       bmax = fmaxf(bmax, fabsf(b[t]));  // NaN ignored
-      if (e0 + t < experts) {
+      if (kFull || e0 + t < experts) {
         b_hi = fmaxf(b_hi, b[t]);
         b_lo = fminf(b_lo, b[t]);
         bad |= !isfinite(b[t]);
       }
     }
   }
-  /// Warp-collective: the warp's range. The logit filter needs a finite bias and its range
-  /// (rounded up by a relative margin).
-  __device__ __forceinline__ RouteBias reduce() const {
+  /// Warp-collective: the warp's share.
+  __device__ __forceinline__ RouteBiasPart part() const {
+    RouteBiasPart p;
+    p.bmax = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(bmax)));
+    p.hi_key = __reduce_max_sync(detail::kFullMask, detail::order_key(b_hi));
+    p.lo_key = __reduce_min_sync(detail::kFullMask, detail::order_key(b_lo));
+    p.bad = __any_sync(detail::kFullMask, bad);
+    return p;
+  }
+  /// The range from the shares. The logit filter needs a finite bias and its range (rounded
+  /// up by a relative margin).
+  __device__ __forceinline__ static RouteBias finish(const RouteBiasPart& p) {
     RouteBias rb;
-    rb.bmax = __uint_as_float(__reduce_max_sync(detail::kFullMask, __float_as_uint(bmax)));
-    const float hi = key_to_float(__reduce_max_sync(detail::kFullMask, detail::order_key(b_hi)));
-    const float lo = key_to_float(__reduce_min_sync(detail::kFullMask, detail::order_key(b_lo)));
-    rb.logit_filter = !__any_sync(detail::kFullMask, bad);
-    rb.b_range = (hi - lo) * (1.0f + 0x1p-20f);
+    rb.bmax = p.bmax;
+    rb.logit_filter = !p.bad;
+    rb.b_range = (key_to_float(p.hi_key) - key_to_float(p.lo_key)) * (1.0f + 0x1p-20f);
     return rb;
   }
+  /// Warp-collective: the warp's range.
+  __device__ __forceinline__ RouteBias reduce() const { return finish(part()); }
 };
 
-/// Loads the bias (every warp; zeros past E or without bias) and reduces its range; warp w
-/// stores chunks c % warps == w of it to s_bias, which holds 128 * kChunks floats (the caller
-/// syncs the block).
-template <int kChunks>
-__device__ __forceinline__ RouteBias load_bias(const RouteTopkArgs& a, int warp, int warps,
-                                               int lane, float* s_bias) {
+/// Loads the bias (zeros past E or without bias) into s_bias (128 * kChunks floats) and
+/// returns its range; block-collective, ends with a block barrier. kSplit: warp w loads only
+/// the chunks c % kRouteWarps == w and reduces their range, the warps' shares meet in s_part
+/// (kFull: E = 128 * kChunks, no bounds checks). Otherwise every warp loads and reduces the
+/// whole bias and stores its chunks c % kRouteWarps == w. Measured on an H100, the split (with
+/// kFull) against every warp's whole bias: the small-batch variant Pro N=1024 3.50-3.57 ->
+/// 3.29 us, N=2048 4.49 -> 4.20, Flash 3.05 -> 2.98 and 3.80 -> 3.64 (before, ~200 of its
+/// ~740 instructions a row were this setup); the large-batch kernel lost with it (Pro N=16384
+/// 14.38 -> 14.90: 24 bytes of spills), so it keeps the whole bias a warp.
+template <int kChunks, bool kFull, bool kSplit>
+__device__ __forceinline__ RouteBias load_bias(const RouteTopkArgs& a, int warp, int lane,
+                                               float* s_bias, RouteBiasPart* s_part) {
+  constexpr bool kNoBounds = kFull && kSplit;
   RouteBiasAcc acc;
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) {
+    if (kSplit && c % kRouteWarps != warp) continue;  // warp-uniform
     const int e0 = route_slot_expert(4 * c, lane);
     float b[4];
-    if (a.bias != nullptr && a.vector_bias && e0 < a.experts) {
+    if (a.bias != nullptr && a.vector_bias && (kNoBounds || e0 < a.experts)) {
       load4(a.bias + e0, b);
     } else {
 #pragma unroll
       for (int t = 0; t < 4; ++t) {
-        b[t] = (a.bias != nullptr && e0 + t < a.experts) ? a.bias[e0 + t] : 0.0f;
+        b[t] = (a.bias != nullptr && (kNoBounds || e0 + t < a.experts)) ? a.bias[e0 + t] : 0.0f;
       }
     }
-    acc.add(b, e0, a.experts);
-    if (c % warps == warp) {
+    acc.add<kNoBounds>(b, e0, a.experts);
+    if (c % kRouteWarps == warp) {
       *reinterpret_cast<float4*>(s_bias + e0) = make_float4(b[0], b[1], b[2], b[3]);
     }
   }
-  return acc.reduce();
+  if constexpr (!kSplit) {
+    const RouteBias rb = acc.reduce();
+    __syncthreads();  // s_bias
+    return rb;
+  } else {
+    const RouteBiasPart mine = acc.part();
+    if (lane == 0) s_part[warp] = mine;
+    __syncthreads();  // s_bias, s_part
+    RouteBiasPart all = s_part[0];
+#pragma unroll
+    for (int w = 1; w < kRouteWarps; ++w) {
+      const RouteBiasPart p = s_part[w];
+      all.bmax = fmaxf(all.bmax, p.bmax);
+      all.hi_key = max(all.hi_key, p.hi_key);
+      all.lo_key = min(all.lo_key, p.lo_key);
+      all.bad |= p.bad;
+    }
+    return RouteBiasAcc::finish(all);
+  }
 }
 
 /// The largest of l[kBegin, kEnd) by a tree of fmaxf (NaN skipped; NaN if all are): a chain of
@@ -546,7 +590,7 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 /// One warp per row, rows strided over the grid; see the file comment for the method.
 /// kDsv4: the DSV4 fast path, rows of whole aligned vectors (E = 128 * kChunks, see
 /// load_row) and k = kDsv4K known at compile time.
-/// kSmall: the small-batch variant (route.cu uses it below 2304 rows, where a row's chain of
+/// kSmall: the small-batch variant (route.cu uses it below 3584 rows, where a row's chain of
 /// dependent latencies is the time): same levels, same results, the short-chain selection; a
 /// warp loads its first row before the bias (both latencies overlap) and its next row before
 /// it routes the current one (80 registers). Otherwise at least kRouteMinBlocks blocks per SM
@@ -562,6 +606,7 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize,
   constexpr int kFixedK = kDsv4 ? kDsv4K : 0;
   __shared__ RouteWarpSmem smem_all[kRouteWarps];
   __shared__ __align__(16) float s_bias[kSlots * detail::kWarpSize];  // 0 past E / without bias
+  __shared__ RouteBiasPart s_part[kRouteWarps];
   const int warp = int(threadIdx.x) / detail::kWarpSize;
   const int lane = detail::lane_id();
   RouteWarpSmem& sm = smem_all[warp];
@@ -574,8 +619,7 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize,
     if (row < a.n) load_row<T, kChunks, kDsv4>(a, row, lane, next);
   }
   // The bias is the same for every row: once per block, with its range.
-  const RouteBias rb = load_bias<kChunks>(a, warp, kRouteWarps, lane, s_bias);
-  __syncthreads();  // s_bias
+  const RouteBias rb = load_bias<kChunks, kDsv4, kSmall>(a, warp, lane, s_bias, s_part);
   route_trace(11);
 
   for (; row < a.n; row += warps_total) {
