@@ -199,9 +199,8 @@ __device__ __forceinline__ int rank_among(std::uint64_t mine, const std::uint64_
 /// 64-bit keys read back from shared memory as broadcast 16-byte loads (the shorter chain);
 /// otherwise k rounds of a REDUX max of the 32-bit key, a round that several lanes win (equal
 /// keys: an exact tie, or NaN) going to the lowest expert among them (fewer instructions).
-/// Measured on an H100
-/// and dropped: ranks by shuffles (~2x the instructions, no less latency) and positions from
-/// one ballot per slot (no shorter chain in practice).
+/// Measured on an H100 and dropped: ranks by shuffles (~2x the instructions, no less latency)
+/// and positions from one ballot per slot (no shorter chain in practice).
 template <int kSlots, int kFixedK, bool kLatency>
 __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteWarpSmem& sm,
                                                   const float* s_bias, std::int64_t row,
