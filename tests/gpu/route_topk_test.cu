@@ -471,15 +471,15 @@ TEST_F(GpuRouteLogits, RowBlockRanksDecideTiesAndNaNWarps) {
         return c.logits[std::size_t(r * e + expert)];
       };
       auto lane_first = [](int warp, int lane) { return std::int64_t(4 * (32 * warp + lane)); };
-      // Row 0: warp 0's two largest lane maxima equal (a tie in the first round).
+      // Row 0: warp 0's two largest lane maxima equal (a tie at the top).
       at(0, lane_first(0, 3)) = 9.0f;
       at(0, lane_first(0, 17) + 2) = 9.0f;
       // Row 1: a tie at the k-th place of warp 0 (lanes 1..5 distinct, lanes 6 and 7 equal).
       for (int l = 1; l <= 5; ++l) at(1, lane_first(0, l)) = 10.0f + float(l);
       at(1, lane_first(0, 6) + 1) = 9.5f;
       at(1, lane_first(0, 7) + 3) = 9.5f;
-      // Row 2: warp 0 holds five numbers, two of them equal, the rest NaN (the rounds run out
-      // with exactly k winners counted).
+      // Row 2: warp 0 holds five numbers, two of them equal, the rest NaN (fewer than k
+      // numbers in the warp).
       for (std::int64_t x = 0; x < 128; ++x) at(2, x) = kNaN;
       at(2, lane_first(0, 0)) = 3.0f;
       at(2, lane_first(0, 9) + 1) = 2.0f;
