@@ -79,20 +79,31 @@ inline int resident_blocks(const void* kernel, int threads) {
   return blocks;
 }
 
-/// Multiprocessors of the current device (cached per device).
-inline int sm_count() {
+/// An attribute of the current device, cached per device and attribute; `fallback` where the
+/// query fails.
+inline int device_attribute(cudaDeviceAttr attr, int fallback) {
   static std::mutex mu;
-  static std::map<int, int> cache;
+  static std::map<std::pair<int, int>, int> cache;
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 1;
+  if (cudaGetDevice(&dev) != cudaSuccess) return fallback;
   std::lock_guard<std::mutex> lock(mu);
-  const auto it = cache.find(dev);
+  const auto key = std::make_pair(dev, int(attr));
+  const auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  int sms = 1;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) sms = 1;
-  cache.emplace(dev, sms);
-  return sms;
+  int value = fallback;
+  if (cudaDeviceGetAttribute(&value, attr, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    value = fallback;
+  }
+  cache.emplace(key, value);
+  return value;
 }
+
+/// Multiprocessors of the current device.
+inline int sm_count() { return device_attribute(cudaDevAttrMultiProcessorCount, 1); }
+
+/// Bytes of L2 cache of the current device (0 where unknown).
+inline int l2_bytes() { return device_attribute(cudaDevAttrL2CacheSize, 0); }
 
 inline bool aligned(const void* p, std::uintptr_t bytes) {
   return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;

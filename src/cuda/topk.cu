@@ -65,12 +65,12 @@ int once_per_device(std::mutex& mu, std::map<int, int>& cache, Setup setup) {
 
 // The streaming kernel: its shared memory limit (for the largest k, sorted) set once per device,
 // and its largest cluster there (grid mode, kGrid: no clusters, 1).
-template <typename T, int kThreads, bool kGrid = false>
+template <typename T, int kThreads, bool kGrid = false, bool kAlone = false>
 int stream_setup() {
   static std::mutex mu;
   static std::map<int, int> cache;
   return once_per_device(mu, cache, [] {
-    const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads, kGrid>;
+    const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone>;
     const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
     (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     return kGrid ? 1 : probe_max_cluster(kernel, kThreads, smem);
@@ -117,6 +117,26 @@ int stream_threads(std::int64_t n, int cluster) {
   return cluster == 1 && n >= 2 * detail::sm_count() ? 256 : 512;
 }
 
+// The kernel's tuning by launch: kAlone (one block an SM) for bf16 where the grid has at most
+// one block an SM (f32 does not spill at two blocks an SM), and the L2 prefetch of the chunks
+// where blocks are that few and the rows fit in half the L2. Measured on an H100 (unsorted us,
+// radix_topk_bench --quick, same device call): prefetch f32 64x65536 17.0 -> 16.3, 4x1048576
+// 25.4 -> 24.0, 8x131072 14.2 -> 13.8; bf16 64x65536 16.2 -> 14.9 and 4x1048576 23.8 -> 22.3
+// with both; forced on where the rows exceed the L2, 4096x16384 f32 136.9 -> 149.4 (the
+// prefetched rows evict each other). kAlone's f32 variant with the next tile's loads in flight:
+// 64x65536 16.3 -> 16.7 (the second tile's loads delay the sample's), not used.
+struct StreamTuning {
+  bool alone;
+  bool l2_prefetch;
+};
+
+template <typename T>
+StreamTuning stream_tuning(const kernels::RadixTopkArgs& r, std::int64_t blocks) {
+  const bool few = blocks <= detail::sm_count();
+  const double bytes = double(r.n) * double(r.length) * double(sizeof(T));
+  return {few && sizeof(T) == 2, few && bytes <= 0.5 * double(detail::l2_bytes())};
+}
+
 template <typename T, int kThreads>
 Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
   if (cluster > stream_setup<T, kThreads>()) {
@@ -126,10 +146,25 @@ Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t 
   if (r.n * cluster > 0x7fffffffLL) {
     return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
   }
-  return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, kThreads>,
-                               dim3(unsigned(r.n * cluster)), dim3(kThreads),
-                               kernels::stream_smem_bytes(r.k, r.sorted, r.length), stream,
-                               false, r, "topk: radix_topk_stream_kernel launch", cluster);
+  const dim3 grid(unsigned(r.n * cluster));
+  const std::size_t smem = kernels::stream_smem_bytes(r.k, r.sorted, r.length);
+  const StreamTuning t = stream_tuning<T>(r, r.n * cluster);
+  kernels::RadixTopkArgs args = r;
+  args.l2_prefetch = t.l2_prefetch;
+  if constexpr (sizeof(T) == 2 && kThreads == 512) {
+    if (t.alone) {
+      if (cluster > stream_setup<T, kThreads, false, true>()) {
+        return Status(StatusCode::kUnsupported,
+                      "topk: this device does not run clusters of " + std::to_string(cluster));
+      }
+      return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, kThreads, false, true>,
+                                   grid, dim3(kThreads), smem, stream, false, args,
+                                   "topk: radix_topk_stream_kernel launch", cluster);
+    }
+  }
+  return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, kThreads>, grid,
+                               dim3(kThreads), smem, stream, false, args,
+                               "topk: radix_topk_stream_kernel launch", cluster);
 }
 
 template <typename T>
@@ -142,14 +177,26 @@ Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, int threads,
 // Grid mode: 512 threads a block, the smem limit set once per device.
 template <typename T>
 Status launch_grid(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
-  const auto kernel = kernels::radix_topk_stream_kernel<T, 512, true>;
-  (void)stream_setup<T, 512, true>();
   if (r.n * r.grid_blocks > 0x7fffffffLL) {
     return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
   }
-  return detail::launch_kernel(kernel, dim3(unsigned(r.n * r.grid_blocks)), dim3(512),
-                               kernels::stream_smem_bytes(r.k, r.sorted, r.length), stream,
-                               false, r, "topk: radix_topk_stream_kernel (grid) launch");
+  const dim3 grid(unsigned(r.n * r.grid_blocks));
+  const std::size_t smem = kernels::stream_smem_bytes(r.k, r.sorted, r.length);
+  const StreamTuning t = stream_tuning<T>(r, r.n * r.grid_blocks);
+  kernels::RadixTopkArgs args = r;
+  args.l2_prefetch = t.l2_prefetch;
+  if constexpr (sizeof(T) == 2) {
+    if (t.alone) {
+      (void)stream_setup<T, 512, true, true>();
+      return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, 512, true, true>, grid,
+                                   dim3(512), smem, stream, false, args,
+                                   "topk: radix_topk_stream_kernel (grid) launch");
+    }
+  }
+  (void)stream_setup<T, 512, true>();
+  return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, 512, true>, grid, dim3(512),
+                               smem, stream, false, args,
+                               "topk: radix_topk_stream_kernel (grid) launch");
 }
 
 kernels::RadixTopkArgs radix_args(const TopkParams& p) {

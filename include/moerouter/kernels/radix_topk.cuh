@@ -33,6 +33,9 @@ struct RadixTopkArgs {
   std::uint32_t* grid_ws;
   int grid_blocks;  ///< blocks per row
   int grid_slot;    ///< list entries a block may leave in the workspace
+  /// Each block asks L2 for the rest of its chunk once it has its sample, so that the chunk
+  /// streams from HBM while the block selects the bound (few blocks, rows that fit in L2).
+  bool l2_prefetch;
 };
 
 namespace radix_detail {

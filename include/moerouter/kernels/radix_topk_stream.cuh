@@ -330,8 +330,11 @@ __device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint
 /// a.grid_ws, and the last of them to arrive (an atomic counter, reset by it) gathers them in
 /// block order and selects; if the sample misled, that block alone takes the exact path over
 /// the whole row.
-template <typename T, int kT, bool kGrid = false>
-__global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixTopkArgs a) {
+/// kAlone: launched with at most one block an SM, so the register limit is that of one block
+/// (bf16 at 512 threads: no spills, against 160-192 bytes of spill loads at two blocks an SM).
+template <typename T, int kT, bool kGrid = false, bool kAlone = false>
+__global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
+    radix_topk_stream_kernel(RadixTopkArgs a) {
   namespace cg = cooperative_groups;
   using namespace radix_detail;
   using namespace radix_stream_detail;
@@ -405,6 +408,24 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
   };
   load_first();
 
+  // a.l2_prefetch: the chunk past the tiles in flight, asked of L2 (one bulk prefetch) once the
+  // sample has arrived. Issued with the first tile's loads instead, its traffic delayed the
+  // sample's loads by ~3 us on an H100 (64x65536 f32, 128 blocks): slower. Only 512-thread
+  // blocks take it (the host asks for it where blocks are few, which have 512 threads); the
+  // 256-thread kernels keep their code (with it, 4096x16384 +0.5..1%).
+  auto prefetch_chunk = [&] {
+    if constexpr (kT != 512) return;
+    const int from = c_begin + (kPrefetch ? 2 : 1) * kTile;
+    if (a.l2_prefetch && aligned && tid == 0 && from < c_end) {
+      const std::int64_t want = std::int64_t(c_end - from) * std::int64_t(sizeof(T));
+      const std::uint32_t bytes = std::uint32_t(want < (1 << 30) ? want : (1 << 30)) & ~15u;
+      if (bytes != 0) {
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(v + from), "r"(bytes)
+                     : "memory");
+      }
+    }
+  };
+
   // 1. The sampled bound T0 (the same in every block of the cluster): the lower edge of a
   //    bucket of the m-th largest sampled key (the file comment's two ways).
   std::uint32_t t0 = 0;
@@ -446,6 +467,7 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
         for (int j = 0; j < 4; ++j) sk[j] = key_of_bits(elem_bits<T>(w, j));
       }
       __syncthreads();  // the histograms are zero
+      prefetch_chunk();
       MOER_STREAM_STAMP(1);
 #pragma unroll 1
       for (int pass = 0; pass < 3; ++pass) {
@@ -522,6 +544,7 @@ __global__ void __launch_bounds__(kT, 1024 / kT) radix_topk_stream_kernel(RadixT
         }
       }
       __syncthreads();
+      prefetch_chunk();
       MOER_STREAM_STAMP(1);
       for (int e = tid; e < size; e += kT) {
         const std::uint32_t key = s_skey[e];
