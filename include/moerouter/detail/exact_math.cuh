@@ -75,6 +75,17 @@ __device__ __forceinline__ float sqrt_nobranch(float x) {
   return (x == 0.0f || x == INFINITY || x != x) ? x : y;
 }
 
+/// z if z is NaN, else r, by a PTX select: written as `z != z ? z : r`, nvcc made it a branch
+/// around r's whole computation (the sqrt's MUFU.RSQ and its corrections, with a BSSY/BSYNC
+/// pair), so a lane's several scores ran their square roots one after another.
+__device__ __forceinline__ float select_nan(float z, float r) {
+  float out;
+  asm("{\n\t.reg .pred p;\n\tsetp.nan.f32 p, %1, %1;\n\tselp.f32 %0, %1, %2, p;\n\t}"
+      : "=f"(out)
+      : "f"(z), "f"(r));
+  return out;
+}
+
 }  // namespace exact_detail
 
 /// detail::sqrt_softplus(z), bit for bit, without branches (see the file comment).
@@ -96,7 +107,7 @@ __device__ __forceinline__ float sqrt_softplus_nobranch(float z) {
   const float two_s = __fadd_rn(s, s);
   const float lp = __fmaf_rn(two_s, __fmul_rn(s2, q), two_s);
   const float sp = __fadd_rn(m, lp);
-  return z != z ? z : sqrt_nobranch(sp);
+  return select_nan(z, sqrt_nobranch(sp));
 }
 
 }  // namespace detail
