@@ -35,7 +35,11 @@ namespace exact_detail {
 __device__ __forceinline__ float exp_nonpositive_nobranch(float x) {
   const bool zero = !(x >= -104.0f);  // also -inf and NaN, as the reference
   const float xc = zero ? 0.0f : x;
-  const float n = rintf(__fmul_rn(xc, 1.44269504088896341f));
+  // n = rintf(xc * log2(e)) by the round-to-nearest-even of an add of 1.5 * 2^23 (|xc * log2(e)|
+  // <= 151, so the sum's unit is 1 and n, and int(n) from its bits, are exact): an FADD and an
+  // integer subtract instead of the conversions FRND and F2I in the score's dependent chain.
+  const float shifted = __fadd_rn(__fmul_rn(xc, 1.44269504088896341f), 12582912.0f);
+  const float n = __fsub_rn(shifted, 12582912.0f);
   float r = __fmaf_rn(n, -0.693145751953125f, xc);
   r = __fmaf_rn(n, -1.428606765330187045e-06f, r);
   float p = 1.0f / 5040.0f;
@@ -46,7 +50,7 @@ __device__ __forceinline__ float exp_nonpositive_nobranch(float x) {
   p = __fmaf_rn(p, r, 0.5f);
   p = __fmaf_rn(p, r, 1.0f);
   p = __fmaf_rn(p, r, 1.0f);
-  const int e = int(n);  // in [-150, 0]
+  const int e = __float_as_int(shifted) - 0x4b400000;  // int(n), in [-150, 0]
   const float normal = __fmul_rn(p, __uint_as_float(std::uint32_t(127 + e) << 23));
   const float sub =
       __fmul_rn(__fmul_rn(p, __uint_as_float(std::uint32_t(127 + e + 64) << 23)), 0x1p-64f);
