@@ -26,8 +26,9 @@
 // variant for small ones, where one row's chain of latencies is the time, and the decode
 // kernel (route_gemm.cuh). Small DSV4 batches take route_topk_rowblock_kernel instead (a block
 // per row computes every expert's exact key at once, no filter: the shortest chain).
-// The latency-bound paths evaluate the exact score with detail::sqrt_softplus_nobranch
-// (exact_math.cuh: the same bits without branches, so several evaluations overlap).
+// Levels 1 and 2 and the block-per-row kernel evaluate the exact score with
+// detail::sqrt_softplus_nobranch (exact_math.cuh: math.h's bits without branches, so several
+// evaluations overlap); level 3, the rare path, with math.h's form.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -249,11 +250,12 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
   if (lane < total) {
     const uint2 cand = sm.cand[lane];
     index = cand.y;
-    // Latency-bound kernels: the branchless form (a shorter chain). Large batches: the
-    // reference form (fewer instructions for the lanes without a candidate; measured on an
-    // H100: Flash N=16384 13.1 vs 13.8 us).
+    // The branchless form in every kernel. Large batches had kept the reference form (Flash
+    // N=16384 13.1 against 13.8 us) until the branchless one lost its last branch (the NaN
+    // select) and its conversions; then, on an H100 in one device call: Pro N=16384 14.30 ->
+    // 14.23 us, N=65536 47.45 -> 47.23, Flash N=16384 11.63 -> 11.64, N=65536 40.86 -> 40.95.
     const float logit = __uint_as_float(cand.x);
-    s = kLatency ? detail::sqrt_softplus_nobranch(logit) : detail::sqrt_softplus(logit);
+    s = detail::sqrt_softplus_nobranch(logit);
     key = detail::order_key(s + s_bias[index]) + 1u;  // s_bias is 0 without bias: s + 0 == s
   }
   route_trace(5, key);
