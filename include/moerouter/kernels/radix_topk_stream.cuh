@@ -81,10 +81,18 @@ __host__ __device__ constexpr std::size_t stream_smem_bytes(int k, bool sorted,
       4;
   return list > sample ? list : sample;
 }
+/// Distance between the starts of two sampled runs in a row of len elements (len > 512 * runs).
+__host__ __device__ constexpr int stream_sample_step(int runs, int len) {
+  return (len - 32) / (16 * runs - 1);
+}
 /// First element of sampled run g (of 16 * runs) in a row of len elements (len > 512 * runs): a
-/// multiple of 8, so that a 16-byte aligned row's runs load as 16-byte vectors.
+/// multiple of 8, so that a 16-byte aligned row's runs load as 16-byte vectors; the last run
+/// ends at or before the row's end. step: stream_sample_step(runs, len), one division a block
+/// (the kernel had a 64-bit division per sampled vector before, a subroutine call and ~25
+/// instructions on the way to each of the sample's loads).
+__host__ __device__ constexpr int stream_sample_run_at(int g, int step) { return (g * step) & ~7; }
 __host__ __device__ constexpr int stream_sample_run(int g, int runs, int len) {
-  return int(std::int64_t(g) * (len - 32) / (16 * runs - 1)) & ~7;
+  return stream_sample_run_at(g, stream_sample_step(runs, len));
 }
 
 /// Grid mode's workspace, in 32-bit words: an arrival counter per row (zero between calls),
@@ -394,7 +402,9 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
 
   // This block's chunk: whole tiles, [c_begin, c_end); this thread's elements of a tile at
   // `base`: [base + kPer * tid, base + kPer * (tid + 1)).
-  const std::int64_t per = ((len + kTile - 1) / kTile + gsize - 1) / gsize;
+  // (len + kTile - 1 would overflow an int for rows within a tile of 2^31.)
+  const int tiles = len / kTile + (len % kTile != 0 ? 1 : 0);
+  const std::int64_t per = (tiles + gsize - 1) / gsize;
   int c_begin = int(grank * per * kTile < len ? grank * per * kTile : len);
   int c_end = int(c_begin + per * kTile < len ? c_begin + per * kTile : len);
   const bool aligned = (reinterpret_cast<std::uintptr_t>(v) & 15u) == 0;
@@ -433,6 +443,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     const int runs = stream_sample_runs(len);
     const int size = 512 * runs;  // 16 * runs runs of 32
     const bool whole = len <= size;
+    const int step = whole ? 0 : stream_sample_step(runs, len);
     constexpr int kVec = 16 / int(sizeof(T));  // elements a 16-byte vector
     constexpr int kRunVecs = 32 / kVec;
     int want = kk;
@@ -450,7 +461,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
       std::uint32_t sk[4] = {0u, 0u, 0u, 0u};
       if (tid < size / 4) {
-        const T* src = v + stream_sample_run(tid / 8, runs, len) + (tid % 8) * 4;
+        const T* src = v + stream_sample_run_at(tid / 8, step) + (tid % 8) * 4;
         std::uint32_t w[4];
         if constexpr (sizeof(T) == 4) {
           const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
@@ -507,7 +518,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
             const int c = c0 + i * kT + tid;  // vector c: run c / kRunVecs
             if (c < vecs) {
               const uint4 u = __ldg(reinterpret_cast<const uint4*>(
-                  v + stream_sample_run(c / kRunVecs, runs, len) + (c % kRunVecs) * kVec));
+                  v + stream_sample_run_at(c / kRunVecs, step) + (c % kRunVecs) * kVec));
               w[i][0] = u.x;
               w[i][1] = u.y;
               w[i][2] = u.z;
@@ -532,7 +543,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
           const int e = i0 + i * kT + tid;  // sample element: run e / 32, lane e % 32
-          spos[i] = e >= size ? len : whole ? e : stream_sample_run(e >> 5, runs, len) + (e & 31);
+          spos[i] = e >= size ? len : whole ? e : stream_sample_run_at(e >> 5, step) + (e & 31);
         }
         float sval[8];
 #pragma unroll
