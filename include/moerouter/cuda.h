@@ -50,7 +50,8 @@ Status route_logits(const RouteLogitsParams& p, cudaStream_t stream = nullptr, b
 /// reads nothing out of bounds: its row gets ids -1 and weights 0 and *p.error_flag (device
 /// memory, optional) is set to 1; the call itself still returns success, because the ids are
 /// only known on the device. Check the flag with check_error_flag() when you choose to.
-/// kFromX computes only the k dot products per token (no full GEMM). k <= 32.
+/// kFromX computes only the k dot products per token (no full GEMM). k <= 32; kFromX: hidden <
+/// 2^27 (kUnsupported otherwise).
 /// pdl: launch with programmatic dependent launch, so the kernel starts while the previous
 /// kernel on the stream still runs and reads the token ids, the table and (kFromX) the k rows
 /// of W it needs before it waits for that kernel; only x (kFromX) or the logits (kFromLogits)

@@ -66,6 +66,13 @@ Status hash_route(const HashRouteParams& p, cudaStream_t stream, bool pdl) {
                                                 std::to_string(kMaxK) + " on the GPU, got " +
                                                 std::to_string(p.k));
   }
+  if (p.source == HashWeights::kFromX && p.hidden >= kernels::kHashXMaxHidden) {
+    // (the x kernel's slice bounds are 32-bit products)
+    return Status(StatusCode::kUnsupported,
+                  std::string(op) + ": hidden must be < " +
+                      std::to_string(kernels::kHashXMaxHidden) +
+                      " for weights from x on the GPU, got " + std::to_string(p.hidden));
+  }
   if (p.n == 0) return Status::success();
   MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "token_ids", p.token_ids));
   MOER_RETURN_IF_ERROR_CUDA(detail::check_device_pointer(op, "table", p.table));

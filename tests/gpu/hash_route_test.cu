@@ -343,6 +343,16 @@ TEST_F(GpuHashRoute, RejectsKAbove32AndHostPointers) {
   const Status st = cuda::hash_route(p);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("token_ids"), std::string::npos) << st.message();
+  // Weights from x: hidden below kHashXMaxHidden (checked before any pointer).
+  HashRouteParams px = d2.params(HashWeights::kUniform, d2.tok32.data(), tab.get(), nullptr,
+                                 nullptr, nullptr, wout.get(), ids.get(), nullptr);
+  px.source = HashWeights::kFromX;
+  px.hidden = std::int64_t(1) << 27;  // kernels::kHashXMaxHidden
+  px.x = wout.get();  // any non-null pointers: the bound is checked first
+  px.w = wout.get();
+  const Status sx = cuda::hash_route(px);
+  EXPECT_EQ(sx.code(), StatusCode::kUnsupported) << sx.to_string();
+  EXPECT_NE(sx.message().find("hidden"), std::string::npos) << sx.message();
 }
 
 }  // namespace

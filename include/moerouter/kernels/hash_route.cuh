@@ -33,6 +33,8 @@ namespace kernels {
 constexpr int kHashXThreads = 128;
 /// Largest cluster (blocks sharing one token's dot products) of hash_route_x_kernel.
 constexpr int kHashXMaxCluster = 8;
+/// hash_route_x_kernel's hidden size is below this (its slice bounds are 32-bit products).
+constexpr std::int64_t kHashXMaxHidden = std::int64_t(1) << 27;
 
 /// Resolved arguments of both hash route kernels.
 struct HashRouteArgs {
@@ -169,13 +171,24 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
   // memory may be accessed only then). Arrived now, it costs no wait there.
   asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
 #endif
-  const std::int64_t token = std::int64_t(blockIdx.x) / csize;
+  // The token: the cluster's index (a block of a launch without clusters is a cluster of one).
+  // Read from %clusterid rather than divided out of blockIdx: the 64-bit division took ~20
+  // instructions (I2F, MUFU.RCP, F2I and their products) before the token's id could load.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  unsigned cluster_id;
+  asm("mov.u32 %0, %%clusterid.x;" : "=r"(cluster_id));
+  const std::int64_t token = cluster_id;
+#else
+  const std::int64_t token = blockIdx.x;
+#endif
   const int tid = int(threadIdx.x);
   const int lane = detail::lane_id(), warp = tid / detail::kWarpSize;
 
-  // This block's slice of H, in 8-element chunks on the vector path, elements otherwise.
-  const std::int64_t units = a.vector_x ? a.hidden / 8 : a.hidden;
-  const std::int64_t u_begin = units * rank / csize, u_end = units * (rank + 1) / csize;
+  // This block's slice of H, in 8-element chunks on the vector path, elements otherwise
+  // (hidden < kHashXMaxHidden: 32-bit products and divisions).
+  const int units = a.vector_x ? a.hidden / 8 : a.hidden;
+  const std::int64_t u_begin = unsigned(units * rank) / unsigned(csize);
+  const std::int64_t u_end = unsigned(units * (rank + 1)) / unsigned(csize);
   const bf16* xrow = a.x + token * a.x_stride;
   uint4 xt[kTile];
   const auto load_x = [&](std::int64_t u0) {
