@@ -20,6 +20,7 @@
 
 #include <cstdint>
 
+#include "moerouter/detail/cluster_id.cuh"
 #include "moerouter/detail/exact_math.cuh"
 #include "moerouter/detail/math.h"
 #include "moerouter/detail/pdl.cuh"
@@ -171,16 +172,9 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
   // memory may be accessed only then). Arrived now, it costs no wait there.
   asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
 #endif
-  // The token: the cluster's index (a block of a launch without clusters is a cluster of one).
-  // Read from %clusterid rather than divided out of blockIdx: the 64-bit division took ~20
-  // instructions (I2F, MUFU.RCP, F2I and their products) before the token's id could load.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  unsigned cluster_id;
-  asm("mov.u32 %0, %%clusterid.x;" : "=r"(cluster_id));
-  const std::int64_t token = cluster_id;
-#else
-  const std::int64_t token = blockIdx.x;
-#endif
+  // The token: the cluster's index (detail::cluster_id_x; a 64-bit division of blockIdx.x by
+  // the cluster size had preceded the token id's load).
+  const std::int64_t token = detail::cluster_id_x();
   const int tid = int(threadIdx.x);
   const int lane = detail::lane_id(), warp = tid / detail::kWarpSize;
 

@@ -296,8 +296,9 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   // ---- stage 1: this warp's W slice into registers, then x, then mma ----------------------
   const int e = tile * tile_e + g * 8 + quad;  // the expert row this thread loads
   const bool e_ok = e < a.experts;
-  const int c0 = int(std::int64_t(split) * a.chunks / a.splits);
-  const int c1 = int(std::int64_t(split + 1) * a.chunks / a.splits);
+  // 32-bit (splits <= 32, chunks < 2^26): a 64-bit division here preceded W's loads.
+  const int c0 = int(unsigned(split * a.chunks) / unsigned(a.splits));
+  const int c1 = int(unsigned((split + 1) * a.chunks) / unsigned(a.splits));
   const int wc = (c1 - c0 + a.wk - 1) / a.wk;
   const int wc0 = c0 + q * wc;
   const int wc1 = min(c1, wc0 + wc);
