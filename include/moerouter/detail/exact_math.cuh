@@ -12,7 +12,11 @@
 //     below that 2 + t rounds to 2 and t / 2 is the exact product t * 0.5;
 //   - sqrt: the fast path's rsqrt-and-correction sequence on x scaled into its range
 //     (x < 2^-100 times 2^100, the root times 2^-50: both exact), selects for 0, inf and NaN;
-//   - exp's early return and its two scalings: both computed, one selected.
+//   - exp's early return and its two scalings: both computed, one selected; its rounding of
+//     the reduction (rintf, int()) by an add of 1.5 * 2^23 instead of the FRND / F2I
+//     conversions;
+//   - the NaN result by a PTX select (select_nan): a C++ `?:` there became a branch again.
+// Check the SASS (cuobjdump -sass) after a change: nvcc turns some selects back into branches.
 // Equality with detail::sqrt_softplus is checked for all 2^32 inputs by
 // tests/gpu/route_topk_test.cu (FusedRouteApprox.BranchlessScoreEqualsTheReferenceEverywhere).
 #pragma once
