@@ -286,11 +286,14 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   __shared__ int flag_s;
   __shared__ route_detail::RouteBias rb_s;
 
-  const int tile = int(blockIdx.x) / a.splits, split = int(blockIdx.x) % a.splits;
+  // Unsigned divisions (every operand is >= 0): no sign fix-ups before W's loads.
+  const int tile = int(blockIdx.x / unsigned(a.splits));
+  const int split = int(blockIdx.x % unsigned(a.splits));
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
   const int nwarps = int(blockDim.x) >> 5;
   const int tile_e = 8 * a.groups;
-  const int g = warp % a.groups, q = warp / a.groups;
+  const int g = int(unsigned(warp) % unsigned(a.groups));
+  const int q = int(unsigned(warp) / unsigned(a.groups));
   const int quad = lane >> 2, c = lane & 3;
 
   // ---- stage 1: this warp's W slice into registers, then x, then mma ----------------------
@@ -299,7 +302,7 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   // 32-bit (splits <= 32, chunks < 2^26): a 64-bit division here preceded W's loads.
   const int c0 = int(unsigned(split * a.chunks) / unsigned(a.splits));
   const int c1 = int(unsigned((split + 1) * a.chunks) / unsigned(a.splits));
-  const int wc = (c1 - c0 + a.wk - 1) / a.wk;
+  const int wc = int(unsigned(c1 - c0 + a.wk - 1) / unsigned(a.wk));
   const int wc0 = c0 + q * wc;
   const int wc1 = min(c1, wc0 + wc);
   const std::uint16_t* w_row = a.w + std::int64_t(e_ok ? e : 0) * a.hidden + 8 * c;
