@@ -387,6 +387,29 @@ TEST(RadixTopkWorkspace, SizeByShape) {
   EXPECT_EQ(cuda::topk_radix_grid_workspace_size(p, 257), 0u);
 }
 
+// The sample's runs (host-side arithmetic, no GPU): 32 elements each, starting at multiples of
+// 8 (16-byte vectors on aligned rows), increasing, the last one inside the row, spread over
+// it (the gap to the row's end below one step plus 8), for every run count the kernel uses
+// and lengths up to 2^31 - 1.
+TEST(RadixTopkSample, RunsAreAlignedInsideTheRowAndSpread) {
+  for (const int len : {1025, 4097, 8192, 65536, 262143, 262144, 1048576, 600000,
+                        0x7fffffff}) {
+    const int runs = kernels::stream_sample_runs(len);
+    if (len <= 512 * runs) continue;  // the whole row is the sample
+    const int step = kernels::stream_sample_step(runs, len);
+    ASSERT_GT(step, 0) << len;
+    int prev = -1;
+    for (int g = 0; g < 16 * runs; ++g) {
+      const int r = kernels::stream_sample_run(g, runs, len);
+      ASSERT_EQ(r % 8, 0) << len << " run " << g;
+      ASSERT_GT(r, prev) << len << " run " << g;
+      ASSERT_LE(std::int64_t(r) + 32, len) << len << " run " << g;
+      prev = r;
+    }
+    EXPECT_LT(std::int64_t(len) - 32 - prev, std::int64_t(step) + 8) << len;
+  }
+}
+
 // Many rows (one 256-thread block each, the sample's keys in registers where a vector a thread
 // holds it): per-row lengths (rows no longer than their sample), an odd stride (scalar loads),
 // the sample arranged against the row in every row (the exact fallback), both orders, CUB's
