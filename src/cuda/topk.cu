@@ -137,66 +137,53 @@ StreamTuning stream_tuning(const kernels::RadixTopkArgs& r, std::int64_t blocks)
   return {few && sizeof(T) == 2, few && bytes <= 0.5 * double(detail::l2_bytes())};
 }
 
-template <typename T, int kThreads>
-Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, cudaStream_t stream) {
-  if (cluster > stream_setup<T, kThreads>()) {
+// One variant of the streaming kernel, per_row blocks a row (a cluster of that many, or grid
+// mode's blocks): its shared-memory limit set once per device, the cluster size checked.
+template <typename T, int kThreads, bool kGrid, bool kAlone>
+Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool l2_prefetch,
+                             cudaStream_t stream) {
+  const int max_cluster = stream_setup<T, kThreads, kGrid, kAlone>();
+  if (!kGrid && per_row > max_cluster) {
     return Status(StatusCode::kUnsupported,
-                  "topk: this device does not run clusters of " + std::to_string(cluster));
+                  "topk: this device does not run clusters of " + std::to_string(per_row));
   }
-  if (r.n * cluster > 0x7fffffffLL) {
+  if (r.n * per_row > 0x7fffffffLL) {
     return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
   }
-  const dim3 grid(unsigned(r.n * cluster));
-  const std::size_t smem = kernels::stream_smem_bytes(r.k, r.sorted, r.length);
-  const StreamTuning t = stream_tuning<T>(r, r.n * cluster);
   kernels::RadixTopkArgs args = r;
-  args.l2_prefetch = t.l2_prefetch;
+  args.l2_prefetch = l2_prefetch;
+  return detail::launch_kernel(
+      kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone>,
+      dim3(unsigned(r.n * per_row)), dim3(kThreads),
+      kernels::stream_smem_bytes(r.k, r.sorted, r.length), stream, false, args,
+      kGrid ? "topk: radix_topk_stream_kernel (grid) launch"
+            : "topk: radix_topk_stream_kernel launch",
+      kGrid ? 0 : per_row);
+}
+
+// The streaming kernel with stream_tuning's choices for this launch.
+template <typename T, int kThreads, bool kGrid>
+Status launch_stream_tuned(const kernels::RadixTopkArgs& r, int per_row, cudaStream_t stream) {
+  const StreamTuning t = stream_tuning<T>(r, r.n * per_row);
   if constexpr (sizeof(T) == 2 && kThreads == 512) {
     if (t.alone) {
-      if (cluster > stream_setup<T, kThreads, false, true>()) {
-        return Status(StatusCode::kUnsupported,
-                      "topk: this device does not run clusters of " + std::to_string(cluster));
-      }
-      return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, kThreads, false, true>,
-                                   grid, dim3(kThreads), smem, stream, false, args,
-                                   "topk: radix_topk_stream_kernel launch", cluster);
+      return launch_stream_variant<T, kThreads, kGrid, true>(r, per_row, t.l2_prefetch, stream);
     }
   }
-  return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, kThreads>, grid,
-                               dim3(kThreads), smem, stream, false, args,
-                               "topk: radix_topk_stream_kernel launch", cluster);
+  return launch_stream_variant<T, kThreads, kGrid, false>(r, per_row, t.l2_prefetch, stream);
 }
 
 template <typename T>
 Status launch_stream(const kernels::RadixTopkArgs& r, int cluster, int threads,
                      cudaStream_t stream) {
-  return threads == 256 ? launch_stream<T, 256>(r, cluster, stream)
-                        : launch_stream<T, 512>(r, cluster, stream);
+  return threads == 256 ? launch_stream_tuned<T, 256, false>(r, cluster, stream)
+                        : launch_stream_tuned<T, 512, false>(r, cluster, stream);
 }
 
-// Grid mode: 512 threads a block, the smem limit set once per device.
+// Grid mode: 512 threads a block.
 template <typename T>
 Status launch_grid(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
-  if (r.n * r.grid_blocks > 0x7fffffffLL) {
-    return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
-  }
-  const dim3 grid(unsigned(r.n * r.grid_blocks));
-  const std::size_t smem = kernels::stream_smem_bytes(r.k, r.sorted, r.length);
-  const StreamTuning t = stream_tuning<T>(r, r.n * r.grid_blocks);
-  kernels::RadixTopkArgs args = r;
-  args.l2_prefetch = t.l2_prefetch;
-  if constexpr (sizeof(T) == 2) {
-    if (t.alone) {
-      (void)stream_setup<T, 512, true, true>();
-      return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, 512, true, true>, grid,
-                                   dim3(512), smem, stream, false, args,
-                                   "topk: radix_topk_stream_kernel (grid) launch");
-    }
-  }
-  (void)stream_setup<T, 512, true>();
-  return detail::launch_kernel(kernels::radix_topk_stream_kernel<T, 512, true>, grid, dim3(512),
-                               smem, stream, false, args,
-                               "topk: radix_topk_stream_kernel (grid) launch");
+  return launch_stream_tuned<T, 512, true>(r, r.grid_blocks, stream);
 }
 
 kernels::RadixTopkArgs radix_args(const TopkParams& p) {
