@@ -388,6 +388,61 @@ TEST(RouteGemm, OnePassSelection) {
   }
 }
 
+// The one-pass kernel's two selections with every winner in one lane: experts 5 + 32 j (one
+// lane's experts) get W rows (1 - j / 64) x W row 5, and token 0's x is W row 5, so that lane
+// holds the row's best (E = 256: its sorted list of 8 shifts up to k times; E = 384 and 520:
+// its best two and rescans), for tokens 0 and 1. With ties: those rows all equal and no bias
+// (exact ties: the lane's experts in increasing order). Tokens 2-3: random.
+TEST(RouteGemm, OnePassOneLaneHoldsEveryWinner) {
+  SKIP_WITHOUT_GPU();
+  int sms = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  int tried = 0;
+  for (const std::int64_t E : {256, 384, 520}) {
+    for (const int k : {6, 8, 16}) {
+      for (const bool ties : {false, true}) {
+        Problem pr = make_problem(4, 1024, E, k, 900 + std::uint64_t(E + k));
+        pr.with_bias = !ties;
+        const std::int64_t H = pr.hidden;
+        for (std::int64_t e = 5 + 32; e < E; e += 32) {
+          const float f = ties ? 1.0f : 1.0f - float((e - 5) / 32) / 64.0f;
+          for (std::int64_t h = 0; h < H; ++h) {
+            pr.w[std::size_t(e * H + h)] =
+                detail::float_to_bf16(f * detail::bf16_to_float(pr.w[std::size_t(5 * H + h)]));
+          }
+        }
+        for (std::int64_t h = 0; h < H; ++h) {
+          pr.x[std::size_t(0 * H + h)] = pr.w[std::size_t(5 * H + h)];
+          pr.x[std::size_t(1 * H + h)] = pr.w[std::size_t(5 * H + h)];
+        }
+        const oracle::RouteResult ref = oracle::route(pr.host(4));
+        GpuRun g(pr);
+        const std::string what = "one lane, E=" + std::to_string(E) + " k=" +
+                                 std::to_string(k) + (ties ? " ties" : "");
+        for (std::int64_t n = 1; n <= 4; ++n) {
+          if (cuda::route_gemv_experts_per_block(n, E, k, sms) == 0) continue;  // E=520, n=4
+          ++tried;
+          ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).ok())
+              << what << " n=" << n;
+          g.expect_matches(ref, n, what);
+        }
+        // With ties, tokens 0 and 1 take the lane's experts in order 5, 37, 69, ...
+        if (!ties) continue;
+        const std::vector<std::int64_t> iv = g.ids.download();
+        const std::int32_t* ids = reinterpret_cast<const std::int32_t*>(iv.data());
+        const std::int64_t lane_experts = (E - 5 + 31) / 32;
+        for (std::int64_t row = 0; row < 2; ++row) {
+          for (std::int64_t j = 0; j < std::min<std::int64_t>(k, lane_experts); ++j) {
+            EXPECT_EQ(ids[row * k + j], 5 + 32 * j) << what << ", row " << row << " slot " << j;
+          }
+        }
+        if (HasFailure()) return;
+      }
+    }
+  }
+  EXPECT_GE(tried, 3 * 3 * 2 * 3);
+}
+
 // One workspace serves both kernels in any order: the mma kernel's regions never touch the
 // one-pass kernel's flag words.
 TEST(RouteGemm, WorkspaceSharedByBothKernels) {

@@ -125,5 +125,44 @@ __device__ __forceinline__ void warp_merge(WarpTopkList& list, int& count, int k
   __syncwarp();
 }
 
+/// Length of a lane's sorted list of packed keys (merge_top8).
+constexpr int kTop8 = 8;
+
+/// Orders a pair of packed keys descending (a >= b after): a compare and selects, no branch.
+__device__ __forceinline__ void order_pair(std::uint64_t& a, std::uint64_t& b) {
+  const bool swap = b > a;
+  const std::uint64_t hi = swap ? b : a;
+  b = swap ? a : b;
+  a = hi;
+}
+
+/// Sorts a bitonic sequence of 8 descending: three layers of four compare-exchanges.
+__device__ __forceinline__ void bitonic_clean8(std::uint64_t (&c)[kTop8]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) order_pair(c[i], c[i + 4]);
+#pragma unroll
+  for (int i : {0, 1, 4, 5}) order_pair(c[i], c[i + 2]);
+#pragma unroll
+  for (int i = 0; i < 8; i += 2) order_pair(c[i], c[i + 1]);
+}
+
+/// l := the 8 largest of l and p, both sorted descending (0: no entry). max(l[i], p[7 - i])
+/// is a bitonic sequence holding them, which bitonic_clean8 sorts.
+__device__ __forceinline__ void merge_top8(std::uint64_t (&l)[kTop8],
+                                           const std::uint64_t (&p)[kTop8]) {
+#pragma unroll
+  for (int i = 0; i < kTop8; ++i) l[i] = p[kTop8 - 1 - i] > l[i] ? p[kTop8 - 1 - i] : l[i];
+  bitonic_clean8(l);
+}
+
+/// Sorts four packed keys descending (five compare-exchanges).
+__device__ __forceinline__ void sort4(std::uint64_t (&q)[4]) {
+  order_pair(q[0], q[1]);
+  order_pair(q[2], q[3]);
+  order_pair(q[0], q[2]);
+  order_pair(q[1], q[3]);
+  order_pair(q[1], q[2]);
+}
+
 }  // namespace detail
 }  // namespace moerouter

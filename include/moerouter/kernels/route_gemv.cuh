@@ -17,9 +17,11 @@
 //            experts it reads the n x E words until each carries its flag (they carry their
 //            data too, so no fence or counter is needed), computes the exact scores and biased
 //            keys in parallel (one word per thread), and selects with one warp per row: each
-//            lane keeps the best two of its experts, k rounds of a warp maximum take the row's
-//            k best in rank order (ties to the lower expert); the winners are renormalized in
-//            rank order and scaled. Last, it clears the words for the next launch.
+//            lane offers its best remaining expert (from a sorted list of all of its experts
+//            where E <= 256, else from its best two and a rescan), k rounds of a warp maximum
+//            take the row's k best in rank order (ties to the lower expert); the winners are
+//            renormalized in rank order and scaled. Last, it clears the words for the next
+//            launch.
 //            Measured on an H100 (CUDA graph, cold W), Pro: this selection against block-wide
 //            ranks (each warp's k best by all-pairs ranks of 32 keys, then every candidate
 //            ranked against the others): n = 1 5.76 against 6.01 us, n = 4 7.59 against 9.84
@@ -45,7 +47,7 @@ namespace kernels {
 
 /// Largest tokens of route_gemv_kernel.
 constexpr int kRouteGemvMaxTokens = 4;
-/// Largest k of route_gemv_kernel (its per-row buffers of the k winners), kRouteGemmMaxK.
+/// Largest k of route_gemv_kernel (a lane per winner), kRouteGemmMaxK.
 constexpr int kRouteGemvMaxK = 32;
 /// Largest experts per block.
 constexpr int kRouteGemvMaxExpertsPerBlock = 8;
@@ -83,6 +85,15 @@ __device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
     f[2 * i] = __uint_as_float(u[i] << 16);
     f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
   }
+}
+
+/// Row of the poller's slot i < n * ep (n <= kTok): compares, not a division by ep.
+template <int kTok>
+__device__ __forceinline__ int slot_row(int i, int ep) {
+  int row = 0;
+#pragma unroll
+  for (int r = 1; r < kTok; ++r) row += i >= r * ep;
+  return row;
 }
 
 #if defined(MOER_ROUTE_GEMV_TRACE)
@@ -131,7 +142,6 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
   constexpr int kUnits = kEpb <= 4 ? 2 : 1;  // units per W row a thread holds at once
   constexpr int kPoll = kRouteGemvMaxSlots / kRouteGemvThreads;
   __shared__ float red_s[kWarps][kEpb * kTok];
-  __shared__ float top_s[kRouteGemvMaxTokens][kRouteGemvMaxK];
   // The poller's buffers, sized by the shape (route_gemv_smem_bytes): small, so that blocks
   // fit beside a preceding kernel's under programmatic dependent launch.
   extern __shared__ float4 gemv_smem[];
@@ -243,7 +253,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
   unsigned long long word[kPoll];
 #pragma unroll
   for (int j = 0; j < kPoll; ++j) {  // every load in flight at once, then the waits
-    const int i = t + j * kRouteGemvThreads, row = i / ep, e = i % ep;
+    const int i = t + j * kRouteGemvThreads, row = slot_row<kTok>(i, ep), e = i - row * ep;
     word[j] = 0;
     if (i < slots && e < a.experts) {
       word[j] = load_word(a.slots + std::int64_t(row) * a.experts + e);
@@ -251,7 +261,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
   }
 #pragma unroll
   for (int j = 0; j < kPoll; ++j) {
-    const int i = t + j * kRouteGemvThreads, row = i / ep, e = i % ep;
+    const int i = t + j * kRouteGemvThreads, row = slot_row<kTok>(i, ep), e = i - row * ep;
     if (i >= slots) continue;
     std::uint32_t key = 0;  // past E: 0, below every expert's key
     float s = 0.0f;
@@ -266,75 +276,124 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
   }
   __syncthreads();  // key_s, score_s complete
   trace(3);
-  // One warp per row: each lane keeps the best two (key, expert) of its experts lane + 32 m
-  // (the lower expert first among equal keys); k rounds of a warp maximum (a REDUX; several
-  // lanes tie only on equal keys, where the lowest expert wins) take the row's k best in
-  // rank order, the winner promoting its second best (rescanning when it has none left).
+  RouteTopkArgs ra{};
+  ra.weights = a.weights;
+  ra.ids = a.ids;
+  ra.weights_stride = a.weights_stride;
+  ra.ids_stride = a.ids_stride;
+  ra.ids_i64 = a.ids64 != 0;
+  // One warp per row, k rounds of a warp maximum of packed keys (key << 32 | ~expert: the
+  // lower expert first among equal keys; two REDUX, and every lane sees the winner's key, so
+  // no ballot or shuffle sits between two rounds). Each lane offers its best remaining expert:
+  //   - up to 8 experts a lane (E <= 256, Flash): all of the lane's keys sorted in registers
+  //     first (sort4 and bitonic merges), the winner shifting its list: no rescan ever;
+  //   - otherwise (Pro's 12 experts a lane, any k): the lane's best two by one scan, the
+  //     winner promoting its second and rescanning (taken experts zeroed in key_s) when it
+  //     wins a third time: rare for random rows, one vote a round to find out.
+  // Measured on an H100 (route_gemm_bench, CUDA graph, cold W, two runs each), us, n = 1..4:
+  // the previous rounds (a 32-bit REDUX, then a ballot, the winner's lane and a shuffle)
+  // Flash 4.36-4.39 / 4.63 / 5.33 / 5.48, Pro 5.62-5.67 / 6.21 / 7.06-7.09 / 7.33-7.37;
+  // sorted lists Flash 4.34 / 4.28-4.30 / 4.78 / 4.93-4.95, Pro 5.67-5.68 / 6.30 / 6.86-6.90
+  // / 7.15-7.18; best two Flash 4.28-4.30 / 4.53-4.55 / 5.26 / 5.40, Pro 5.58 / 6.20-6.24 /
+  // 6.80-6.82 / 7.23-7.25; the sorted lists merged by a butterfly of shuffles instead of
+  // rounds (every lane ends with the row's 8 best) Flash 4.43-4.46 / 4.60 / 5.06-5.08 / 5.18,
+  // Pro 5.92 / 6.51 / 7.28 / 7.59-7.61 (k = 6; in those runs the lists held a lane's best 8,
+  // for every E). This choice, in a later call against the previous binary (two runs): Flash
+  // 4.19-4.28 / 4.33-4.34 / 4.80 / 4.94-4.96 against 4.38 / 4.62-4.65 / 5.34 / 5.50-5.51, Pro
+  // 5.65-5.68 / 6.19-6.22 / 6.96-7.03 / 7.28-7.29 against 5.61 / 6.18-6.21 / 7.02-7.03 /
+  // 7.34-7.35 (Pro: no change beyond the run-to-run spread).
+  const bool sorted_lists = ep <= detail::kTop8 * 32;
   for (int row = warp; row < a.n; row += kWarps) {
     std::uint32_t* kr = key_s + row * ep;
-    std::uint32_t b1 = 0, b2 = 0;
-    int e1 = 0, e2 = 0;
-    bool have2 = true;
-    auto scan = [&] {
-      b1 = b2 = 0;
-      // Increasing e (strict > keeps the lowest); four keys loaded before their updates, which
-      // are selects: a loop of one load and a branch per key measured ~700 cycles for Pro.
-      for (int e0 = lane; e0 < ep; e0 += 4 * 32) {
-        std::uint32_t kq[4];
-#pragma unroll
-        for (int u = 0; u < 4; ++u) kq[u] = e0 + 32 * u < ep ? kr[e0 + 32 * u] : 0u;
+    const float* sr = score_s + row * ep;
+    std::uint64_t mine = 0;  // lane r < k: the key of rank r
+    if (sorted_lists) {
+      std::uint64_t l[detail::kTop8];
+      for (int g = 0; g < ep / 32; g += 4) {
+        std::uint64_t q[4];
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
-          const int e = e0 + 32 * u;
-          const bool gt1 = kq[u] > b1, gt2 = kq[u] > b2;
-          b2 = gt1 ? b1 : gt2 ? kq[u] : b2;
-          e2 = gt1 ? e1 : gt2 ? e : e2;
-          b1 = gt1 ? kq[u] : b1;
-          e1 = gt1 ? e : e1;
+          const int e = lane + 32 * (g + u);
+          // Past E the key is 0 (below every expert's, above the padding's 0).
+          q[u] = e < ep ? (std::uint64_t(kr[e]) << 32) | std::uint32_t(~e) : 0;
         }
-      }
-      have2 = true;
-    };
-    scan();
-    int my_id = 0;
-    for (int r = 0; r < a.k; ++r) {  // the row has >= k experts (keys >= 1): every round wins
-      const int w = detail::warp_argmax_lane(b1, unsigned(e1));  // equal keys: lowest expert
-      const int id = __shfl_sync(detail::kFullMask, e1, w);
-      if (lane == r) my_id = id;
-      if (lane == w) {
-        kr[e1] = 0;  // taken
-        if (have2) {
-          b1 = b2;
-          e1 = e2;
-          have2 = false;
+        detail::sort4(q);
+        const std::uint64_t p[detail::kTop8] = {q[0], q[1], q[2], q[3], 0, 0, 0, 0};
+        if (g == 0) {
+#pragma unroll
+          for (int i = 0; i < detail::kTop8; ++i) l[i] = p[i];
         } else {
-          scan();
+          detail::merge_top8(l, p);
+        }
+      }
+      for (int r = 0; r < a.k; ++r) {  // the row has >= k experts (keys >= 1): every round wins
+        const std::uint64_t top = detail::warp_max_u64(l[0]);
+        if (lane == r) mine = top;
+        const bool win = l[0] == top;  // packed keys are unique: one lane
+#pragma unroll
+        for (int i = 0; i < detail::kTop8 - 1; ++i) l[i] = win ? l[i + 1] : l[i];
+        l[detail::kTop8 - 1] = win ? 0 : l[detail::kTop8 - 1];
+      }
+    } else {
+      std::uint64_t b1 = 0, b2 = 0;
+      auto scan = [&] {
+        b1 = b2 = 0;
+        // Four keys loaded before their updates, which are selects (a loop of one load and a
+        // branch per key measured ~700 cycles for Pro). Key 0 (taken, or past E): no entry.
+        for (int e0 = lane; e0 < ep; e0 += 4 * 32) {
+          std::uint32_t kq[4];
+#pragma unroll
+          for (int u = 0; u < 4; ++u) kq[u] = e0 + 32 * u < ep ? kr[e0 + 32 * u] : 0u;
+#pragma unroll
+          for (int u = 0; u < 4; ++u) {
+            const std::uint64_t pk =
+                kq[u] != 0 ? (std::uint64_t(kq[u]) << 32) | std::uint32_t(~(e0 + 32 * u)) : 0;
+            const bool gt1 = pk > b1, gt2 = pk > b2;
+            b2 = gt1 ? b1 : gt2 ? pk : b2;
+            b1 = gt1 ? pk : b1;
+          }
+        }
+      };
+      scan();
+      bool have2 = true;
+      for (int r = 0; r < a.k; ++r) {  // the row has >= k experts (keys >= 1): every round wins
+        const std::uint64_t top = detail::warp_max_u64(b1);
+        if (lane == r) mine = top;
+        const bool win = b1 == top;  // packed keys are unique: one lane
+        const bool rescan = win && !have2;
+        if (win) kr[~std::uint32_t(top)] = 0u;  // taken
+        b1 = win ? b2 : b1;
+        b2 = win ? 0 : b2;
+        have2 = have2 && !win;
+        if (__any_sync(detail::kFullMask, rescan)) {
+          if (rescan) {
+            scan();
+            have2 = true;
+          }
         }
       }
     }
-    float s = 0.0f;
-    if (lane < a.k) {
-      s = score_s[row * ep + my_id];
-      top_s[row][lane] = s;
+    // Lane r < k holds rank r; the k unbiased scores summed in rank order (renormalize's),
+    // eight shuffles at a time (lanes past k add +0, which changes no bit).
+    const int id = int(~std::uint32_t(mine));
+    const float sv = lane < a.k ? sr[id] : 0.0f;
+    float sum = 0.0f;
+    for (int r0 = 0; r0 < a.k; r0 += 8) {
+      float v[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[i] = __shfl_sync(detail::kFullMask, sv, r0 + i);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sum += v[i];
     }
-    __syncwarp();
     if (lane < a.k) {
-      const float sum = detail::rank_order_sum(top_s[row], a.k);  // renormalize's order
-      RouteTopkArgs ra{};
-      ra.weights = a.weights;
-      ra.ids = a.ids;
-      ra.weights_stride = a.weights_stride;
-      ra.ids_stride = a.ids_stride;
-      ra.ids_i64 = a.ids64 != 0;
-      detail::store_route_slot(ra, row, lane, my_id,
-                               s / detail::renorm_denominator(sum) * a.scale);
+      detail::store_route_slot(ra, row, lane, id, sv / detail::renorm_denominator(sum) * a.scale);
     }
   }
   trace(6);
   // The words are ready for the next launch (which starts after this grid ends).
 #pragma unroll
   for (int j = 0; j < kPoll; ++j) {
-    const int i = t + j * kRouteGemvThreads, row = i / ep, e = i % ep;
+    const int i = t + j * kRouteGemvThreads, row = slot_row<kTok>(i, ep), e = i - row * ep;
     if (i < slots && e < a.experts) clear_word(a.slots + std::int64_t(row) * a.experts + e);
   }
   trace_flush();
