@@ -687,9 +687,14 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     __syncthreads();  // the list is complete
     for (int i = tid; i < mine; i += kT) ws_list[std::int64_t(grank) * a.grid_slot + i] = s_list[i];
     if (tid == 0) ws_count[grank] = fast ? G : -1;
-    __threadfence();
+    // Cooperative groups' grid barrier's pattern: the block's barrier, then one thread's fence
+    // (cumulative: it orders the stores the barrier ordered before it) and the arrival. Every
+    // thread fencing its own stores before the barrier measured 0.1-0.2 us slower on an H100
+    // (radix_topk_bench, two runs: f32 1x262144 11.3-11.4 against 11.2, bf16 4x1048576 20.3
+    // against 20.0-20.2).
     __syncthreads();
     if (tid == 0) {
+      __threadfence();  // release: this block's list and length, then the arrival
       const bool last = atomicAdd(&ws_arrive[row], 1) == gsize - 1;
       if (last) __threadfence();  // acquire: the other blocks' lists, then the barrier
       s_sel[0] = last;
