@@ -91,8 +91,8 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
 // cluster >= 1: through cuda::topk_radix_config(cluster, threads) (threads 0: as topk chooses);
 // stride > len: rows `stride` apart (the gap holds values that must never be read as elements).
 // grid > 0: grid mode with `grid` blocks per row (cuda::topk_radix_grid); grid < 0: cuda::topk
-// with the workspace it asks for. Both run twice on one workspace (zeroed once): the first
-// call must leave it ready for the next; the second call's output is checked.
+// with the workspace it asks for. Both run twice on one workspace (its counters zeroed once):
+// the first call must leave it ready for the next; the second call's output is checked.
 void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool sorted,
            std::uint64_t seed, int cluster = -1, int threads = 0, std::int64_t stride = 0,
            int grid = 0) {
@@ -143,7 +143,11 @@ void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool s
                                           : 0;
   ASSERT_TRUE(grid <= 0 || ws_bytes > 0) << cfg;
   DeviceBuffer<unsigned char> ws(ws_bytes > 0 ? ws_bytes : 16);
-  ws.fill_bytes(0);
+  // Only the rows' arrival counters zeroed (what cuda.h says is enough): the rest of the
+  // workspace is left as allocated, so compute-sanitizer's initcheck sees any read of it that
+  // the call did not write first.
+  const std::size_t counters = 4 * std::size_t(kernels::radix_stream_grid_counts(n));
+  MOER_CUDA_OK(cudaMemset(ws.get(), 0, std::min(ws_bytes, counters)));
   auto run = [&]() -> Status {
     if (grid > 0) return cuda::topk_radix_grid(p, grid, ws.get(), ws_bytes);
     if (grid < 0) return cuda::topk(p, ws_bytes > 0 ? ws.get() : nullptr, ws_bytes);

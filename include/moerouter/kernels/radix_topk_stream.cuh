@@ -684,8 +684,15 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     uint2* ws_list = reinterpret_cast<uint2*>(a.grid_ws + radix_stream_grid_lists(a.n, gsize)) +
                      row * gsize * std::int64_t(a.grid_slot);
     const int mine = !fast ? 0 : G < cap ? G : cap;
+    // The last block loads the first kGather entries a thread of each list before it knows the
+    // lists' lengths (below): those slots are written in every call (zeros past the list), so
+    // nothing reads workspace memory that this call did not write (beyond the counters).
+    constexpr int kGather = 2;
+    const int spec = kGather * (kT / gsize) < a.grid_slot ? kGather * (kT / gsize) : a.grid_slot;
     __syncthreads();  // the list is complete
-    for (int i = tid; i < mine; i += kT) ws_list[std::int64_t(grank) * a.grid_slot + i] = s_list[i];
+    for (int i = tid; i < (mine > spec ? mine : spec); i += kT) {
+      ws_list[std::int64_t(grank) * a.grid_slot + i] = i < mine ? s_list[i] : make_uint2(0u, 0u);
+    }
     if (tid == 0) ws_count[grank] = fast ? G : -1;
     // Cooperative groups' grid barrier's pattern: the block's barrier, then one thread's fence
     // (cumulative: it orders the stores the barrier ordered before it) and the arrival. Every
@@ -711,7 +718,6 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     // threads a list, 1.0 us). radix_topk_bench, unsorted us, before / kGather = 2 / 8: f32
     // 1x262144 12.1-12.2 / 11.4 / 11.6-11.7, 1x1048576 18.5-18.6 / 17.3-17.4 / 17.5-17.6,
     // 4x1048576 23.5-23.6 / 22.3-22.4 / 22.4; bf16 1x262144 12.8 / 11.7 / 11.9.
-    constexpr int kGather = 2;
     const int tpb = kT / gsize;
     const int b = tid / tpb, t = tid - b * tpb;
     const bool group = b < gsize;
@@ -720,7 +726,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     if (group) {
 #pragma unroll
       for (int j = 0; j < kGather; ++j) {
-        if (t + j * tpb < a.grid_slot) e[j] = __ldcg(src + t + j * tpb);  // maybe past the list
+        if (t + j * tpb < a.grid_slot) e[j] = __ldcg(src + t + j * tpb);  // written above
       }
     }
     // Offsets of the blocks' lists (a block that overflowed or took no fast path: too many).
