@@ -69,20 +69,6 @@ __device__ __forceinline__ std::uint64_t warp_max_u64(std::uint64_t v) {
 
 __device__ __forceinline__ int lane_id() { return int(threadIdx.x) & (kWarpSize - 1); }
 
-/// The lane holding the warp's largest `key` (ties: the lowest `index`): one REDUX max and a
-/// ballot; equal keys in several lanes (warp-uniform and rare) take a REDUX min of the indices.
-__device__ __forceinline__ int warp_argmax_lane(std::uint32_t key, std::uint32_t index) {
-  const std::uint32_t top = __reduce_max_sync(kFullMask, key);
-  const unsigned won = __ballot_sync(kFullMask, key == top);
-  int w = __ffs(won) - 1;
-  if (__popc(won) > 1) {
-    const bool tied = (won >> lane_id()) & 1u;
-    const std::uint32_t lowest = __reduce_min_sync(kFullMask, tied ? index : ~0u);
-    w = __ffs(__ballot_sync(kFullMask, tied && index == lowest)) - 1;
-  }
-  return w;
-}
-
 /// A warp's running top-k list (best first) in shared memory: the packed key and a payload.
 struct WarpTopkList {
   std::uint64_t key[kMaxWarpK];
