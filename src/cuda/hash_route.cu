@@ -36,9 +36,11 @@ Status launch_hash_x(const kernels::HashRouteArgs& a, cudaStream_t stream, bool 
       return Status(StatusCode::kUnsupported,
                     "hash_route: n must be < 2^31 / cluster size, got " + std::to_string(a.n));
     }
+    // One block a token: no cluster at all (a launch with clusters of one pays for cluster
+    // barriers that a plain launch skips).
     return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kernels::kHashXThreads), 0,
                                  stream, pdl, a, "hash_route: hash_route_x_kernel launch",
-                                 csize);
+                                 csize > 1 ? csize : 0);
   });
 }
 

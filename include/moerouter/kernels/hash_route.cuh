@@ -5,9 +5,10 @@
 //                             token (k <= kGroup), lane j owns column j of the table row.
 //   hash_route_x_kernel       weights from x and W: only the k dot products x[n] . W[id_j] a
 //                             token needs. A cluster of blocks splits H (several SMs' load
-//                             bandwidth for one token in decode); their partial sums are added
-//                             in a fixed order through distributed shared memory, so the
-//                             result is deterministic.
+//                             bandwidth for one token in decode); their partial sums meet in
+//                             the first block's shared memory (st.async and an mbarrier, no
+//                             cluster-wide barrier at the end) and are added in a fixed order,
+//                             so the result is deterministic.
 // A token id outside [0, vocab) or a table entry outside [0, experts) reads nothing out of
 // bounds: the row gets ids -1 and weights 0, and *error_flag (if given) is set to 1.
 // Programmatic dependent launch: both kernels read the token ids and the table (and the x
@@ -16,6 +17,7 @@
 #pragma once
 
 #include <cooperative_groups.h>
+#include <cuda/ptx>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -140,23 +142,74 @@ __device__ __forceinline__ float dot8(const uint4& x, const uint4& w, float acc)
   return acc;
 }
 
+/// One level of warp_sums: the lane keeps one half of its kCount values (the upper half where
+/// its lane bit kOffset is set) and adds its partner's copy of that half.
+template <int kCount, int kOffset, int kMaxK>
+__device__ __forceinline__ void warp_sums_level(float (&v)[kMaxK], int lane) {
+  if constexpr (kCount > 1) {
+    constexpr int kHalf = kCount / 2;
+    const bool upper = (lane & kOffset) != 0;
+#pragma unroll
+    for (int j = 0; j < kHalf; ++j) {
+      const float keep = upper ? v[j + kHalf] : v[j];
+      const float give = upper ? v[j] : v[j + kHalf];
+      v[j] = keep + __shfl_xor_sync(detail::kFullMask, give, kOffset);
+    }
+    warp_sums_level<kHalf, kOffset / 2>(v, lane);
+  } else if constexpr (kOffset > 0) {
+    v[0] += __shfl_xor_sync(detail::kFullMask, v[0], kOffset);
+    warp_sums_level<1, kOffset / 2>(v, lane);
+  }
+}
+
+/// The warp's sums of kMaxK values (each lane's acc[j]), as a transposed butterfly: every
+/// level halves the values a lane holds (warp_sums_level), then plain butterflies over the
+/// lanes that hold the same value; lane l ends with the sum of value l / (32 / kMaxK). Eight
+/// values take 4 + 2 + 1 + 1 + 1 = 9 shuffles, against 40 for eight butterflies. A fixed
+/// order: the same bits in every run.
+template <int kMaxK>
+__device__ __forceinline__ float warp_sums(const float (&acc)[kMaxK]) {
+  static_assert(kMaxK >= 1 && kMaxK <= detail::kWarpSize && (kMaxK & (kMaxK - 1)) == 0,
+                "a power of two up to 32 values");
+  float v[kMaxK];
+#pragma unroll
+  for (int j = 0; j < kMaxK; ++j) v[j] = acc[j];
+  warp_sums_level<kMaxK, detail::kWarpSize / 2>(v, detail::lane_id());
+  return v[0];
+}
+
+#if defined(MOER_HASH_TRACE)
+// Diagnosis builds only: %globaltimer at each stage, thread 0 of blocks 0..7.
+__device__ unsigned long long g_hash_trace[8][12];
+__device__ __forceinline__ void trace(int slot, unsigned dep = 0) {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t) : "r"(dep) : "memory");
+  if (threadIdx.x == 0 && blockIdx.x < 8) g_hash_trace[blockIdx.x][slot] = t;
+}
+#else
+__device__ __forceinline__ void trace(int, unsigned = 0) {}
+#endif
+
 }  // namespace hash_detail
 
-/// Weights from x and W. Grid: cluster_size * n blocks of kHashXThreads, launched with the
-/// cluster dimension (cluster_size, 1, 1), cluster_size in 1..kHashXMaxCluster; block
-/// (token, rank) adds up the H-slice `rank` of the k dot products of `token`.
-template <int kMaxK>
-__global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashRouteArgs a) {
+/// Weights from x and W. Grid: cluster_size * n blocks of kThreads, launched with the cluster
+/// dimension (cluster_size, 1, 1), cluster_size in 2..kHashXMaxCluster, or without clusters
+/// (one block a token); block (token, rank) adds up the H-slice `rank` of the k dot products
+/// of `token`. The other ranks store their slice sums into rank 0's shared memory (st.async,
+/// counted by an mbarrier there) and leave; rank 0 adds them in rank order and writes the row.
+/// kTile: 16-byte chunks of each row a thread loads before it adds (more loads in flight for
+/// small k). Stages, for MOER_HASH_TRACE builds: 0 start, 1 token id, 2 table row, 3 dot
+/// products, 4 block sums, 5 cluster wait, 6 slices in, 7 renormalized.
+template <int kMaxK, int kThreads = kHashXThreads, int kTile = (kMaxK <= 8 ? 2 : 1)>
+__global__ void __launch_bounds__(kThreads) hash_route_x_kernel(const HashRouteArgs a) {
   namespace cg = cooperative_groups;
-  constexpr int kWarps = kHashXThreads / detail::kWarpSize;
-  // Chunks of 8 elements a thread loads before it adds (more loads in flight for small k).
-  constexpr int kTile = kMaxK <= 8 ? 2 : 1;
+  constexpr int kWarps = kThreads / detail::kWarpSize;
   __shared__ std::int64_t s_ids[kMaxK];
   __shared__ float s_part[kWarps][kMaxK];
-  // Rank 0's: every block's slice sums, pushed into it (distributed shared memory) by their
-  // blocks before the cluster barrier, so rank 0 reads only its own shared memory after it.
+  // Rank 0's: the other blocks' slice sums, stored into it by st.async (distributed shared
+  // memory), and the mbarrier that counts their bytes.
   __shared__ float s_slices[kHashXMaxCluster][kMaxK];
-  __shared__ float s_score[kMaxK];
+  __shared__ __align__(8) std::uint64_t s_bar;
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   const cg::cluster_group cluster = cg::this_cluster();
@@ -166,16 +219,29 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
   const int csize = 1;
   const int rank = 0;
 #endif
+  const int tid = int(threadIdx.x);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // The first half of a split cluster barrier: its wait, before the push into rank 0's shared
-  // memory below, guarantees that every block of the cluster has started (a block's shared
-  // memory may be accessed only then). Arrived now, it costs no wait there.
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  if (csize > 1) {  // cluster-uniform
+    // (By the last warp, whose threads load no token id or table entry: the fence takes
+    // ~0.1 us.)
+    if (rank == 0 && tid == kThreads - detail::kWarpSize) {
+      // The barrier completes when the other blocks' k slice sums (4 bytes each) have landed.
+      ::cuda::ptx::mbarrier_init(&s_bar, 1);
+      (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                                 ::cuda::ptx::space_shared, &s_bar,
+                                                 unsigned((csize - 1) * a.k) * 4u);
+      ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
+    }
+    // The first half of a split cluster barrier: its wait, before the stores into rank 0's
+    // shared memory below, guarantees that every block of the cluster has started and that
+    // rank 0's mbarrier is initialized. Arrived now, it costs no wait there.
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  }
 #endif
+  hash_detail::trace(0);
   // The token: the cluster's index (detail::cluster_id_x; a 64-bit division of blockIdx.x by
   // the cluster size had preceded the token id's load).
   const std::int64_t token = detail::cluster_id_x();
-  const int tid = int(threadIdx.x);
   const int lane = detail::lane_id(), warp = tid / detail::kWarpSize;
 
   // This block's slice of H, in 8-element chunks on the vector path, elements otherwise
@@ -188,7 +254,7 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
   const auto load_x = [&](std::int64_t u0) {
 #pragma unroll
     for (int t = 0; t < kTile; ++t) {
-      const std::int64_t u = u0 + tid + std::int64_t(t) * kHashXThreads;
+      const std::int64_t u = u0 + tid + std::int64_t(t) * kThreads;
       xt[t] = u < u_end ? __ldg(reinterpret_cast<const uint4*>(xrow) + u) : make_uint4(0, 0, 0, 0);
     }
   };
@@ -200,6 +266,7 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
   if (tid < a.k) {
     const std::int64_t tok = hash_detail::load_index(a.token_ids, a.token_i64, token);
     bad = tok < 0 || tok >= a.vocab;
+    hash_detail::trace(1, unsigned(tok));
     std::int64_t id = -1;
     if (!bad) {
       id = hash_detail::load_index(a.table, a.table_i64, tok * a.k + tid);
@@ -216,6 +283,7 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
     return;
   }
 
+  hash_detail::trace(2);
   float acc[kMaxK];
 #pragma unroll
   for (int j = 0; j < kMaxK; ++j) acc[j] = 0.0f;
@@ -229,7 +297,7 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
     const auto load_w = [&](std::int64_t u0) {
 #pragma unroll
       for (int t = 0; t < kTile; ++t) {
-        const std::int64_t u = u0 + tid + std::int64_t(t) * kHashXThreads;
+        const std::int64_t u = u0 + tid + std::int64_t(t) * kThreads;
 #pragma unroll
         for (int j = 0; j < kMaxK; ++j) {
           wt[t][j] = (u < u_end && j < a.k) ? __ldg(wrow[j] + u) : make_uint4(0, 0, 0, 0);
@@ -238,7 +306,7 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
     };
     load_w(u_begin);  // the first tile of W (all of it at DSV4's sizes) before the wait
     detail::grid_dependency_wait();
-    for (std::int64_t u0 = u_begin; u0 < u_end; u0 += std::int64_t(kTile) * kHashXThreads) {
+    for (std::int64_t u0 = u_begin; u0 < u_end; u0 += std::int64_t(kTile) * kThreads) {
       if (u0 != u_begin) {
         load_w(u0);
         load_x(u0);
@@ -253,7 +321,7 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
     }
   } else {
     detail::grid_dependency_wait();
-    for (std::int64_t h = u_begin + tid; h < u_end; h += kHashXThreads) {
+    for (std::int64_t h = u_begin + tid; h < u_end; h += kThreads) {
       const float xv = detail::bf16_to_float(xrow[h]);
 #pragma unroll
       for (int j = 0; j < kMaxK; ++j) {
@@ -262,54 +330,74 @@ __global__ void __launch_bounds__(kHashXThreads) hash_route_x_kernel(const HashR
     }
   }
 
-  // Fixed-order reductions: a butterfly in the warp, then warps in order, then blocks in order.
-#pragma unroll
-  for (int j = 0; j < kMaxK; ++j) {
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) acc[j] += __shfl_xor_sync(detail::kFullMask, acc[j], o);
-  }
-  if (lane == 0) {
-#pragma unroll
-    for (int j = 0; j < kMaxK; ++j) s_part[warp][j] = acc[j];
-  }
+  hash_detail::trace(3, __float_as_uint(acc[0]));
+  // Fixed-order reductions (deterministic): within the warp (hash_detail::warp_sums), then the
+  // warps in order, then the blocks in rank order.
+  const float lane_sum = hash_detail::warp_sums(acc);
+  constexpr int kSpread = detail::kWarpSize / kMaxK;  // lanes holding each sum
+  if (lane % kSpread == 0) s_part[warp][lane / kSpread] = lane_sum;
   __syncthreads();
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // every block has started
-#endif
+  hash_detail::trace(4);
+  float v = 0.0f;  // this block's slice sum of dot product tid (tid < k)
   if (tid < a.k) {
-    float v = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) v += s_part[w][tid];
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    cluster.map_shared_rank(&s_slices[0][0], 0)[rank * kMaxK + tid] = v;
-#else
-    s_slices[0][tid] = v;
-#endif
   }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // Every block's push is visible to rank 0 (release / acquire); after it no block touches
-  // another's shared memory, so the others may leave at once. (Measured on an H100, clusters
-  // of 8, W and the table L2-warm: rank 0 reading the others' slices after this barrier, then
-  // a second full barrier so that none left early, took 4.24 us at Pro N = 1 against 3.67.)
-  cluster.sync();
-#else
-  __syncthreads();
-#endif
-  if (rank != 0) return;
-  if (tid < a.k) {
-    float logit = 0.0f;  // in rank order
-#pragma unroll
-    for (int r = 0; r < kHashXMaxCluster; ++r) {
-      if (r < csize) logit += s_slices[r][tid];
+  if (csize > 1) {
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // every block has started
+    hash_detail::trace(5);
+    if (rank != 0) {
+      // Into rank 0's slot for this rank; its mbarrier counts the bytes. Nothing waits here:
+      // no block reads this one's shared memory, so it may leave at once. Measured on an
+      // H100 (Pro N=1, clusters of 8, in-kernel stamps): remote stores and a cluster.sync()
+      // took 0.68 us from the blocks' sums to rank 0's read, this 0.20-0.25 us
+      // (moerouter_bench, inputs cold: Pro N=1 3.56 -> 3.07 us).
+      if (tid < a.k) {
+        ::cuda::ptx::st_async(cluster.map_shared_rank(&s_slices[rank][tid], 0), v,
+                            cluster.map_shared_rank(&s_bar, 0));
+      }
+      return;
     }
-    s_score[tid] = detail::sqrt_softplus_nobranch(logit);
   }
-  __syncthreads();
+#endif
+  if (warp != 0) return;  // k <= 32: warp 0 finishes the row
+  float logit = 0.0f;     // the slices in rank order
+  if (tid < a.k) logit += v;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (csize > 1) {
+    // The whole warp waits: a wait by the k lanes alone, the others ahead at the shuffles
+    // below, took Pro N=1 3.86 us against 2.86 (kMaxK = 8), 7.2 against 3.5 (kMaxK = 32)
+    // (measured on an H100, CUDA graph, L2 warm).
+    while (!::cuda::ptx::mbarrier_try_wait_parity(::cuda::ptx::sem_acquire,
+                                                  ::cuda::ptx::scope_cluster, &s_bar, 0u)) {
+    }
+    if (tid < a.k) {
+#pragma unroll
+      for (int r = 1; r < kHashXMaxCluster; ++r) {
+        if (r < csize) logit += s_slices[r][tid];
+      }
+    }
+  }
+#endif
+  __syncwarp();
+  hash_detail::trace(6, __float_as_uint(logit));
+  const float score = tid < a.k ? detail::sqrt_softplus_nobranch(logit) : 0.0f;
+  // detail::renormalize's order, 0 + s0 + s1 + ...: the shuffles first, then the additions.
+  float part[kMaxK];
+#pragma unroll
+  for (int j = 0; j < kMaxK; ++j) part[j] = __shfl_sync(detail::kFullMask, score, j);
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kMaxK; ++j) {
+    if (j < a.k) sum += part[j];
+  }
+  hash_detail::trace(7, __float_as_uint(sum));
   if (tid < a.k) {
-    const float sum = detail::rank_order_sum(s_score, a.k);
     detail::store_route_slot(a, token, tid, s_ids[tid],
-                             s_score[tid] / detail::renorm_denominator(sum) * a.scale);
+                             score / detail::renorm_denominator(sum) * a.scale);
   }
+  hash_detail::trace(8);
 }
 
 }  // namespace kernels
