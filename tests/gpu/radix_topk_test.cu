@@ -162,11 +162,14 @@ void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool s
     const Status again = run();
     ASSERT_TRUE(again.ok()) << cfg << ": " << again.to_string();
     MOER_CUDA_OK(cudaDeviceSynchronize());
-    const auto left = ws.download();  // every row's arrival counter is back at zero
+    // Every row's arrival counter is back at zero (only the counters are copied back: the
+    // rest of the workspace is partly unwritten, which initcheck would report).
+    std::vector<std::int32_t> left(std::size_t(n), -1);
+    if (ws_bytes > 0) {
+      MOER_CUDA_OK(cudaMemcpy(left.data(), ws.get(), 4 * std::size_t(n), cudaMemcpyDeviceToHost));
+    }
     for (std::int64_t r = 0; r < n && ws_bytes > 0; ++r) {
-      std::int32_t counter = 0;
-      std::memcpy(&counter, left.data() + 4 * r, 4);
-      ASSERT_EQ(counter, 0) << cfg << " row " << r;
+      ASSERT_EQ(left[std::size_t(r)], 0) << cfg << " row " << r;
     }
   }
   MOER_CUDA_OK(cudaDeviceSynchronize());
