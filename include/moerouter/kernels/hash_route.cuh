@@ -227,9 +227,9 @@ __global__ void __launch_bounds__(kThreads) hash_route_x_kernel(const HashRouteA
     if (rank == 0 && tid == kThreads - detail::kWarpSize) {
       // The barrier completes when the other blocks' k slice sums (4 bytes each) have landed.
       ::cuda::ptx::mbarrier_init(&s_bar, 1);
-      (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
-                                                 ::cuda::ptx::space_shared, &s_bar,
-                                                 unsigned((csize - 1) * a.k) * 4u);
+      (void)::cuda::ptx::mbarrier_arrive_expect_tx(
+          ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared, &s_bar,
+          unsigned((csize - 1) * a.k) * 4u);
       ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
     }
     // The first half of a split cluster barrier: its wait, before the stores into rank 0's
@@ -355,7 +355,7 @@ __global__ void __launch_bounds__(kThreads) hash_route_x_kernel(const HashRouteA
       // (moerouter_bench, inputs cold: Pro N=1 3.56 -> 3.07 us).
       if (tid < a.k) {
         ::cuda::ptx::st_async(cluster.map_shared_rank(&s_slices[rank][tid], 0), v,
-                            cluster.map_shared_rank(&s_bar, 0));
+                              cluster.map_shared_rank(&s_bar, 0));
       }
       return;
     }
