@@ -443,6 +443,68 @@ TEST(RouteGemm, OnePassOneLaneHoldsEveryWinner) {
   EXPECT_GE(tried, 3 * 3 * 2 * 3);
 }
 
+// The one-pass kernel's selection by ranks (route_gemv.cuh): the candidates are the keys at
+// or above T, the largest maximum of a 32-expert group that k group maxima reach. Rows whose
+// best crowd into a few groups give 17..32 candidates (both halves of the ranks) or more than
+// 32 (the rounds take over); k above the group count or E <= 32 make every key a candidate.
+// Logits set exactly: x = (1, 0, ...), so logit e = W[e][0].
+TEST(RouteGemm, OnePassRankCandidatesAndFallback) {
+  SKIP_WITHOUT_GPU();
+  int sms = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  struct Case {
+    std::int64_t E;
+    int k;
+    int hot;        // experts 0 .. hot - 1: well above the rest
+    int mid_group;  // >= 0: that group's experts just above the rest, below every hot one
+    const char* what;
+  };
+  const Case cases[] = {
+      {384, 6, 24, -1, "24 hot experts in one group: 17..32 candidates"},
+      {384, 6, 160, 5, "5 hot groups above a 6th: more than 32 candidates"},
+      {256, 6, 20, -1, "Flash: 20 hot experts"},
+      {256, 8, 224, 7, "Flash: 7 hot groups above an 8th"},
+      {384, 32, 40, -1, "k = 32 > 12 groups: every key"},
+      {40, 6, 0, -1, "E = 40, k > 2 groups: every key, more than 32"},
+      {24, 6, 0, -1, "E = 24: every key, at most 32"},
+  };
+  int tried = 0;
+  for (const Case& c : cases) {
+    for (const bool ties : {false, true}) {
+      Problem pr = make_problem(4, 64, c.E, c.k, 1300 + std::uint64_t(c.E + c.k));
+      const std::int64_t H = pr.hidden;
+      for (std::int64_t t = 0; t < 4; ++t) {
+        for (std::int64_t h = 0; h < H; ++h) {
+          pr.x[std::size_t(t * H + h)] = detail::float_to_bf16(h == 0 ? 1.0f : 0.0f);
+        }
+      }
+      for (std::int64_t e = 0; e < c.E; ++e) {
+        float v = float((e * 37) % 101) / 101.0f - 0.5f;  // the rest: [-0.5, 0.5)
+        if (e < c.hot) {
+          v = ties ? 7.0f : 7.0f + float((e * 13) % 17) / 16.0f;
+        } else if (e / 32 == c.mid_group) {
+          v = ties ? 6.0f : 6.0f + float((e * 7) % 11) / 64.0f;
+        }
+        pr.w[std::size_t(e * H)] = detail::float_to_bf16(v);
+      }
+      pr.with_bias = !ties;
+      const oracle::RouteResult ref = oracle::route(pr.host(4));
+      GpuRun g(pr);
+      const std::string what = std::string(c.what) + " E=" + std::to_string(c.E) + " k=" +
+                               std::to_string(c.k) + (ties ? " ties" : "");
+      for (std::int64_t n = 1; n <= 4; ++n) {
+        if (cuda::route_gemv_experts_per_block(n, c.E, c.k, sms) == 0) continue;
+        ++tried;
+        ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).ok())
+            << what << " n=" << n;
+        g.expect_matches(ref, n, what);
+        if (HasFailure()) return;
+      }
+    }
+  }
+  EXPECT_GE(tried, 7 * 2 * 4);
+}
+
 // One workspace serves both kernels in any order: the mma kernel's regions never touch the
 // one-pass kernel's flag words.
 TEST(RouteGemm, WorkspaceSharedByBothKernels) {

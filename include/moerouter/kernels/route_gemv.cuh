@@ -15,13 +15,15 @@
 //            (1 << 32 | logit bits) in the workspace, a single-copy-atomic relaxed store
 //   poller   copies the bias to shared memory (cp.async, during W's stream); after its own
 //            experts it reads the n x E words until each carries its flag (they carry their
-//            data too, so no fence or counter is needed), computes the exact scores and biased
-//            keys in parallel (one word per thread), and selects with one warp per row: each
-//            lane offers its best remaining expert (from a sorted list of all of its experts
-//            where E <= 256, else from its best two and a rescan), k rounds of a warp maximum
-//            take the row's k best in rank order (ties to the lower expert); the winners are
-//            renormalized in rank order and scaled. Last, it clears the words for the next
-//            launch.
+//            data too, so no fence or counter is needed) and clears each for the next launch
+//            once read, computes the exact scores and biased keys in parallel (one word per
+//            thread), and selects. One token (E <= 512): every warp's 32 experts give their
+//            largest key, T = the largest of those that k of them reach, the (usually k plus a
+//            few) keys >= T are gathered and ranked by one warp. Otherwise (or more than 32
+//            keys >= T), one warp per row: each lane offers its best remaining expert (from a
+//            sorted list of all of its experts where E <= 256, else from its best two and a
+//            rescan), k rounds of a warp maximum take the row's k best in rank order. Ties go
+//            to the lower expert; the winners are renormalized in rank order and scaled.
 //            Measured on an H100 (CUDA graph, cold W), Pro: this selection against block-wide
 //            ranks (each warp's k best by all-pairs ranks of 32 keys, then every candidate
 //            ranked against the others): n = 1 5.76 against 6.01 us, n = 4 7.59 against 9.84
@@ -130,7 +132,10 @@ __device__ __forceinline__ void trace_flush() {}
 /// Dynamic shared memory of route_gemv_kernel for n tokens, E experts, k.
 inline std::size_t route_gemv_smem_bytes(int n, int experts, int /*k*/) {
   const std::size_t ep = std::size_t(experts + 31) / 32 * 32;
-  return ep * sizeof(float) + std::size_t(n) * ep * (sizeof(std::uint32_t) + sizeof(float));
+  // One token: the ranks' candidates and winners (64 packed keys), group maxima and count.
+  const std::size_t ranks = n == 1 ? 64 * sizeof(std::uint64_t) + 48 * sizeof(std::uint32_t) : 0;
+  return ep * sizeof(float) + std::size_t(n) * ep * (sizeof(std::uint32_t) + sizeof(float)) +
+         ranks;
 }
 
 /// The few-token decode router. kEpb: experts per block; kTok: tokens rounded up to {1, 2, 4}.
@@ -149,6 +154,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
   float* bias_s = reinterpret_cast<float*>(gemv_smem);                    // [ep], 0 past E
   std::uint32_t* key_s = reinterpret_cast<std::uint32_t*>(bias_s + ep);  // [n][ep]
   float* score_s = reinterpret_cast<float*>(key_s + a.n * ep);           // [n][ep]
+  std::uint64_t* sel_s = reinterpret_cast<std::uint64_t*>(score_s + a.n * ep);  // n == 1
 
   const int t = int(threadIdx.x), lane = t & 31, warp = t >> 5;
   trace(0);
@@ -259,29 +265,83 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
       word[j] = load_word(a.slots + std::int64_t(row) * a.experts + e);
     }
   }
+  // One token and E <= 512 (a slot a thread): the selection by ranks below; otherwise, or
+  // when more than 32 keys reach its threshold, the rounds.
+  const bool ranks = kTok == 1 && ep <= kRouteGemvThreads;
+  std::uint32_t* gmax_s = reinterpret_cast<std::uint32_t*>(sel_s + 64);  // [32] group maxima
+  int* count_s = reinterpret_cast<int*>(gmax_s + 32);                    // candidates
+  if (ranks) {
+    if (t == 0) *count_s = 0;
+    if (t < 32) sel_s[t] = 0;                               // the candidates, 0 = none
+    if (t >= ep / 32 && t < 32) gmax_s[t] = 0;              // groups past ep
+  }
+  std::uint32_t keys[kPoll];  // this thread's slots' keys (0: none)
 #pragma unroll
   for (int j = 0; j < kPoll; ++j) {
     const int i = t + j * kRouteGemvThreads, row = slot_row<kTok>(i, ep), e = i - row * ep;
+    keys[j] = 0;
     if (i >= slots) continue;
     std::uint32_t key = 0;  // past E: 0, below every expert's key
     float s = 0.0f;
     if (e < a.experts) {
-      const unsigned long long* p = a.slots + std::int64_t(row) * a.experts + e;
+      unsigned long long* p = a.slots + std::int64_t(row) * a.experts + e;
       while ((word[j] >> 32) == 0) word[j] = load_word(p);
+      clear_word(p);  // read: ready for the next launch (which starts after this grid ends)
       s = detail::sqrt_softplus_nobranch(__uint_as_float(unsigned(word[j])));
       key = detail::order_key(s + bias_s[e]) + 1u;  // NaN: 1
     }
     key_s[i] = key;
     score_s[i] = s;
+    keys[j] = key;
   }
-  __syncthreads();  // key_s, score_s complete
+  // ranks: a warp's slots are experts 32 w .. 32 w + 31 (a group); their largest key.
+  const bool has_group = ranks && warp * 32 < slots;  // warp-uniform
+  if (has_group) {
+    const std::uint32_t m = __reduce_max_sync(detail::kFullMask, keys[0]);
+    if (lane == 0) gmax_s[warp] = m;
+  }
+  __syncthreads();  // key_s, score_s, gmax_s complete
   trace(3);
+  if (ranks) {
+    // T = the largest group maximum that at least k group maxima reach (0 when fewer than k
+    // groups have one: every key is a candidate). At least k keys are >= T, so the row's k
+    // best are: the keys >= T are its candidates. Every warp with a group computes T (no
+    // barrier): lane g's maximum against all 32 (broadcast 16-byte loads, 0 past ep).
+    if (has_group) {
+      const std::uint32_t mine = gmax_s[lane];
+      int reach[4] = {0, 0, 0, 0};
+#pragma unroll
+      for (int g = 0; g < 32; g += 4) {
+        const uint4 q = *reinterpret_cast<const uint4*>(gmax_s + g);
+        reach[(g / 4) % 4] += int(q.x >= mine) + int(q.y >= mine) + int(q.z >= mine) +
+                              int(q.w >= mine);
+      }
+      const bool qualifies = mine != 0u && (reach[0] + reach[1]) + (reach[2] + reach[3]) >= a.k;
+      const std::uint32_t thr = __reduce_max_sync(detail::kFullMask, qualifies ? mine : 0u);
+      const bool c = keys[0] != 0u && keys[0] >= thr;
+      const unsigned bal = __ballot_sync(detail::kFullMask, c);
+      int off = 0;
+      if (lane == 0 && bal != 0u) off = atomicAdd(count_s, __popc(bal));
+      off = __shfl_sync(detail::kFullMask, off, 0) + __popc(bal & ((1u << lane) - 1u));
+      if (c && off < 32) {
+        sel_s[off] = (std::uint64_t(keys[0]) << 32) | std::uint32_t(~(warp * 32 + lane));
+      }
+    }
+    __syncthreads();  // the candidates and their count complete
+    trace(4);
+  }
   RouteTopkArgs ra{};
   ra.weights = a.weights;
   ra.ids = a.ids;
   ra.weights_stride = a.weights_stride;
   ra.ids_stride = a.ids_stride;
   ra.ids_i64 = a.ids64 != 0;
+  // One token: the ranks of the keys >= T (above; gathered in sel_s). Measured on an H100
+  // (route_gemm_bench, CUDA graph, cold W, two runs each, against the rounds below in the
+  // same call): Pro n = 1 5.25-5.29 us against 5.54-5.55, Flash 3.84-3.86 against 4.14-4.17;
+  // behind a kernel with PDL Pro 2.66-2.73 against 3.01-3.05. The same per row for n = 2..4
+  // (T of each row by every warp, candidates of four rows) was slower: Pro n = 4 8.26 against
+  // 7.14 us, Flash 5.79 against 4.78. So one row takes it; more rows take the rounds:
   // One warp per row, k rounds of a warp maximum of packed keys (key << 32 | ~expert: the
   // lower expert first among equal keys; two REDUX, and every lane sees the winner's key, so
   // no ballot or shuffle sits between two rounds). Each lane offers its best remaining expert:
@@ -307,7 +367,18 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
     std::uint32_t* kr = key_s + row * ep;
     const float* sr = score_s + row * ep;
     std::uint64_t mine = 0;  // lane r < k: the key of rank r
-    if (sorted_lists) {
+    const int count = ranks ? *count_s : 33;
+    if (count <= 32) {
+      // The candidates ranked among themselves (unique packed keys, 0 past the count), the
+      // winners by rank.
+      const std::uint64_t c = sel_s[lane];
+      int rank = route_detail::rank_among<16>(c, sel_s);
+      if (count > 16) rank += route_detail::rank_among<16>(c, sel_s + 16);
+      std::uint64_t* won = sel_s + 32;
+      if (c != 0 && rank < a.k) won[rank] = c;
+      __syncwarp();
+      mine = lane < a.k ? won[lane] : 0;
+    } else if (sorted_lists) {
       std::uint64_t l[detail::kTop8];
       for (int g = 0; g < ep / 32; g += 4) {
         std::uint64_t q[4];
@@ -326,6 +397,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
           detail::merge_top8(l, p);
         }
       }
+      trace(4);
       for (int r = 0; r < a.k; ++r) {  // the row has >= k experts (keys >= 1): every round wins
         const std::uint64_t top = detail::warp_max_u64(l[0]);
         if (lane == r) mine = top;
@@ -355,6 +427,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
         }
       };
       scan();
+      trace(4);
       bool have2 = true;
       for (int r = 0; r < a.k; ++r) {  // the row has >= k experts (keys >= 1): every round wins
         const std::uint64_t top = detail::warp_max_u64(b1);
@@ -373,6 +446,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
         }
       }
     }
+    trace(5);
     // Lane r < k holds rank r; the k unbiased scores summed in rank order (renormalize's),
     // eight shuffles at a time (lanes past k add +0, which changes no bit).
     const int id = int(~std::uint32_t(mine));
@@ -390,12 +464,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
     }
   }
   trace(6);
-  // The words are ready for the next launch (which starts after this grid ends).
-#pragma unroll
-  for (int j = 0; j < kPoll; ++j) {
-    const int i = t + j * kRouteGemvThreads, row = slot_row<kTok>(i, ep), e = i - row * ep;
-    if (i < slots && e < a.experts) clear_word(a.slots + std::int64_t(row) * a.experts + e);
-  }
+  trace(7);
   trace_flush();
 }
 
