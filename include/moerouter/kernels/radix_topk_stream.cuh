@@ -717,17 +717,22 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       ws_list[std::int64_t(grank) * a.grid_slot + i] = i < mine ? s_list[i] : make_uint2(0u, 0u);
     }
     if (tid == 0) ws_count[grank] = fast ? G : -1;
-    // Cooperative groups' grid barrier's pattern: the block's barrier, then one thread's fence
-    // (cumulative: it orders the stores the barrier ordered before it) and the arrival. Every
-    // thread fencing its own stores before the barrier measured 0.1-0.2 us slower on an H100
-    // (radix_topk_bench, two runs: f32 1x262144 11.3-11.4 against 11.2, bf16 4x1048576 20.3
-    // against 20.0-20.2).
+    // The block's barrier, then one thread's arrival as a single acq_rel atomic: its release
+    // is cumulative (it orders the stores the barrier ordered before it), and its acquire
+    // orders the earlier arrivals' lists before the last block's reads (after the barrier
+    // below). Measured on an H100 against a __threadfence() before a relaxed atomicAdd and
+    // another after it in the last block (radix_topk_bench --quick, unsorted, two runs each):
+    // f32 1x262144 10.7-10.9 -> 10.4-10.5 us, 1x1048576 16.3-16.4 -> 16.0, 4x1048576 21.4 ->
+    // 21.0, bf16 1x262144 10.1 -> 9.7. Every thread fencing its own stores before the barrier
+    // had measured 0.1-0.2 us slower still.
     __syncthreads();
     if (tid == 0) {
-      __threadfence();  // release: this block's list and length, then the arrival
-      const bool last = atomicAdd(&ws_arrive[row], 1) == gsize - 1;
-      if (last) __threadfence();  // acquire: the other blocks' lists, then the barrier
-      s_sel[0] = last;
+      int before;
+      asm volatile("atom.add.acq_rel.gpu.global.s32 %0, [%1], 1;"
+                   : "=r"(before)
+                   : "l"(ws_arrive + row)
+                   : "memory");
+      s_sel[0] = before == gsize - 1;  // the last to arrive
     }
     __syncthreads();
     if (s_sel[0] == 0) return;
@@ -764,6 +769,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     if (tid < gsize) s_off[tid] = off;
     if (tid == 0) ws_arrive[row] = 0;  // every block of the row has arrived
     __syncthreads();
+    MOER_STREAM_STAMP(8);
     if (sum <= cap && sum >= kk) {
       if (group) {
         const int o = s_off[b];
@@ -785,6 +791,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           }
         }
       }
+      MOER_STREAM_STAMP(9);
       __syncthreads();
       total = sum;
       merged = true;
@@ -949,6 +956,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     }
     __syncthreads();
     pick_bucket256(s_hist[0], s_hist[1], take, s_sel);
+    MOER_STREAM_STAMP(10);
     int pass = 2;  // next: bits 15..8
     if (s_sel[0] == 255) {
       pass = 0;  // from the top
@@ -993,6 +1001,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       out_idx[slot] = std::int32_t(entry.y);
       if (out_val) out_val[slot] = __uint_as_float(entry.x);
     });
+    MOER_STREAM_STAMP(11);
     pad_from(kk);
     MOER_STREAM_STAMP(6);
     return;
