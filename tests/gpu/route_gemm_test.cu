@@ -541,6 +541,9 @@ TEST(RouteGemm, FreshWorkspaceWithOnlyTheZeroedPrefix) {
     ASSERT_EQ(cudaMemset(fresh.ptr, 0, zeroed), cudaSuccess);
     for (int rep = 0; rep < 2; ++rep) {
       ASSERT_EQ(cudaMemset(g.weights.ptr, 0xff, g.weights.count * sizeof(float)), cudaSuccess);
+      // The whole ids buffer (sized for int64; these ids are int32): expect_matches downloads
+      // all of it, and compute-sanitizer initcheck reported the never-written half.
+      ASSERT_EQ(cudaMemset(g.ids.ptr, 0x7f, g.ids.count * sizeof(std::int64_t)), cudaSuccess);
       ASSERT_TRUE(cuda::launch_route_gemm(g.params(c.n), fresh.ptr, bytes, nullptr).ok());
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       g.expect_matches(ref, c.n, "fresh workspace, launch " + std::to_string(rep));
