@@ -1,7 +1,11 @@
-// moerouter: the index of this block's thread-block cluster in the grid (x).
+// moerouter: thread-block cluster helpers: the index of this block's cluster in the grid (x),
+// and the wait on an mbarrier that other blocks of the cluster complete with st.async.
 #pragma once
 
+#include <cuda/ptx>
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace moerouter {
 namespace detail {
@@ -20,6 +24,17 @@ __device__ __forceinline__ unsigned cluster_id_x() {
   return blockIdx.x;
 #endif
 }
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+/// Waits (spinning) until the mbarrier at `bar`, in this block's shared memory, completes its
+/// first phase: the bytes it expects (other blocks' st.async into this block) have landed.
+/// Acquire at cluster scope: those stores are visible to this thread after it.
+__device__ __forceinline__ void wait_cluster_stores(std::uint64_t* bar) {
+  while (!::cuda::ptx::mbarrier_try_wait_parity(::cuda::ptx::sem_acquire,
+                                                ::cuda::ptx::scope_cluster, bar, 0u)) {
+  }
+}
+#endif
 
 }  // namespace detail
 }  // namespace moerouter

@@ -17,8 +17,13 @@ constexpr int kWarpSize = 32;
 /// The largest k of the warp-resident top-k lists.
 constexpr int kMaxWarpK = 32;
 
+/// (key, index) as one 64-bit key: a larger key, or an equal key and a lower index, is larger.
+__device__ __forceinline__ std::uint64_t pack_key_index(std::uint32_t key, std::uint32_t index) {
+  return (std::uint64_t(key) << 32) | std::uint32_t(~index);
+}
+
 __device__ __forceinline__ std::uint64_t pack_rank_key(float v, std::uint32_t index) {
-  return (std::uint64_t(order_key(v)) << 32) | std::uint32_t(~index);
+  return pack_key_index(order_key(v), index);
 }
 
 __device__ __forceinline__ std::uint32_t packed_index(std::uint64_t key) {

@@ -369,9 +369,7 @@ __global__ void __launch_bounds__(kThreads) hash_route_x_kernel(const HashRouteA
     // The whole warp waits: a wait by the k lanes alone, the others ahead at the shuffles
     // below, took Pro N=1 3.86 us against 2.86 (kMaxK = 8), 7.2 against 3.5 (kMaxK = 32)
     // (measured on an H100, CUDA graph, L2 warm).
-    while (!::cuda::ptx::mbarrier_try_wait_parity(::cuda::ptx::sem_acquire,
-                                                  ::cuda::ptx::scope_cluster, &s_bar, 0u)) {
-    }
+    detail::wait_cluster_stores(&s_bar);
     if (tid < a.k) {
 #pragma unroll
       for (int r = 1; r < kHashXMaxCluster; ++r) {

@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <cub/block/block_scan.cuh>
 
+#include "moerouter/detail/cluster_id.cuh"
 #include "moerouter/kernels/radix_topk.cuh"
 
 namespace moerouter {
@@ -844,10 +845,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
               (std::uint64_t(std::uint32_t(E)) << 32) | std::uint32_t(G),
               cluster.map_shared_rank(&s_count_bar, tid));
         }
-        while (!::cuda::ptx::mbarrier_try_wait_parity(::cuda::ptx::sem_acquire,
-                                                      ::cuda::ptx::scope_cluster, &s_count_bar,
-                                                      0u)) {
-        }
+        detail::wait_cluster_stores(&s_count_bar);
         counted = true;
       }
 #endif
@@ -908,10 +906,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
                 ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
                 &s_list_bar, unsigned(total - own) * 8u);
           }
-          while (!::cuda::ptx::mbarrier_try_wait_parity(::cuda::ptx::sem_acquire,
-                                                        ::cuda::ptx::scope_cluster, &s_list_bar,
-                                                        0u)) {
-          }
+          detail::wait_cluster_stores(&s_list_bar);
         }
 #endif
         break;

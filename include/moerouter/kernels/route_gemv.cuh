@@ -324,7 +324,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
       if (lane == 0 && bal != 0u) off = atomicAdd(count_s, __popc(bal));
       off = __shfl_sync(detail::kFullMask, off, 0) + __popc(bal & ((1u << lane) - 1u));
       if (c && off < 32) {
-        sel_s[off] = (std::uint64_t(keys[0]) << 32) | std::uint32_t(~(warp * 32 + lane));
+        sel_s[off] = detail::pack_key_index(keys[0], std::uint32_t(warp * 32 + lane));
       }
     }
     __syncthreads();  // the candidates and their count complete
@@ -386,7 +386,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
         for (int u = 0; u < 4; ++u) {
           const int e = lane + 32 * (g + u);
           // Past E the key is 0 (below every expert's, above the padding's 0).
-          q[u] = e < ep ? (std::uint64_t(kr[e]) << 32) | std::uint32_t(~e) : 0;
+          q[u] = e < ep ? detail::pack_key_index(kr[e], std::uint32_t(e)) : 0;
         }
         detail::sort4(q);
         const std::uint64_t p[detail::kTop8] = {q[0], q[1], q[2], q[3], 0, 0, 0, 0};
@@ -419,7 +419,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
 #pragma unroll
           for (int u = 0; u < 4; ++u) {
             const std::uint64_t pk =
-                kq[u] != 0 ? (std::uint64_t(kq[u]) << 32) | std::uint32_t(~(e0 + 32 * u)) : 0;
+                kq[u] != 0 ? detail::pack_key_index(kq[u], std::uint32_t(e0 + 32 * u)) : 0;
             const bool gt1 = pk > b1, gt2 = pk > b2;
             b2 = gt1 ? b1 : gt2 ? pk : b2;
             b1 = gt1 ? pk : b1;
@@ -434,7 +434,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
         if (lane == r) mine = top;
         const bool win = b1 == top;  // packed keys are unique: one lane
         const bool rescan = win && !have2;
-        if (win) kr[~std::uint32_t(top)] = 0u;  // taken
+        if (win) kr[detail::packed_index(top)] = 0u;  // taken
         b1 = win ? b2 : b1;
         b2 = win ? 0 : b2;
         have2 = have2 && !win;
@@ -449,7 +449,7 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
     trace(5);
     // Lane r < k holds rank r; the k unbiased scores summed in rank order (renormalize's),
     // eight shuffles at a time (lanes past k add +0, which changes no bit).
-    const int id = int(~std::uint32_t(mine));
+    const int id = int(detail::packed_index(mine));
     const float sv = lane < a.k ? sr[id] : 0.0f;
     float sum = 0.0f;
     for (int r0 = 0; r0 < a.k; r0 += 8) {
