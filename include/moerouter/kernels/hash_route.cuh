@@ -199,7 +199,7 @@ __device__ __forceinline__ void trace(int, unsigned = 0) {}
 /// counted by an mbarrier there) and leave; rank 0 adds them in rank order and writes the row.
 /// kTile: 16-byte chunks of each row a thread loads before it adds (more loads in flight for
 /// small k). Stages, for MOER_HASH_TRACE builds: 0 start, 1 token id, 2 table row, 3 dot
-/// products, 4 block sums, 5 cluster wait, 6 slices in, 7 renormalized.
+/// products, 4 block sums, 5 cluster wait, 6 slices in, 7 renormalized, 8 stored.
 template <int kMaxK, int kThreads = kHashXThreads, int kTile = (kMaxK <= 8 ? 2 : 1)>
 __global__ void __launch_bounds__(kThreads) hash_route_x_kernel(const HashRouteArgs a) {
   namespace cg = cooperative_groups;
