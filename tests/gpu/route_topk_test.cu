@@ -729,14 +729,15 @@ TEST_F(GpuRouteLogits, BadArgumentsLaunchNothing) {
   }
 }
 
-// route = cuBLASLt GEMM + fused route.
+// route = cuBLASLt GEMM + fused route (launched with PDL below 3584 rows, plainly from there:
+// both launches are covered).
 class GpuRoute : public testing::GpuTest {};
 
 TEST_F(GpuRoute, FromXAndWAgainstOracleAndItsOwnLogits) {
   cuda::RouterGemm gemm;
   ASSERT_TRUE(gemm.init().ok());
   for (const ModelShape& shape : {dsv4_flash(), dsv4_pro()}) {
-    for (std::int64_t n : {1, 7, 64, 1000}) {
+    for (std::int64_t n : {1, 7, 64, 1000, 3584}) {
       const std::string cfg = shape.name + " " + testing::config(n, shape.experts, shape.k);
       const SyntheticLayer layer = make_synthetic_layer(shape, 31, false);
       const std::vector<bf16> x = make_hidden(n, shape.hidden, 32 + n);

@@ -601,7 +601,7 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize,
                                   kSmall ? kRouteSmallMinBlocks : kRouteMinBlocks)
     route_topk_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
-  // Before any global access (cuda::route launches this kernel with PDL after its GEMM).
+  // Before any global access (PDL launches: route_logits with pdl, route() below 3584 rows).
   grid_dependency_wait();
   constexpr int kSlots = 4 * kChunks;
   constexpr int kFixedK = kDsv4 ? kDsv4K : 0;
@@ -746,7 +746,7 @@ __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
     route_topk_rowblock_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
   __shared__ RowBlockSmem<kWarps> sm;
-  // Before any global access (cuda::route launches this kernel with PDL after its GEMM).
+  // Before any global access (PDL launches: route_logits with pdl, route() below 3584 rows).
   grid_dependency_wait();
   const int warp = int(threadIdx.x) / detail::kWarpSize;
   const int lane = detail::lane_id();
