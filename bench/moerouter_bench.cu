@@ -31,6 +31,7 @@
 #include "moerouter/cuda.h"
 #include "moerouter/device.h"
 #include "moerouter/synthetic.h"
+#include "copy_bandwidth.h"
 
 namespace {
 
@@ -99,32 +100,7 @@ struct Bench {
     measure_copy();
   }
 
-  void measure_copy() {
-    const std::size_t bytes = std::size_t(1) << 30;
-    void *a = nullptr, *b = nullptr;
-    CK(cudaMalloc(&a, bytes));
-    CK(cudaMalloc(&b, bytes));
-    CK(cudaMemset(a, 1, bytes));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    std::vector<float> ms;
-    for (int i = 0; i < 12; ++i) {
-      CK(cudaEventRecord(e0, stream));
-      CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream));
-      CK(cudaEventRecord(e1, stream));
-      CK(cudaEventSynchronize(e1));
-      float t = 0;
-      CK(cudaEventElapsedTime(&t, e0, e1));
-      if (i >= 2) ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    dev.copy_gbps = 2.0 * double(bytes) / (double(ms[ms.size() / 2]) * 1e-3) / 1e9;
-    CK(cudaFree(a));
-    CK(cudaFree(b));
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-  }
+  void measure_copy() { dev.copy_gbps = moerouter_bench::copy_bandwidth_gbps(stream); }
 
   void flush(cudaStream_t s) {
     flush_kernel<<<dev.sms * 4, 512, 0, s>>>(flush_buf, flush_count, sink);

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "moerouter/cuda.h"
+#include "copy_bandwidth.h"
 
 namespace {
 
@@ -104,35 +105,8 @@ struct Ctx {
     return double(ms[ms.size() / 2]) * 1e3;
   }
 
-  // Stream-ordered copies timed by events, as moerouter_bench does: the same copies captured
-  // in a CUDA graph (memcpy nodes) ran at 2434 GB/s on an H100 against 2968 for these, which
-  // made the read floor below ~20% too high.
-  void measure_copy() {
-    const std::size_t bytes = std::size_t(1) << 30;
-    void *a = nullptr, *b = nullptr;
-    CK(cudaMalloc(&a, bytes));
-    CK(cudaMalloc(&b, bytes));
-    CK(cudaMemset(a, 1, bytes));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    std::vector<float> ms;
-    for (int i = 0; i < 12; ++i) {
-      CK(cudaEventRecord(e0, stream));
-      CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream));
-      CK(cudaEventRecord(e1, stream));
-      CK(cudaEventSynchronize(e1));
-      float t = 0;
-      CK(cudaEventElapsedTime(&t, e0, e1));
-      if (i >= 2) ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    copy_gbps = 2.0 * double(bytes) / (double(ms[ms.size() / 2]) * 1e-3) / 1e9;
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-    CK(cudaFree(a));
-    CK(cudaFree(b));
-  }
+  // Stream-ordered copies timed by events (copy_bandwidth.h says why not in a graph).
+  void measure_copy() { copy_gbps = moerouter_bench::copy_bandwidth_gbps(stream); }
 };
 
 struct Shape {
