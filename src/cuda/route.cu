@@ -193,10 +193,11 @@ Status route(const RouteParams& p, RouterGemm& gemm, void* workspace,
   // logits only after griddepcontrol.wait) where the route is a short chain, a plain launch for
   // the large-batch kernel (N >= kSmallMaxRows). Measured on an H100 (moerouter_bench, us): with
   // PDL at every N against none, Flash N=16384 73.61-73.81 against 73.21-73.37 (three rounds
-  // each in one call), but Pro N=1 7.77 against 8.17 (one run); this rule against PDL at every
-  // N, two rounds each in one call: Flash N=16384 73.01-73.11 against 73.22-73.38, N=4096
-  // 23.74-23.75 against 23.78-23.89, Pro N=4096 40.10-40.16 against 40.62-41.01, N=16384
-  // 152.2-153.5 against 157.0-157.6; N = 1, 64 and 1024 (PDL in both) within 0.2.
+  // each in one call), but Pro N=1 7.77 against 8.17 (one run each, two calls); this rule
+  // against PDL at every N, two rounds each in one call: Flash N=16384 73.01-73.11 against
+  // 73.22-73.38, N=4096 23.74-23.75 against 23.78-23.89, Pro N=4096 40.10-40.16 against
+  // 40.62-41.01, N=16384 152.2-153.5 against 157.0-157.6; N = 1, 64 and 1024 (PDL in both)
+  // within 0.2.
   return launch_route_topk(a, DType::kF32, stream, /*pdl=*/p.n < kSmallMaxRows);
 }
 
