@@ -15,9 +15,10 @@
 //                 parameters come from HBM too, as in a decode step that streams the whole
 //                 model between two calls of one layer's router.
 //
-// Usage: moerouter_bench [--json FILE] [--quick] [--n N1,N2,...]
+// Usage: moerouter_bench [--json FILE] [--quick] [--n N1,N2,...] [--ops OP1,OP2,...]
 //   --quick  N = 1 and 16384 only; --n: these batch sizes instead (e.g. the dispatch
-//   crossovers of route.cu: --n 1536,2048,4096,8448).
+//   crossovers of route.cu: --n 1536,2048,4096,8448); --ops: only these rows (route_logits_f32,
+//   hash_route_logits, hash_route_x, router_gemm, router_gemm_then_empty, route_x_gemm_fused).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -219,7 +220,31 @@ std::vector<float> make_logits(std::size_t count, std::uint64_t seed) {
   return v;
 }
 
-void run_model(Bench& b, const ModelShape& m, const std::vector<std::int64_t>& ns) {
+// The rows run_model times, in order (--ops picks some).
+const char* const kOpNames[] = {"route_logits_f32",       "hash_route_logits",
+                                "hash_route_x",           "router_gemm",
+                                "router_gemm_then_empty", "route_x_gemm_fused"};
+
+// "A,B,..." -> its names; empty on an empty name.
+std::vector<std::string> parse_names(const char* list) {
+  std::vector<std::string> names;
+  std::string cur;
+  for (const char* p = list;; ++p) {
+    if (*p == ',' || *p == '\0') {
+      if (cur.empty()) return {};
+      names.push_back(cur);
+      cur.clear();
+      if (*p == '\0') break;
+    } else {
+      cur += *p;
+    }
+  }
+  return names;
+}
+
+// ops: the rows to time (empty: all).
+void run_model(Bench& b, const ModelShape& m, const std::vector<std::int64_t>& ns,
+               const std::vector<std::string>& ops) {
   const SyntheticLayer layer = make_synthetic_layer(m, 1, true);
   float* d_bias = device_copy(layer.bias);
   bf16* d_w = device_copy(layer.w);
@@ -323,6 +348,7 @@ void run_model(Bench& b, const ModelShape& m, const std::vector<std::int64_t>& n
     std::string method, unused;
     const auto run = [&](const char* op, int r, const std::function<void(int, cudaStream_t)>& f,
                          double bytes) {
+      if (!ops.empty() && std::find(ops.begin(), ops.end(), op) == ops.end()) return;
       const int flush_sets = std::min(alloc_sets, 4);
       const double us = r > 0 ? b.time_cold(f, r, Bench::Mode::kRotate, &method)
                               : b.time_cold(f, flush_sets, Bench::Mode::kFlushWarm, &method);
@@ -381,7 +407,9 @@ int main(int argc, char** argv) {
   const char* json_path = nullptr;
   bool quick_mode = false;
   std::vector<std::int64_t> sizes;
-  const char* usage = "usage: moerouter_bench [--json FILE] [--quick] [--n N1,N2,...]\n";
+  std::vector<std::string> ops;
+  const char* usage =
+      "usage: moerouter_bench [--json FILE] [--quick] [--n N1,N2,...] [--ops OP1,OP2,...]\n";
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
       json_path = argv[++i];
@@ -392,6 +420,21 @@ int main(int argc, char** argv) {
       if (sizes.empty()) {
         std::fprintf(stderr, "moerouter_bench: --n takes positive integers separated by commas, "
                              "got '%s'\n%s", argv[i], usage);
+        return 2;
+      }
+    } else if (std::strcmp(argv[i], "--ops") == 0 && i + 1 < argc) {
+      ops = parse_names(argv[++i]);
+      for (const std::string& op : ops) {
+        if (std::find_if(std::begin(kOpNames), std::end(kOpNames), [&](const char* name) {
+              return op == name;
+            }) == std::end(kOpNames)) {
+          ops.clear();
+        }
+      }
+      if (ops.empty()) {
+        std::fprintf(stderr, "moerouter_bench: --ops takes row names separated by commas, of: ");
+        for (const char* name : kOpNames) std::fprintf(stderr, "%s ", name);
+        std::fprintf(stderr, "\n%s", usage);
         return 2;
       }
     } else {
@@ -413,7 +456,7 @@ int main(int argc, char** argv) {
       !sizes.empty() ? sizes
       : quick_mode   ? std::vector<std::int64_t>{1, 16384}
                      : std::vector<std::int64_t>{1, 16, 64, 1024, 16384};
-  for (const ModelShape& m : {dsv4_flash(), dsv4_pro()}) run_model(b, m, ns);
+  for (const ModelShape& m : {dsv4_flash(), dsv4_pro()}) run_model(b, m, ns, ops);
   if (b.json != nullptr) std::fclose(b.json);
   return 0;
 }
