@@ -41,7 +41,7 @@ int route_chunks(std::int64_t experts) {
 // Measured on an H100 (CUDA graph, rotating logits), kSmall against plain, us: Pro 4.20 vs 4.50
 // at N = 2048, 4.60 vs 4.80 at 2560, 5.24 vs 5.28 at 3072, 6.02 vs 5.92 at 4096; Flash 3.65 vs
 // 3.80, 4.05 vs 4.23, 4.41 vs 4.49, 5.07 vs 5.06.
-constexpr std::int64_t kSmallMaxRows = 3584;
+constexpr std::int64_t kSmallMaxRows = kernels::kRouteSmallMaxRows;
 
 // Up to row_block_max_rows(E / 128) rows the DSV4 fast path takes route_topk_rowblock_kernel
 // (a block per row, every expert's exact key at once: the shortest chain per row), larger

@@ -506,10 +506,13 @@ TEST_F(GpuRouteLogits, RowBlockRanksDecideTiesAndNaNWarps) {
 
 // Through route_logits at DSV4 shapes on both sides of the launcher's switches (the
 // block-per-row kernel up to 256 rows for E = 384 and 512 for E = 256, the one-warp kernels
-// from there and from 3584), with and without bias, f32 and bf16, int32 and int64 ids.
+// from there and from kernels::kRouteSmallMaxRows), with and without bias, f32 and bf16, int32
+// and int64 ids.
 TEST_F(GpuRouteLogits, SmallDsv4BatchesWithAndWithoutBias) {
   std::uint64_t seed = 6500;
-  for (std::int64_t n : {1, 2, 33, 256, 257, 512, 513, 3583, 3584}) {
+  const std::int64_t ns[] = {1,   2,   33,  256, 257, 512, 513, kernels::kRouteSmallMaxRows - 1,
+                             kernels::kRouteSmallMaxRows};
+  for (std::int64_t n : ns) {
     for (std::int64_t e : {256, 384}) {
       for (bool with_bias : {false, true}) {
         RouteCase<float> c{n, e, 0, 6, 2.5f, with_bias, {}, {}};
@@ -554,7 +557,8 @@ TEST_F(GpuRouteLogits, BiasOfEightWithTinyScoresWeighsByTheUnbiasedScore) {
   // Weights must come from s, not s + bias: then they are far from uniform.
   double spread = 0.0;
   for (std::int64_t r = 0; r < c.n; ++r) {
-    const auto mm = std::minmax_element(out.weights.begin() + r * 6, out.weights.begin() + r * 6 + 6);
+    const auto row = out.weights.begin() + r * 6;
+    const auto mm = std::minmax_element(row, row + 6);
     spread = std::max(spread, double(*mm.second - *mm.first));
   }
   EXPECT_GT(spread, 0.1) << "weights look like they were taken from the biased score";
@@ -729,15 +733,16 @@ TEST_F(GpuRouteLogits, BadArgumentsLaunchNothing) {
   }
 }
 
-// route = cuBLASLt GEMM + fused route (launched with PDL below 3584 rows, plainly from there:
-// both launches are covered).
+// route = cuBLASLt GEMM + fused route (launched with PDL below kernels::kRouteSmallMaxRows rows,
+// plainly from there: both launches are covered).
 class GpuRoute : public testing::GpuTest {};
 
 TEST_F(GpuRoute, FromXAndWAgainstOracleAndItsOwnLogits) {
   cuda::RouterGemm gemm;
   ASSERT_TRUE(gemm.init().ok());
   for (const ModelShape& shape : {dsv4_flash(), dsv4_pro()}) {
-    for (std::int64_t n : {1, 7, 64, 1000, 3584}) {
+    const std::int64_t ns[] = {1, 7, 64, 1000, kernels::kRouteSmallMaxRows};
+    for (std::int64_t n : ns) {
       const std::string cfg = shape.name + " " + testing::config(n, shape.experts, shape.k);
       const SyntheticLayer layer = make_synthetic_layer(shape, 31, false);
       const std::vector<bf16> x = make_hidden(n, shape.hidden, 32 + n);

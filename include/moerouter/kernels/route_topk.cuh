@@ -55,6 +55,9 @@ constexpr int kRouteMinBlocks = 8;
 /// The same for route_topk_kernel's kSmall variant, which holds a second row (80 registers: no
 /// spills, where 64 spill).
 constexpr int kRouteSmallMinBlocks = 6;
+/// Batch size from which the launcher (src/cuda/route.cu) takes route_topk_kernel's plain
+/// (large-batch) variant instead of the kSmall one; cuda::route launches it without PDL.
+constexpr std::int64_t kRouteSmallMaxRows = 3584;
 /// Bound of the approximate score: |s~ - s| <= kApproxRel * s~ + kApproxAbs (see file comment).
 constexpr float kApproxRel = 0x1p-13f;
 constexpr float kApproxAbs = 0x1p-61f;
@@ -591,17 +594,18 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 /// One warp per row, rows strided over the grid; see the file comment for the method.
 /// kDsv4: the DSV4 fast path, rows of whole aligned vectors (E = 128 * kChunks, see
 /// load_row) and k = kDsv4K known at compile time.
-/// kSmall: the small-batch variant (route.cu uses it below 3584 rows, where a row's chain of
-/// dependent latencies is the time): same levels, same results, the short-chain selection; a
-/// warp loads its first row before the bias (both latencies overlap) and its next row before
-/// it routes the current one (80 registers). Otherwise at least kRouteMinBlocks blocks per SM
+/// kSmall: the small-batch variant (route.cu uses it below kRouteSmallMaxRows rows, where a
+/// row's chain of dependent latencies is the time): same levels, same results, the short-chain
+/// selection; a warp loads its first row before the bias (both latencies overlap) and its next
+/// row before it routes the current one (80 registers). Otherwise at least kRouteMinBlocks blocks per SM
 /// (64 registers): rows in flight hide the loads.
 template <typename T, int kChunks, bool kDsv4, bool kSmall>
 __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize,
                                   kSmall ? kRouteSmallMinBlocks : kRouteMinBlocks)
     route_topk_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
-  // Before any global access (PDL launches: route_logits with pdl, route() below 3584 rows).
+  // Before any global access (PDL launches: route_logits with pdl, route() below
+  // kRouteSmallMaxRows rows).
   grid_dependency_wait();
   constexpr int kSlots = 4 * kChunks;
   constexpr int kFixedK = kDsv4 ? kDsv4K : 0;
@@ -746,7 +750,8 @@ __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
     route_topk_rowblock_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
   __shared__ RowBlockSmem<kWarps> sm;
-  // Before any global access (PDL launches: route_logits with pdl, route() below 3584 rows).
+  // Before any global access (PDL launches: route_logits with pdl, route() below
+  // kRouteSmallMaxRows rows).
   grid_dependency_wait();
   const int warp = int(threadIdx.x) / detail::kWarpSize;
   const int lane = detail::lane_id();
