@@ -597,8 +597,8 @@ __device__ __forceinline__ void route_row(const RouteTopkArgs& a, RouteWarpSmem&
 /// kSmall: the small-batch variant (route.cu uses it below kRouteSmallMaxRows rows, where a
 /// row's chain of dependent latencies is the time): same levels, same results, the short-chain
 /// selection; a warp loads its first row before the bias (both latencies overlap) and its next
-/// row before it routes the current one (80 registers). Otherwise at least kRouteMinBlocks blocks per SM
-/// (64 registers): rows in flight hide the loads.
+/// row before it routes the current one (80 registers). Otherwise at least kRouteMinBlocks
+/// blocks per SM (64 registers): rows in flight hide the loads.
 template <typename T, int kChunks, bool kDsv4, bool kSmall>
 __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize,
                                   kSmall ? kRouteSmallMinBlocks : kRouteMinBlocks)
