@@ -608,6 +608,43 @@ TEST_F(GpuRouteLogits, ExactTiesRankTheLowerIdFirst) {
   check_route_case(c, "all ties");
 }
 
+// The large-batch kernel's selection rounds take a shorter form when no two candidates share a
+// key (one __match_any_sync decides): rows with an exact tie among their candidates (a logit
+// copied to another expert, the bias uniform so the biased keys tie too) must take the form
+// that breaks ties to the lower id, at every rank of the top k and across the cut at k.
+TEST_F(GpuRouteLogits, LargeBatchTiesAmongTheCandidates) {
+  std::uint64_t seed = 7700;
+  for (std::int64_t e : {256, 384}) {
+    for (int bias_kind = 0; bias_kind < 2; ++bias_kind) {
+      const std::int64_t n = kernels::kRouteSmallMaxRows + 300;
+      RouteCase<float> c{n, e, 0, 6, 2.5f, false, {}, {}};
+      c.logits = testing::make_logits(n, e, LogitPattern::kNormal, ++seed);
+      if (bias_kind == 1) c.bias.assign(std::size_t(e), 8.08f);
+      SeededRng rng(++seed);
+      std::int64_t tied = 0;
+      for (std::int64_t r = 0; r < n; ++r) {
+        if (r % 3 == 2) continue;  // every third row untouched: both forms in one launch
+        float* row = c.logits.data() + r * e;
+        std::vector<int> order(static_cast<std::size_t>(e));
+        for (int i = 0; i < int(e); ++i) order[std::size_t(i)] = i;
+        std::partial_sort(order.begin(), order.begin() + 7, order.end(),
+                          [&](int a, int b) { return row[a] > row[b]; });
+        // The value at rank 0..6 (rank 5 and 6: the tie straddles the cut at k = 6) copied to
+        // a random other expert, lower or higher than the original.
+        const int from = order[std::size_t(r % 7)];
+        int to = int(rng.below(std::uint64_t(e)));
+        if (to == from) to = (to + 1) % int(e);
+        row[to] = row[from];
+        ++tied;
+      }
+      ASSERT_GT(tied, 0);
+      check_route_case(c, testing::config(n, e, 6, bias_kind == 1 ? "ties, uniform bias"
+                                                                  : "ties, no bias"));
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
 TEST_F(GpuRouteLogits, DeterministicAndCapturableInACudaGraph) {
   const std::int64_t n = 4096, e = 384;
   const int k = 6;
