@@ -621,7 +621,6 @@ TEST_F(GpuRouteLogits, LargeBatchTiesAmongTheCandidates) {
       c.logits = testing::make_logits(n, e, LogitPattern::kNormal, ++seed);
       if (bias_kind == 1) c.bias.assign(std::size_t(e), 8.08f);
       SeededRng rng(++seed);
-      std::int64_t tied = 0;
       for (std::int64_t r = 0; r < n; ++r) {
         if (r % 3 == 2) continue;  // every third row untouched: both forms in one launch
         float* row = c.logits.data() + r * e;
@@ -629,15 +628,13 @@ TEST_F(GpuRouteLogits, LargeBatchTiesAmongTheCandidates) {
         for (int i = 0; i < int(e); ++i) order[std::size_t(i)] = i;
         std::partial_sort(order.begin(), order.begin() + 7, order.end(),
                           [&](int a, int b) { return row[a] > row[b]; });
-        // The value at rank 0..6 (rank 5 and 6: the tie straddles the cut at k = 6) copied to
-        // a random other expert, lower or higher than the original.
+        // The value at rank 0..6 copied to a random other expert, lower or higher than the
+        // original (rank 5: the tie straddles the cut at k = 6; rank 6: a tie just below it).
         const int from = order[std::size_t(r % 7)];
         int to = int(rng.below(std::uint64_t(e)));
         if (to == from) to = (to + 1) % int(e);
         row[to] = row[from];
-        ++tied;
       }
-      ASSERT_GT(tied, 0);
       check_route_case(c, testing::config(n, e, 6, bias_kind == 1 ? "ties, uniform bias"
                                                                   : "ties, no bias"));
       if (HasFatalFailure()) return;
