@@ -424,14 +424,10 @@ int main(int argc, char** argv) {
       }
     } else if (std::strcmp(argv[i], "--ops") == 0 && i + 1 < argc) {
       ops = parse_names(argv[++i]);
-      for (const std::string& op : ops) {
-        if (std::find_if(std::begin(kOpNames), std::end(kOpNames), [&](const char* name) {
-              return op == name;
-            }) == std::end(kOpNames)) {
-          ops.clear();
-        }
-      }
-      if (ops.empty()) {
+      const bool known = std::all_of(ops.begin(), ops.end(), [](const std::string& op) {
+        return std::find(std::begin(kOpNames), std::end(kOpNames), op) != std::end(kOpNames);
+      });
+      if (!known || ops.empty()) {
         std::fprintf(stderr, "moerouter_bench: --ops takes row names separated by commas, of: ");
         for (const char* name : kOpNames) std::fprintf(stderr, "%s ", name);
         std::fprintf(stderr, "\n%s", usage);
