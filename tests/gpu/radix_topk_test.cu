@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -35,7 +36,8 @@ enum class Data {
   kFewLevels,
   kSpecial,
   kHighSample,
-  kLowSample
+  kLowSample,
+  kNearTies  // normal values on a grid of 1/256: a few exact ties at every key near the k-th
 };
 
 std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint64_t seed) {
@@ -63,6 +65,9 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
         case Data::kHighSample:
         case Data::kLowSample:
           x = float(rng.normal());
+          break;
+        case Data::kNearTies:
+          x = float(std::round(rng.normal() * 256.0) / 256.0);
           break;
         case Data::kSpecial: {
           const double u = rng.uniform();
@@ -290,6 +295,26 @@ TEST_F(GpuRadixTopk, GridConfigs) {
   }
 }
 
+// The final select's last digits (f32: the 16-bit bucket at the k-th key holds ~10-100
+// candidates, resolved by the 8-bit passes): rows with exact ties among that bucket's keys
+// (kNearTies), random rows, and rows whose bucket holds a whole level (kFewLevels); one block,
+// clusters and grid mode, sorted and unsorted.
+TEST_F(GpuRadixTopk, NearThresholdTies) {
+  std::uint64_t seed = 9000;
+  for (Data d : {Data::kNearTies, Data::kRandom, Data::kFewLevels}) {
+    for (int k : {33, 512, 2048}) {
+      for (bool sorted : {false, true}) {
+        ++seed;
+        check(8, 8192, k, d, seed % 2 == 0, sorted, seed, 1, 256);
+        check(3, 65536, k, d, false, sorted, seed, 2, 512);
+        check(2, 100000, k, d, false, sorted, seed, 4);
+        check(1, 262144, k, d, false, sorted, seed, -1, 0, 0, 32);
+        check(2, 262144, k, d, false, sorted, seed, -1, 0, 0, -1);
+      }
+    }
+  }
+}
+
 // Grid mode when the sample misleads: the last block takes the exact path over the whole row.
 TEST_F(GpuRadixTopk, GridFallback) {
   std::uint64_t seed = 7500;
@@ -461,6 +486,8 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(3, 20000, 700, Data::kLowSample, false, true, 57, 2, 256);
   check(2, 30000, 100, Data::kRandom, true, false, 58, -1, 0, 0, 5);      // grid mode
   check(1, 30000, 1100, Data::kLowSample, false, true, 59, -1, 0, 0, 3);  // and its fallback
+  check(2, 20000, 1000, Data::kNearTies, false, false, 60, 2, 0);  // ties near the k-th key
+  check(1, 30000, 1000, Data::kNearTies, true, true, 61, -1, 0, 0, 4);
   int sms = 0;  // many rows: 256-thread blocks
   MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   check(5 * std::int64_t(sms), 3000, 64, Data::kRandom, true, false, 60);
