@@ -268,12 +268,13 @@ int main(int argc, char** argv) {
         q.w = ws[std::size_t(i) % ws.size()];
         CHECK_OK(moerouter::cuda::route(q, lt, route_work, route_work_bytes, s));
       });
+      const std::size_t x_vecs = std::size_t(n) * H * 2 / 16;  // x's 16-byte vectors
       const double floor_us = time_graph(s, launches, reps, [&](int i) {
-        const std::size_t nv = w_bytes / 16 + std::size_t(n) * H * 2 / 16;
+        const std::size_t nv = w_bytes / 16 + x_vecs;
         constexpr std::size_t kPerBlock = std::size_t(kFloorThreads) * kFloorPer;
         read_floor_kernel<<<unsigned((nv + kPerBlock - 1) / kPerBlock), kFloorThreads, 0, s>>>(
             static_cast<const uint4*>(ws[std::size_t(i) % ws.size()]), w_bytes / 16,
-            static_cast<const uint4*>(x), std::size_t(n) * H * 2 / 16, sink);
+            static_cast<const uint4*>(x), x_vecs, sink);
       });
       const Exposed exposed = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink, ours);
       const double bytes = double(w_bytes) + double(n) * H * 2;

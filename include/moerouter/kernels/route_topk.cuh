@@ -273,7 +273,7 @@ __device__ __forceinline__ bool finish_candidates(const RouteTopkArgs& a, RouteW
     // 32-bit compares over all 32 slots: Pro N=1024 3.55-3.64 -> 3.51-3.52 us, Flash 3.18 ->
     // 3.12 (in-kernel stamps: 624 -> 433 cycles).
     auto* keys = reinterpret_cast<std::uint64_t*>(sm.cand);
-    const std::uint64_t own = (std::uint64_t(key) << 32) | ~index;
+    const std::uint64_t own = detail::pack_key_index(key, index);
     keys[lane] = own;
     __syncwarp();
     constexpr int kHalf = detail::kWarpSize / 2;
