@@ -18,7 +18,9 @@
 // Usage: moerouter_bench [--json FILE] [--quick] [--n N1,N2,...] [--ops OP1,OP2,...]
 //   --quick  N = 1 and 16384 only; --n: these batch sizes instead (e.g. the dispatch
 //   crossovers of route.cu: --n 1536,2048,4096,8448); --ops: only these rows (route_logits_f32,
-//   hash_route_logits, hash_route_x, router_gemm, router_gemm_then_empty, route_x_gemm_fused).
+//   hash_route_logits, hash_route_x, router_gemm, router_gemm_then_empty, route_x_gemm_fused,
+//   and the diagnostic latency floors route_chain_floor and hash_chain_floor, timed only when
+//   named).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -30,6 +32,7 @@
 #include <vector>
 
 #include "moerouter/cuda.h"
+#include "moerouter/detail/math.h"
 #include "moerouter/device.h"
 #include "moerouter/synthetic.h"
 #include "copy_bandwidth.h"
@@ -68,6 +71,32 @@ __global__ void flush_kernel(const int4* buf, std::size_t count, int* sink) {
 // Does nothing: after the router GEMM it gives the GEMM's time when a kernel follows it (the
 // GEMM-alone graph lets consecutive GEMMs overlap their prologue and epilogue).
 __global__ void empty_kernel() {}
+
+// Latency floors of the small-batch rows (diagnostic; one block a row or token): the dependent
+// loads a route cannot avoid, then a store, with no step between threads.
+// Route from logits: E / 4 threads a row (E % 4 == 0), as the block-per-row route kernel, each
+// one 16-byte vector of the row (cold) and of the bias (a parameter), then k outputs.
+__global__ void route_chain_floor_kernel(const float* logits, const float* bias, int e, int k,
+                                         float* out) {
+  const int t = int(threadIdx.x);
+  const float4 l = reinterpret_cast<const float4*>(logits + std::size_t(blockIdx.x) * e)[t];
+  const float4 b = reinterpret_cast<const float4*>(bias)[t];
+  const float m = fmaxf(fmaxf(l.x + b.x, l.y + b.y), fmaxf(l.z + b.z, l.w + b.w));
+  if (t < k) out[std::size_t(blockIdx.x) * k + t] = m;
+}
+
+// Hash route from x (32 threads a token): the token id (cold), its table entries, one element
+// of each entry's W row (three dependent loads), then k outputs; the real route also reads the
+// whole k rows of W and x and reduces them over several SMs.
+__global__ void hash_chain_floor_kernel(const std::int32_t* tokens, const std::int32_t* table,
+                                        const bf16* w, int k, std::int64_t h, float* out) {
+  const int lane = int(threadIdx.x);
+  const std::int32_t t = tokens[blockIdx.x];
+  if (lane < k) {
+    const std::int32_t id = table[std::int64_t(t) * k + lane];
+    out[std::size_t(blockIdx.x) * k + lane] = detail::bf16_to_float(w[std::int64_t(id) * h]);
+  }
+}
 
 struct Device {
   std::string name;
@@ -223,7 +252,8 @@ std::vector<float> make_logits(std::size_t count, std::uint64_t seed) {
 // The rows run_model times, in order (--ops picks some).
 const char* const kOpNames[] = {"route_logits_f32",       "hash_route_logits",
                                 "hash_route_x",           "router_gemm",
-                                "router_gemm_then_empty", "route_x_gemm_fused"};
+                                "router_gemm_then_empty", "route_x_gemm_fused",
+                                "route_chain_floor",      "hash_chain_floor"};
 
 // "A,B,..." -> its names; empty on an empty name.
 std::vector<std::string> parse_names(const char* list) {
@@ -373,6 +403,23 @@ void run_model(Bench& b, const ModelShape& m, const std::vector<std::int64_t>& n
         double(n * h) * 2 + double(e * h) * 2 + double(n * e) * 4);
     run("route_x_gemm_fused", r_x, route_x,
         double(n * h) * 2 + double(e * h) * 2 + double(e) * 4 + outb);
+    // Diagnostic latency floors (not routes; only with --ops, see the kernels' comments).
+    const bool asked_floors = !ops.empty();
+    if (asked_floors) {
+      run("route_chain_floor", r_logits,
+          [&](int s, cudaStream_t st) {
+            route_chain_floor_kernel<<<unsigned(n), unsigned(e / 4), 0, st>>>(
+                d_logits + std::size_t(s) * n * e, d_bias, int(e), k,
+                d_wout + std::size_t(s) * n * k);
+          },
+          double(n * e) * 4 + double(e) * 4 + double(n * k) * 4);
+      run("hash_chain_floor", r_hash,
+          [&](int s, cudaStream_t st) {
+            hash_chain_floor_kernel<<<unsigned(n), 32, 0, st>>>(
+                d_tok + std::size_t(s) * n, d_table, d_w, k, h, d_wout + std::size_t(s) * n * k);
+          },
+          double(n) * 4 + double(n * k) * 4 + double(n * k) * 2 + double(n * k) * 4);
+    }
 
     CK(cudaFree(d_logits));
     CK(cudaFree(d_x));
