@@ -22,66 +22,17 @@
 
 #include "moerouter/cuda.h"
 #include "moerouter/device.h"
+#include "bench_util.h"
 
 namespace {
 
 using namespace moerouter;
+using moerouter_bench::check_status;
+using moerouter_bench::flush_kernel;
 
-#define CK(expr)                                                                        \
-  do {                                                                                  \
-    const cudaError_t e_ = (expr);                                                      \
-    if (e_ != cudaSuccess) {                                                            \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                     \
-    }                                                                                   \
-  } while (0)
-
-void check_status(const Status& st, const char* what) {
-  if (!st.ok()) {
-    std::fprintf(stderr, "%s: %s\n", what, st.to_string().c_str());
-    std::exit(1);
-  }
-}
-
-// Reads `count` int4 (into L2) and never writes unless the data is all 0x7fffffff.
-__global__ void flush_kernel(const int4* buf, std::size_t count, int* sink) {
-  int acc = 0;
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < count;
-       i += std::size_t(gridDim.x) * blockDim.x) {
-    const int4 v = buf[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x7fffffff) *sink = acc;
-}
-
-// Median time of one replay of a graph built by `body`, in microseconds.
+// Median of 9 replays of the graph captured from body(), in microseconds.
 double graph_us(cudaStream_t s, const std::function<void()>& body) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-  body();
-  CK(cudaStreamEndCapture(s, &graph));
-  CK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  for (int i = 0; i < 2; ++i) CK(cudaGraphLaunch(exec, s));
-  std::vector<float> ms;
-  for (int i = 0; i < 9; ++i) {
-    CK(cudaEventRecord(e0, s));
-    CK(cudaGraphLaunch(exec, s));
-    CK(cudaEventRecord(e1, s));
-    CK(cudaEventSynchronize(e1));
-    float t = 0;
-    CK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  CK(cudaGraphExecDestroy(exec));
-  CK(cudaGraphDestroy(graph));
-  CK(cudaEventDestroy(e0));
-  CK(cudaEventDestroy(e1));
-  return double(ms[ms.size() / 2]) * 1e3;
+  return moerouter_bench::graph_us(s, [&](cudaStream_t) { body(); }, 9);
 }
 
 }  // namespace
@@ -143,20 +94,27 @@ int main() {
   CK(cudaMemset(d_rbias, 0, std::size_t(kE) * 4));
   CK(cudaMalloc(&d_rw, std::size_t(kRouteRows) * 6 * 4));
   CK(cudaMalloc(&d_rids, std::size_t(kRouteRows) * 6 * 4));
+  // A fused route over n rows of E = kE logits, k = 6 (the bias is zeros).
+  const auto route_params = [&](const float* logits, float* weights, std::int32_t* ids,
+                                std::int64_t n) {
+    RouteLogitsParams rp;
+    rp.logits = logits;
+    rp.bias = d_rbias;
+    rp.weights = weights;
+    rp.ids = ids;
+    rp.n = n;
+    rp.experts = kE;
+    rp.k = 6;
+    rp.scale = 2.5f;
+    return rp;
+  };
+  const RouteLogitsParams evict_route = route_params(d_rl, d_rw, d_rids, kRouteRows);
   const auto evict = [&] {
     for (bool sorted : {true, false}) {
       ep.sorted = sorted;
       check_status(cuda::topk(ep, d_evict_ws, evict_ws_bytes, st), "evict: topk");
     }
-    RouteLogitsParams rp;
-    rp.logits = d_rl;
-    rp.bias = d_rbias;
-    rp.weights = d_rw;
-    rp.ids = d_rids;
-    rp.n = kRouteRows;
-    rp.experts = kE;
-    rp.k = 6;
-    check_status(cuda::route_logits(rp, st), "evict: route_logits");
+    check_status(cuda::route_logits(evict_route, st), "evict: route_logits");
   };
 
   constexpr int kLaunches = 16;
@@ -237,15 +195,7 @@ int main() {
     CK(cudaMemcpy(d_l, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
     CK(cudaMalloc(&d_w, std::size_t(n) * 6 * 4));
     CK(cudaMalloc(&d_ids, std::size_t(n) * 6 * 4));
-    RouteLogitsParams q;
-    q.logits = d_l;
-    q.bias = d_rbias;
-    q.weights = d_w;
-    q.ids = d_ids;
-    q.n = n;
-    q.experts = kE;
-    q.k = 6;
-    q.scale = 2.5f;
+    const RouteLogitsParams q = route_params(d_l, d_w, d_ids, n);
     char what[96];
     std::snprintf(what, sizeof(what), "route_logits f32 E=384 k=6 N=%lld",
                   static_cast<long long>(n));

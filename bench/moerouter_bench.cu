@@ -35,38 +35,15 @@
 #include "moerouter/detail/math.h"
 #include "moerouter/device.h"
 #include "moerouter/synthetic.h"
+#include "bench_util.h"
 #include "copy_bandwidth.h"
 
 namespace {
 
 using namespace moerouter;
 
-#define CK(expr)                                                                        \
-  do {                                                                                  \
-    const cudaError_t e_ = (expr);                                                      \
-    if (e_ != cudaSuccess) {                                                            \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                     \
-    }                                                                                   \
-  } while (0)
-
-void check_status(const Status& st, const char* what) {
-  if (!st.ok()) {
-    std::fprintf(stderr, "%s: %s\n", what, st.to_string().c_str());
-    std::exit(1);
-  }
-}
-
-// Reads `count` int4 (into L2) and never writes unless the data is all 0x7fffffff.
-__global__ void flush_kernel(const int4* buf, std::size_t count, int* sink) {
-  int acc = 0;
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < count;
-       i += std::size_t(gridDim.x) * blockDim.x) {
-    const int4 v = buf[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x7fffffff) *sink = acc;  // never true for our buffer; keeps the loads alive
-}
+using moerouter_bench::check_status;
+using moerouter_bench::flush_kernel;
 
 // Does nothing: after the router GEMM it gives the GEMM's time when a kernel follows it (the
 // GEMM-alone graph lets consecutive GEMMs overlap their prologue and epilogue).
@@ -138,33 +115,7 @@ struct Bench {
 
   // Median time of one replay of a graph built by `body`, in microseconds.
   double graph_us(const std::function<void(cudaStream_t)>& body, int replays = 15) {
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    body(stream);
-    CK(cudaStreamEndCapture(stream, &graph));
-    CK(cudaGraphInstantiate(&exec, graph, 0));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 2; ++i) CK(cudaGraphLaunch(exec, stream));
-    std::vector<float> ms;
-    for (int i = 0; i < replays; ++i) {
-      CK(cudaEventRecord(e0, stream));
-      CK(cudaGraphLaunch(exec, stream));
-      CK(cudaEventRecord(e1, stream));
-      CK(cudaEventSynchronize(e1));
-      float t = 0;
-      CK(cudaEventElapsedTime(&t, e0, e1));
-      ms.push_back(t);
-    }
-    CK(cudaGetLastError());
-    std::sort(ms.begin(), ms.end());
-    CK(cudaGraphExecDestroy(exec));
-    CK(cudaGraphDestroy(graph));
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-    return double(ms[ms.size() / 2]) * 1e3;
+    return moerouter_bench::graph_us(stream, body, replays);
   }
 
   // Sets needed for a cold L2 by rotation alone, or 0 when that takes more than 256 sets.

@@ -20,27 +20,14 @@
 #include <vector>
 
 #include "moerouter/cuda.h"
+#include "bench_util.h"
 #include "copy_bandwidth.h"
 
 namespace {
 
 using namespace moerouter;
 
-#define CK(expr)                                                                                 \
-  do {                                                                                           \
-    const cudaError_t e_ = (expr);                                                               \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
-
-void check_status(const Status& st, const char* what) {
-  if (!st.ok()) {
-    std::fprintf(stderr, "%s: %s\n", what, st.to_string().c_str());
-    std::exit(1);
-  }
-}
+using moerouter_bench::check_status;
 
 __device__ std::uint32_t hash32(std::uint64_t x) {
   x ^= x >> 33;
@@ -76,33 +63,7 @@ struct Ctx {
   std::string name;
 
   double graph_us(const std::function<void(cudaStream_t)>& body, int replays = 15) {
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    body(stream);
-    CK(cudaStreamEndCapture(stream, &graph));
-    CK(cudaGraphInstantiate(&exec, graph, 0));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 2; ++i) CK(cudaGraphLaunch(exec, stream));
-    std::vector<float> ms;
-    for (int i = 0; i < replays; ++i) {
-      CK(cudaEventRecord(e0, stream));
-      CK(cudaGraphLaunch(exec, stream));
-      CK(cudaEventRecord(e1, stream));
-      CK(cudaEventSynchronize(e1));
-      float t = 0;
-      CK(cudaEventElapsedTime(&t, e0, e1));
-      ms.push_back(t);
-    }
-    CK(cudaGetLastError());
-    std::sort(ms.begin(), ms.end());
-    CK(cudaGraphExecDestroy(exec));
-    CK(cudaGraphDestroy(graph));
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-    return double(ms[ms.size() / 2]) * 1e3;
+    return moerouter_bench::graph_us(stream, body, replays);
   }
 
   // Stream-ordered copies timed by events (copy_bandwidth.h says why not in a graph).
