@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "copy_bandwidth.h"
 #include "moerouter/cuda.h"
 #include "moerouter/kernels/route_gemm.cuh"
@@ -36,15 +37,6 @@
 
 namespace {
 
-#define CHECK_CUDA(expr)                                                                  \
-  do {                                                                                    \
-    cudaError_t e_ = (expr);                                                              \
-    if (e_ != cudaSuccess) {                                                              \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr,                  \
-                   cudaGetErrorString(e_));                                               \
-      std::exit(1);                                                                       \
-    }                                                                                     \
-  } while (0)
 #define CHECK_CUBLAS(expr)                                                                \
   do {                                                                                    \
     cublasStatus_t s_ = (expr);                                                           \
@@ -54,14 +46,7 @@ namespace {
       std::exit(1);                                                                       \
     }                                                                                     \
   } while (0)
-#define CHECK_OK(expr)                                                                    \
-  do {                                                                                    \
-    moerouter::Status st_ = (expr);                                                       \
-    if (!st_.ok()) {                                                                      \
-      std::fprintf(stderr, "%s: %s\n", #expr, st_.to_string().c_str());                  \
-      std::exit(1);                                                                       \
-    }                                                                                     \
-  } while (0)
+#define CHECK_OK(expr) moerouter_bench::check_status((expr), #expr)
 
 // The practical floor: read W (`a`, na 16-byte vectors, streamed) and x (`b`, nb vectors) and
 // reduce them. Each thread issues its kFloorPer loads (vectors t, t + 256, ... of its block's
@@ -104,8 +89,8 @@ __global__ void busy_kernel(long long cycles, unsigned* sink) {
 struct Timer {
   cudaEvent_t a, b;
   Timer() {
-    CHECK_CUDA(cudaEventCreate(&a));
-    CHECK_CUDA(cudaEventCreate(&b));
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
   }
   ~Timer() {
     cudaEventDestroy(a);
@@ -119,24 +104,24 @@ template <typename F>
 double time_graph(cudaStream_t s, int launches, int reps, F&& body) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
-  CHECK_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
   for (int i = 0; i < launches; ++i) body(i);
-  CHECK_CUDA(cudaStreamEndCapture(s, &graph));
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  CK(cudaStreamEndCapture(s, &graph));
+  CK(cudaGraphInstantiate(&exec, graph, 0));
   Timer t;
-  for (int w = 0; w < 3; ++w) CHECK_CUDA(cudaGraphLaunch(exec, s));
+  for (int w = 0; w < 3; ++w) CK(cudaGraphLaunch(exec, s));
   std::vector<double> us;
   for (int r = 0; r < reps; ++r) {
-    CHECK_CUDA(cudaEventRecord(t.a, s));
-    CHECK_CUDA(cudaGraphLaunch(exec, s));
-    CHECK_CUDA(cudaEventRecord(t.b, s));
-    CHECK_CUDA(cudaEventSynchronize(t.b));
+    CK(cudaEventRecord(t.a, s));
+    CK(cudaGraphLaunch(exec, s));
+    CK(cudaEventRecord(t.b, s));
+    CK(cudaEventSynchronize(t.b));
     float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, t.a, t.b));
+    CK(cudaEventElapsedTime(&ms, t.a, t.b));
     us.push_back(1e3 * ms / launches);
   }
-  CHECK_CUDA(cudaGraphExecDestroy(exec));
-  CHECK_CUDA(cudaGraphDestroy(graph));
+  CK(cudaGraphExecDestroy(exec));
+  CK(cudaGraphDestroy(graph));
   std::sort(us.begin(), us.end());
   return us[us.size() / 2];
 }
@@ -175,9 +160,9 @@ int main(int argc, char** argv) {
   }
   int dev = 0;
   cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, dev));
+  CK(cudaGetDeviceProperties(&prop, dev));
   cudaStream_t s;
-  CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   const int sms = prop.multiProcessorCount;
   std::printf("device: %s, %d SMs, L2 %.1f MB\n", prop.name, sms, prop.l2CacheSize / 1e6);
 
@@ -197,11 +182,11 @@ int main(int argc, char** argv) {
   CHECK_CUBLAS(cublasSetStream(blas, s));
   void* blas_ws;
   const std::size_t blas_ws_bytes = 64u << 20;
-  CHECK_CUDA(cudaMalloc(&blas_ws, blas_ws_bytes));
+  CK(cudaMalloc(&blas_ws, blas_ws_bytes));
   CHECK_CUBLAS(cublasSetWorkspace(blas, blas_ws, blas_ws_bytes));
   unsigned* sink;
-  CHECK_CUDA(cudaMalloc(&sink, 1 << 20));
-  CHECK_CUDA(cudaMemset(sink, 0, 1 << 20));
+  CK(cudaMalloc(&sink, 1 << 20));
+  CK(cudaMemset(sink, 0, 1 << 20));
 
   std::printf("%-6s %3s | %8s %7s %6s | %8s %8s %8s | %7s %7s | %9s %9s | %s\n", "model", "N",
               "ours us", "GB/s", "%copy", "cuBLAS", "Lt+route", "floor us", "x Lt+rt",
@@ -214,28 +199,28 @@ int main(int argc, char** argv) {
     const SyntheticLayer layer = make_synthetic_layer(m, 1, false);
     std::vector<void*> ws(copies);
     for (auto& p : ws) {
-      CHECK_CUDA(cudaMalloc(&p, w_bytes));
-      CHECK_CUDA(cudaMemcpy(p, layer.w.data(), w_bytes, cudaMemcpyHostToDevice));
+      CK(cudaMalloc(&p, w_bytes));
+      CK(cudaMemcpy(p, layer.w.data(), w_bytes, cudaMemcpyHostToDevice));
     }
     const std::vector<bf16> xh = make_hidden(64, H, 2);
     void *x, *bias, *weights, *ids, *logits, *work, *route_work;
-    CHECK_CUDA(cudaMalloc(&x, xh.size() * 2));
-    CHECK_CUDA(cudaMemcpy(x, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMalloc(&bias, E * 4));
-    CHECK_CUDA(cudaMemcpy(bias, layer.bias.data(), E * 4, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMalloc(&weights, 64 * 32 * 4));
-    CHECK_CUDA(cudaMalloc(&ids, 64 * 32 * 8));
-    CHECK_CUDA(cudaMalloc(&logits, 64 * E * 4));
+    CK(cudaMalloc(&x, xh.size() * 2));
+    CK(cudaMemcpy(x, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&bias, E * 4));
+    CK(cudaMemcpy(bias, layer.bias.data(), E * 4, cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&weights, 64 * 32 * 4));
+    CK(cudaMalloc(&ids, 64 * 32 * 8));
+    CK(cudaMalloc(&logits, 64 * E * 4));
     const std::size_t work_bytes = moerouter::cuda::route_gemm_workspace_size(64, E);
-    CHECK_CUDA(cudaMalloc(&work, work_bytes));
-    CHECK_CUDA(cudaMemset(work, 0, work_bytes));
+    CK(cudaMalloc(&work, work_bytes));
+    CK(cudaMemset(work, 0, work_bytes));
 #ifdef MOER_BENCH_OLD
     void* old_work;
-    CHECK_CUDA(cudaMalloc(&old_work, old_workspace_bytes(E)));
-    CHECK_CUDA(cudaMemset(old_work, 0, old_workspace_bytes(E)));
+    CK(cudaMalloc(&old_work, old_workspace_bytes(E)));
+    CK(cudaMemset(old_work, 0, old_workspace_bytes(E)));
 #endif
     const std::size_t route_work_bytes = moerouter::cuda::route_workspace_size(64, E);
-    CHECK_CUDA(cudaMalloc(&route_work, route_work_bytes));
+    CK(cudaMalloc(&route_work, route_work_bytes));
 
     for (int n : {1, 2, 3, 4, 8, 16, 32, 64}) {
       RouteParams p;
@@ -359,11 +344,11 @@ int main(int argc, char** argv) {
       const SyntheticLayer hl = make_synthetic_layer(m, 1, true);
       const std::vector<std::int32_t> toks = make_tokens(64, m.vocab, 5);
       void *table, *tokens;
-      CHECK_CUDA(cudaMalloc(&table, hl.tid2eid.size() * 4));
-      CHECK_CUDA(cudaMemcpy(table, hl.tid2eid.data(), hl.tid2eid.size() * 4,
+      CK(cudaMalloc(&table, hl.tid2eid.size() * 4));
+      CK(cudaMemcpy(table, hl.tid2eid.data(), hl.tid2eid.size() * 4,
                             cudaMemcpyHostToDevice));
-      CHECK_CUDA(cudaMalloc(&tokens, toks.size() * 4));
-      CHECK_CUDA(cudaMemcpy(tokens, toks.data(), toks.size() * 4, cudaMemcpyHostToDevice));
+      CK(cudaMalloc(&tokens, toks.size() * 4));
+      CK(cudaMemcpy(tokens, toks.data(), toks.size() * 4, cudaMemcpyHostToDevice));
       const int launches = copies * 4;
       for (int n : {1, 4, 16, 64}) {
         HashRouteParams hp;
@@ -390,13 +375,13 @@ int main(int argc, char** argv) {
                     m.name.c_str(), n, alone_us, exposed.pdl, exposed.plain);
         std::fflush(stdout);
       }
-      CHECK_CUDA(cudaFree(table));
-      CHECK_CUDA(cudaFree(tokens));
+      CK(cudaFree(table));
+      CK(cudaFree(tokens));
     }
-    for (void* p : ws) CHECK_CUDA(cudaFree(p));
-    for (void* p : {x, bias, weights, ids, logits, work, route_work}) CHECK_CUDA(cudaFree(p));
+    for (void* p : ws) CK(cudaFree(p));
+    for (void* p : {x, bias, weights, ids, logits, work, route_work}) CK(cudaFree(p));
   }
-  CHECK_CUDA(cudaDeviceSynchronize());
+  CK(cudaDeviceSynchronize());
   std::printf("\n(GB/s counts W + x bytes once; %% copy is of the copy bandwidth above; "
               "x Lt+rt = cuda::route time / ours; x floor = ours / floor; exp. = exposed time "
               "behind a ~%lld-cycle preceding kernel)\n",
