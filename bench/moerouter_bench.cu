@@ -51,7 +51,7 @@ __global__ void empty_kernel() {}
 
 // Latency floors of the small-batch rows (diagnostic; one block a row or token): the dependent
 // loads a route cannot avoid, then a store, with no step between threads.
-// Route from logits: E / 4 threads a row (E % 4 == 0), as the block-per-row route kernel, each
+// Route from logits: E / 4 threads a row (E % 4 == 0; the block-per-row route kernel has E), each
 // one 16-byte vector of the row (cold) and of the bias (a parameter), then k outputs.
 __global__ void route_chain_floor_kernel(const float* logits, const float* bias, int e, int k,
                                          float* out) {

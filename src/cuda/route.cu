@@ -43,12 +43,13 @@ int route_chunks(std::int64_t experts) {
 // 3.80, 4.05 vs 4.23, 4.41 vs 4.49, 5.07 vs 5.06.
 constexpr std::int64_t kSmallMaxRows = kernels::kRouteSmallMaxRows;
 
-// Up to row_block_max_rows(E / 128) rows the DSV4 fast path takes route_topk_rowblock_kernel
-// (a block per row, every expert's exact key at once: the shortest chain per row), larger
-// batches route_topk_kernel (a warp per row and the filters: the fewest instructions per row).
-// Measured on an H100 (CUDA graph, rotating logits), against the kSmall variant with the logit
-// filter, us: Pro 2.62 vs 2.62 at N = 256, 3.00 vs 2.89 at 384, 3.14 vs 3.14 at 512; Flash
-// 2.61 vs 2.63 at 384, 2.68 vs 2.72 at 512 (before that filter: Pro 3.33 vs 3.73 at 512).
+// Up to row_block_max_rows(E / 128) rows the DSV4 fast path takes route_topk_rowwide_kernel
+// (a block per row, a thread per expert, every exact key at once: the shortest chain per row),
+// larger batches route_topk_kernel (a warp per row and the filters: the fewest instructions
+// per row). Measured on an H100 (moerouter_bench, CUDA graph, logits cold, two runs each in
+// one call), against the kSmall variant, us: Pro 2.40-2.54 vs 2.70-2.71 at N = 256, 2.84-2.85
+// vs 2.86-2.87 at 384, 3.54-3.57 vs 2.94 at 512; Flash 2.68-2.78 vs 2.66-2.72 at 512, 3.24 vs
+// 2.90-2.91 at 768.
 constexpr std::int64_t row_block_max_rows(int chunks) { return chunks == 3 ? 256 : 512; }
 
 // pdl: allow programmatic dependent launch (the kernels wait for the previous kernel before
@@ -65,13 +66,13 @@ Status launch_one_warp_per_row(Kernel kernel, const kernels::RouteTopkArgs& a,
 }
 
 template <typename T, int kWarps>
-Status launch_rowblock(const kernels::RouteTopkArgs& a, cudaStream_t stream, bool pdl) {
-  const auto kernel = kernels::route_topk_rowblock_kernel<T, kWarps>;
+Status launch_rowwide(const kernels::RouteTopkArgs& a, cudaStream_t stream, bool pdl) {
+  const auto kernel = kernels::route_topk_rowwide_kernel<T, kWarps>;
   constexpr int kThreads = kWarps * 32;
   const int resident = detail::resident_blocks(reinterpret_cast<const void*>(kernel), kThreads);
   const int blocks = int(std::min<std::int64_t>(a.n, resident));
   return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, pdl, a,
-                               "route: route_topk_rowblock_kernel launch");
+                               "route: route_topk_rowwide_kernel launch");
 }
 
 Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
@@ -89,7 +90,7 @@ Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,
         if constexpr (kDsv4) {
           // (kDsv4 only with kDsv4Shape: a warp per 128 experts.)
           if (a.n <= row_block_max_rows(kChunks)) {
-            return launch_rowblock<T, kChunks>(a, stream, pdl);
+            return launch_rowwide<T, kChunks * 4>(a, stream, pdl);
           }
         }
         if (a.n < kSmallMaxRows) {

@@ -384,15 +384,15 @@ TEST_F(GpuRouteLogits, OutputStridesLeaveThePaddingAlone) {
   }
 }
 
-// The block-per-row kernel of small DSV4 batches (route.cu: E = 256 / 384 in whole aligned
-// vectors, k = 6, up to 512 rows), launched directly with fewer blocks than rows (its
-// grid-stride loop, which the launcher uses only on GPUs with fewer resident blocks), with the
-// bias read as scalars, as vectors and absent, over every data pattern: ids and weights equal
-// the CPU backend's bit for bit.
-template <int kWarps>
+// The block-per-row kernel of small DSV4 batches (route_topk_rowwide_kernel: E = 256 / 384
+// in whole aligned vectors, k = 6, up to 512 rows), launched directly with fewer blocks than
+// rows (its grid-stride loop, which the launcher uses only on GPUs with fewer resident
+// blocks), with and without bias, over every data pattern: ids and weights equal the CPU
+// backend's bit for bit.
+template <int kChunks>
 void check_rowblock_kernel(std::int64_t n, LogitPattern pat, int bias_kind, unsigned grid,
                            std::uint64_t seed) {
-  const std::int64_t e = 128 * kWarps;
+  const std::int64_t e = 128 * kChunks;
   const int k = kernels::kDsv4K;
   RouteCase<float> c{n, e, 0, k, 2.5f, bias_kind == 2, {}, {}};
   c.logits = testing::make_logits(n, e, pat, seed);
@@ -418,8 +418,7 @@ void check_rowblock_kernel(std::int64_t n, LogitPattern pat, int bias_kind, unsi
   a.scale = c.scale;
   a.ids_i64 = true;
   a.vector_logits = true;
-  a.vector_bias = bias_kind == 2;  // 1: the scalar loads
-  kernels::route_topk_rowblock_kernel<float, kWarps><<<grid, kWarps * 32>>>(a);
+  kernels::route_topk_rowwide_kernel<float, kChunks * 4><<<grid, kChunks * 128>>>(a);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const auto ids = d_ids.download();
@@ -436,13 +435,13 @@ void check_rowblock_kernel(std::int64_t n, LogitPattern pat, int bias_kind, unsi
       << cfg << ": weight differs at row " << diff / k << " slot " << diff % k;
 }
 
-TEST_F(GpuRouteLogits, RowBlockKernelGridStrideBiasLoadsAndPatterns) {
+TEST_F(GpuRouteLogits, RowBlockKernelGridStrideBiasAndPatterns) {
   const LogitPattern all[] = {LogitPattern::kNormal, LogitPattern::kTies,
                               LogitPattern::kNearTies, LogitPattern::kExtreme,
                               LogitPattern::kSpecial};
   std::uint64_t seed = 6100;
   for (LogitPattern pat : all) {
-    for (int bias_kind = 0; bias_kind < 3; ++bias_kind) {
+    for (int bias_kind = 0; bias_kind < 2; ++bias_kind) {
       for (unsigned grid : {1u, 7u, 64u}) {
         check_rowblock_kernel<2>(150, pat, bias_kind, grid, ++seed);
         if (HasFatalFailure()) return;
@@ -458,12 +457,15 @@ TEST_F(GpuRouteLogits, RowBlockKernelGridStrideBiasLoadsAndPatterns) {
 // at the k-th place, fewer than k numbers with a tie among them, only NaN, or ties between
 // warps; through route_logits (E = 256 / 384, k = 6, the block-per-row batch sizes), with and
 // without bias: the CPU backend's ids and weights bit for bit. (Written for REDUX rounds tried
-// in place of the ranks, whose corner cases these are; see docs/benchmarks.md.)
+// in place of the ranks, whose corner cases these are; see docs/benchmarks.md.) Rows 8..11 are
+// the thread-per-expert kernel's (route_topk_rowwide_kernel) edges: 17, 32 and 33 equal keys
+// at the top spread over every 32-expert warp (its candidate list half full, full, and over:
+// the slow path), and numbers in only five of those warps (T = 0: every key a candidate).
 TEST_F(GpuRouteLogits, RowBlockRanksDecideTiesAndNaNWarps) {
   constexpr float kNaN = testing::kNaN;
   for (std::int64_t e : {256, 384}) {
     for (bool with_bias : {false, true}) {
-      const std::int64_t rows = 8;
+      const std::int64_t rows = 12;
       RouteCase<float> c{rows, e, 0, 6, 2.5f, with_bias, {}, {}};
       c.logits = testing::make_logits(rows, e, LogitPattern::kNormal, 7100 + e);
       if (with_bias) c.bias.assign(std::size_t(e), 8.0f);  // uniform: ties stay ties
@@ -498,6 +500,14 @@ TEST_F(GpuRouteLogits, RowBlockRanksDecideTiesAndNaNWarps) {
       // Row 7: +inf in two lanes of warp 0 (equal order keys at the top).
       at(7, lane_first(0, 2)) = testing::kInf;
       at(7, lane_first(0, 8) + 1) = testing::kInf;
+      // Rows 8..10: 17, 32, 33 equal keys at the top, spread over the row.
+      const int equal_top[] = {17, 32, 33};
+      for (int i = 0; i < 3; ++i) {
+        const std::int64_t step = e / equal_top[i];
+        for (int j = 0; j < equal_top[i]; ++j) at(8 + i, j * step) = 20.0f;
+      }
+      // Row 11: numbers in experts 0..159 only (five 32-expert warps), NaN above.
+      for (std::int64_t x = 160; x < e; ++x) at(11, x) = kNaN;
       check_route_case(c, testing::config(rows, e, 6, with_bias ? "crafted, bias" : "crafted"));
       if (HasFatalFailure()) return;
     }

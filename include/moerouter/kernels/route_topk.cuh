@@ -24,8 +24,8 @@
 //
 // Three kernels run this method (route_row): route_topk_kernel for large batches, its kSmall
 // variant for small ones, where one row's chain of latencies is the time, and the decode
-// kernel (route_gemm.cuh). Small DSV4 batches take route_topk_rowblock_kernel instead (a block
-// per row computes every expert's exact key at once, no filter: the shortest chain).
+// kernel (route_gemm.cuh). Small DSV4 batches take route_topk_rowwide_kernel instead (a block
+// per row, a thread per expert: every exact key at once, no filter, the shortest chain).
 // Levels 1 and 2 and the block-per-row kernel evaluate the exact score with
 // detail::sqrt_softplus_nobranch (exact_math.cuh: math.h's bits without branches, so several
 // evaluations overlap); level 3, the rare path, with math.h's form.
@@ -34,6 +34,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "moerouter/detail/exact_math.cuh"
 #include "moerouter/detail/math.h"
@@ -665,141 +666,128 @@ __global__ void __launch_bounds__(kRouteWarps* detail::kWarpSize,
 
 namespace route_detail {
 
-/// Shared memory of route_row_block for one row group of kWarps warps.
+/// Shared memory of route_topk_rowwide_kernel (kWarps warps, a thread per expert).
 template <int kWarps>
-struct RowBlockSmem {
-  static constexpr int kCand = 4 * kDsv4K;       // a warp's candidates: k lanes x 4 experts
-  static constexpr int kBest = kWarps * kDsv4K;  // the warps' k best each
-  __align__(16) std::uint64_t lane[kWarps][detail::kWarpSize];
-  __align__(16) std::uint64_t cand[kWarps][kCand];
-  float cand_s[kWarps][kCand];
-  __align__(16) std::uint64_t best[kBest];
-  float best_s[kBest];
+struct RowWideSmem {
+  static constexpr int kExperts = kWarps * detail::kWarpSize;
+  static constexpr int kCand = detail::kWarpSize;  // the common path's candidates
+  __align__(16) std::uint32_t gmax[16];            // the warps' largest order keys
+  __align__(16) std::uint64_t cand[kCand];         // packed keys >= T, 0 past the count
+  float cand_s[kCand];
+  __align__(16) std::uint64_t key[kExperts];       // every expert's packed key (the fallback)
   float final_s[kDsv4K];
+  int count;
 };
-
-/// The route of one row by a group of kWarps warps, every expert's exact key at once (the
-/// DSV4 shapes: E = 128 * kWarps, k = kDsv4K): lane `lane` of the group's warp `gw` holds the
-/// logits `l` and bias `b` of experts 4 (32 gw + lane) .. + 3. The k best follow in three
-/// steps of ranks read back from shared memory:
-///   1. per warp, the k-th largest of the 32 lane maxima T (keys are unique per row, so
-///      exactly k lanes have a maximum >= T, and they hold the warp's k best: at most 4k
-///      candidates);
-///   2. per warp, the k best of those candidates;
-///   3. the group's first warp ranks the warps' k best each and writes the row's k,
-///      renormalized in rank order (detail::renormalize's order of the sum).
-/// Same ids and weights as route_row and the CPU backend, bit for bit. block_sync(): a barrier
-/// over every thread that calls this (the group, and any other groups that route their rows
-/// in lockstep), taken twice; a group without a row (!active) takes the barriers and writes
-/// nothing.
-template <int kWarps, typename Sync>
-__device__ __forceinline__ void route_row_block(const RouteTopkArgs& a, RowBlockSmem<kWarps>& sm,
-                                                int gw, std::int64_t row, bool active,
-                                                const float (&l)[4], const float (&b)[4],
-                                                Sync block_sync) {
-  using Smem = RowBlockSmem<kWarps>;
-  constexpr int kK = kDsv4K;
-  static_assert(Smem::kBest % 2 == 0 && Smem::kBest <= detail::kWarpSize,
-                "one lane per warp-best key");
-  const int lane = detail::lane_id();
-  const int e0 = (gw * detail::kWarpSize + lane) * 4;
-  float s[4];
-  std::uint64_t key[4];
-#pragma unroll
-  for (int t = 0; t < 4; ++t) {
-    s[t] = detail::sqrt_softplus_nobranch(l[t]);
-    key[t] = detail::pack_rank_key(s[t] + b[t], std::uint32_t(e0 + t));  // unique per row
-  }
-  const std::uint64_t m01 = key[0] > key[1] ? key[0] : key[1];
-  const std::uint64_t m23 = key[2] > key[3] ? key[2] : key[3];
-  const std::uint64_t lane_max = m01 > m23 ? m01 : m23;
-
-  // 1. T = the warp's k-th largest lane maximum; the k lanes at or above it put their
-  // experts at or above it into the candidate slots (0: none).
-  sm.lane[gw][lane] = lane_max;
-  __syncwarp();
-  const int lane_rank = rank_among<detail::kWarpSize>(lane_max, sm.lane[gw]);
-  const unsigned at = __ballot_sync(detail::kFullMask, lane_rank == kK - 1);
-  const std::uint64_t thr = sm.lane[gw][__ffs(at) - 1];
-  if (lane_rank < kK) {
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      sm.cand[gw][4 * lane_rank + t] = key[t] >= thr ? key[t] : 0;
-      sm.cand_s[gw][4 * lane_rank + t] = s[t];
-    }
-  }
-  __syncwarp();
-  // 2. The warp's k best: the candidates ranked among themselves.
-  if (lane < Smem::kCand) {
-    const std::uint64_t mine = sm.cand[gw][lane];
-    const int r = rank_among<Smem::kCand>(mine, sm.cand[gw]);
-    if (mine != 0 && r < kK) {
-      sm.best[gw * kK + r] = mine;
-      sm.best_s[gw * kK + r] = sm.cand_s[gw][lane];
-    }
-  }
-  block_sync();
-  // 3. The row's k best among the warps', renormalized in rank order.
-  if (gw == 0 && active) {
-    int rank = kK;
-    std::uint64_t mine = 0;
-    float sv = 0.0f;
-    if (lane < Smem::kBest) {
-      mine = sm.best[lane];
-      sv = sm.best_s[lane];
-      rank = rank_among<Smem::kBest>(mine, sm.best);
-    }
-    if (rank < kK) sm.final_s[rank] = sv;
-    __syncwarp();
-    if (rank < kK) {
-      const float sum = detail::rank_order_sum(sm.final_s, kK);
-      detail::store_route_slot(a, row, rank, detail::packed_index(mine),
-                               sv / detail::renorm_denominator(sum) * a.scale);
-    }
-  }
-  block_sync();  // every read of this row's shared memory is done
-}
 
 }  // namespace route_detail
 
-/// The latency-bound variant of the fused route for small DSV4 batches (E = 128 * kWarps = 256
-/// or 384 in whole aligned vectors, k = kDsv4K): a block of kWarps warps per row, rows strided
-/// over the grid, route_row_block's method (every expert's exact key at once, then three rank
-/// steps). A row's chain is the load, one exact sqrt-softplus and the three rank steps, where
-/// the one-warp kernel has a filter, a warp scan, the exact evaluation and its
-/// ranks in turn.
+/// The fused route for small DSV4 batches with a thread per expert (E = 32 * kWarps = 256 or
+/// 384, k = kDsv4K, whole aligned rows), a block per row, rows strided over the grid. A row:
+///   1. every thread's exact key (detail::sqrt_softplus_nobranch + bias, packed with its
+///      expert: unique), its warp's largest order key (one REDUX), a barrier;
+///   2. T = the k-th largest of the kWarps warp maxima (every warp computes it: lane g ranks
+///      warp g's maximum, one REDUX picks it). At least k keys are >= T, so the row's k best
+///      are among the keys >= T (usually k plus a few): each warp appends its own (a ballot
+///      and one shared atomic), a barrier;
+///   3. up to 32 candidates: the first warp ranks them (unique packed keys) and writes the k
+///      best renormalized in rank order; more (many exact ties, NaN rows): every candidate
+///      ranks itself among all E keys (slow, same result).
+/// Same ids and weights as route_row and the CPU backend, bit for bit.
+/// It replaced a block of E / 4 threads (4 experts a lane; three rank steps: the warp's k-th
+/// lane maximum, the warp's k best of its candidates, the row's k best of the warps'). Measured
+/// on an H100 (moerouter_bench, CUDA graph, logits cold; two runs each in one call), us, that
+/// kernel / this one: Pro N = 1 2.00-2.04 / 1.84, N = 16 2.27-2.28 / 2.07-2.09, N = 64
+/// 2.36-2.38 / 2.14-2.28, N = 256 2.70-2.73 / 2.43-2.50; Flash N = 1 2.02-2.08 / 1.78-1.86,
+/// N = 16 2.21-2.23 / 1.83-2.01, N = 256 2.38-2.68 / 2.21-2.32, N = 512 2.66-2.81 / 2.67-2.73.
 template <typename T, int kWarps>
 __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
-    route_topk_rowblock_kernel(const RouteTopkArgs a) {
+    route_topk_rowwide_kernel(const RouteTopkArgs a) {
   using namespace route_detail;
-  __shared__ RowBlockSmem<kWarps> sm;
-  // Before any global access (PDL launches: route_logits with pdl, route() below
-  // kRouteSmallMaxRows rows).
-  grid_dependency_wait();
-  const int warp = int(threadIdx.x) / detail::kWarpSize;
+  using Smem = RowWideSmem<kWarps>;
+  static_assert(kWarps % 4 == 0 && kWarps <= 16, "warp maxima read as 16-byte vectors");
+  constexpr int kK = kDsv4K;
+  __shared__ Smem sm;
+  grid_dependency_wait();  // before any global access (PDL launches)
+  const int e = int(threadIdx.x);
+  const int warp = e / detail::kWarpSize;
   const int lane = detail::lane_id();
-  const int e0 = (warp * detail::kWarpSize + lane) * 4;  // this lane's 4 experts
-
-  std::int64_t row = blockIdx.x;
-  float l[4];
-  if (row < a.n) load4(static_cast<const T*>(a.logits) + row * a.logits_stride + e0, l);
-  float b[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // s + 0 == s without bias
-  if (a.bias != nullptr) {
-    if (a.vector_bias) {
-      load4(a.bias + e0, b);
+  const T* logits = static_cast<const T*>(a.logits);
+  const auto load_logit = [&](std::int64_t r) {
+    if constexpr (std::is_same<T, float>::value) {
+      return __ldg(logits + r * a.logits_stride + e);
     } else {
-#pragma unroll
-      for (int t = 0; t < 4; ++t) b[t] = __ldg(a.bias + e0 + t);
+      return detail::bf16_to_float(logits[r * a.logits_stride + e]);
     }
-  }
+  };
+  std::int64_t row = blockIdx.x;
+  float l = row < a.n ? load_logit(row) : 0.0f;
+  const float b = a.bias != nullptr ? __ldg(a.bias + e) : 0.0f;  // s + 0 == s without bias
   for (; row < a.n; row += gridDim.x) {
-    float next[4];  // the next row's load overlaps this row's route
-    if (row + gridDim.x < a.n) {
-      load4(static_cast<const T*>(a.logits) + (row + gridDim.x) * a.logits_stride + e0, next);
-    }
-    route_row_block<kWarps>(a, sm, warp, row, true, l, b, [] { __syncthreads(); });
+    const bool more = row + gridDim.x < a.n;  // block-uniform
+    float next = 0.0f;  // the next row's load overlaps this row's route
+    if (more) next = load_logit(row + gridDim.x);
+    if (e == 0) sm.count = 0;
+    if (e < Smem::kCand) sm.cand[e] = 0;
+    const float s = detail::sqrt_softplus_nobranch(l);
+    const std::uint32_t ok = detail::order_key(s + b);
+    const std::uint64_t key = detail::pack_key_index(ok, std::uint32_t(e));  // unique
+    sm.key[e] = key;
+    const std::uint32_t m = __reduce_max_sync(detail::kFullMask, ok);
+    if (lane == 0) sm.gmax[warp] = m;
+    __syncthreads();
+    // 2. T: lane g < kWarps holds warp g's maximum and counts the maxima that reach it; T is
+    // the largest maximum that k maxima reach (0, every key, where fewer than k warps have a
+    // number).
+    const std::uint32_t mine = sm.gmax[lane % 16];
+    int reach = 0;
 #pragma unroll
-    for (int t = 0; t < 4; ++t) l[t] = next[t];
+    for (int g = 0; g < kWarps; g += 4) {
+      const uint4 q = *reinterpret_cast<const uint4*>(sm.gmax + g);
+      reach += int(q.x >= mine) + int(q.y >= mine) + int(q.z >= mine) + int(q.w >= mine);
+    }
+    const bool qualifies = lane < kWarps && mine != 0u && reach >= kK;
+    const std::uint32_t thr = __reduce_max_sync(detail::kFullMask, qualifies ? mine : 0u);
+    const bool c = ok >= thr;
+    const unsigned bal = __ballot_sync(detail::kFullMask, c);
+    int off = 0;
+    if (lane == 0 && bal != 0u) off = atomicAdd(&sm.count, __popc(bal));
+    off = __shfl_sync(detail::kFullMask, off, 0) + __popc(bal & ((1u << lane) - 1u));
+    if (c && off < Smem::kCand) {
+      sm.cand[off] = key;
+      sm.cand_s[off] = s;
+    }
+    __syncthreads();
+    // 3. The k best, renormalized in rank order.
+    const int count = sm.count;  // >= k (at least k keys reach T)
+    if (count <= Smem::kCand) {
+      if (warp == 0) {
+        const std::uint64_t cand = sm.cand[lane];
+        const float sv = sm.cand_s[lane];
+        constexpr int kHalf = Smem::kCand / 2;
+        int rank = rank_among<kHalf>(cand, sm.cand);
+        if (count > kHalf) rank += rank_among<kHalf>(cand, sm.cand + kHalf);
+        const bool win = cand != 0 && rank < kK;
+        if (win) sm.final_s[rank] = sv;
+        __syncwarp();
+        if (win) {
+          const float sum = detail::rank_order_sum(sm.final_s, kK);
+          detail::store_route_slot(a, row, rank, detail::packed_index(cand),
+                                   sv / detail::renorm_denominator(sum) * a.scale);
+        }
+      }
+    } else {
+      // Rare (exact ties or NaN fill the candidates): every candidate against every key.
+      int rank = kK;
+      if (c) rank = rank_among<Smem::kExperts>(key, sm.key);
+      if (rank < kK) sm.final_s[rank] = s;
+      __syncthreads();
+      if (rank < kK) {
+        const float sum = detail::rank_order_sum(sm.final_s, kK);
+        detail::store_route_slot(a, row, rank, e, s / detail::renorm_denominator(sum) * a.scale);
+      }
+    }
+    if (more) __syncthreads();  // this row's shared memory read before the next row's writes
+    l = next;
   }
 }
 
