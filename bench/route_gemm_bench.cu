@@ -267,7 +267,7 @@ int main(int argc, char** argv) {
       const moerouter::cuda::RouteGemmTiling tl =
           moerouter::cuda::route_gemm_tiling(n, E, H, sms);
       const int epb = moerouter::cuda::route_gemv_experts_per_block(n, E, m.k, sms);
-      char kernel[96];
+      char kernel[128];
       if (epb > 0) {
         // The one-pass kernel ran: time the mma kernel too (same run, same rotation).
         const double mma_us = time_graph(s, launches, reps, [&](int i) {
@@ -278,6 +278,18 @@ int main(int argc, char** argv) {
         });
         std::snprintf(kernel, sizeof kernel, "one-pass %d experts x %d blocks (mma %.2f)",
                       epb, int((E + epb - 1) / epb), mma_us);
+      } else if (moerouter::cuda::route_gemm_two_launches(n, E, m.k)) {
+        // The two-launch path ran (mma GEMM, then the block-per-row route): time the one-launch
+        // mma kernel (its routers) too.
+        const double one_us = time_graph(s, launches, reps, [&](int i) {
+          RouteParams q = p;
+          q.w = ws[std::size_t(i) % ws.size()];
+          CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(
+              q, work, work_bytes, s, false, 0, 0, moerouter::cuda::kRouteGemmForceMma));
+        });
+        std::snprintf(kernel, sizeof kernel,
+                      "mma %dx%d, %dx%d + block route (one launch, %d router(s): %.2f)", tl.groups,
+                      tl.wk, tl.tiles, tl.splits, tl.routers, one_us);
       } else {
         std::snprintf(kernel, sizeof kernel, "mma %dx%d, %dx%d, %d router(s)", tl.groups, tl.wk,
                       tl.tiles, tl.splits, tl.routers);

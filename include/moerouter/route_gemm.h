@@ -1,4 +1,4 @@
-// moerouter: the one-launch decode router (GEMM + route), for up to 64 tokens.
+// moerouter: the decode router (GEMM + route in one launch, or two), for up to 64 tokens.
 //
 // From x and W, computes SPEC.md's dense route in a single kernel launch: logits = x W^T (bf16
 // in, fp32 accumulate on tensor cores), s = sqrt(softplus(logit)), top-k of s + bias, weights
@@ -19,6 +19,10 @@
 //     (routers are capped at half the SMs the device reports). Under MPS with an active-thread
 //     percentage that leaves the process C < 16 SMs, a launch of more than 4 C tokens can wait
 //     forever: cap the routers at C there (launch_route_gemm_tiled's force_routers).
+//     Where route_gemm_two_launches holds (DSV4's shapes, up to 32 tokens) the mma kernel
+//     only writes the partial sums and a second launch (the fused route's block per row,
+//     kernels/route_topk.cuh, with programmatic dependent launch) adds them in the same order
+//     and routes: the same bits, no counter and no waiting routers.
 //
 // Programmatic dependent launch (pdl = true): the kernel streams W before it waits for the
 // previous kernel on the stream, so W and bias must not be written by that kernel (only x may).
@@ -41,15 +45,30 @@ constexpr std::int64_t kRouteGemmMaxTokens = 64;
 constexpr std::int64_t kRouteGemmMaxExperts = 1024;
 /// Largest k of launch_route_gemm.
 constexpr std::int32_t kRouteGemmMaxK = 32;
+/// Whether launch_route_gemm's tiled path for n tokens runs as two launches (the mma kernel's
+/// partial sums, then the fused route's block per row over them) rather than one (the mma
+/// kernel's own routers): DSV4's shapes (E = 256 or 384, k = 6) up to 32 tokens. Measured on
+/// an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph), two launches / one, us:
+/// Flash n = 8 / 16 / 32 / 64 6.17 / 6.29 / 6.96 / 9.01 against 7.08 / 7.22 / 7.52 / 8.47, Pro
+/// 8.19 / 8.25 / 9.63 / 12.29 against 9.57 / 9.30 / 10.01 / 11.95.
+constexpr bool route_gemm_two_launches(std::int64_t n, std::int64_t experts, std::int32_t k) {
+  return (experts == 256 || experts == 384) && k == 6 && n <= 32;
+}
+
 /// Largest batch for which the Router (and the torch op `route`) dispatches a dense layer of
-/// `experts` x `hidden` to launch_route_gemm rather than the prefill path (cuBLASLt GEMM +
-/// fused route). Measured on an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph,
-/// each launch alone; docs/benchmarks.md): DSV4-Flash's W (256 x 4096, and anything as small)
-/// up to 32 tokens (7.3-7.8 us against the prefill path's 7.7-8.0; 8.9 against 7.9 at 64),
-/// DSV4-Pro's (384 x 7168, and anything larger) up to 4, the one-pass kernel's range (5.6-7.4
-/// us against 8.5-8.6; the tiled kernel's 9.4-9.5 at n = 8 and 16 lose to 8.6-8.7).
-constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden) {
-  return experts * hidden <= std::int64_t(256) * 4096 ? 32 : 4;
+/// `experts` x `hidden` with top-k `k` to launch_route_gemm rather than the prefill path
+/// (cuBLASLt GEMM + fused route). Measured on an H100 80GB HBM3 (bench/route_gemm_bench, cold
+/// W, CUDA graph, each launch alone; docs/benchmarks.md): DSV4-Flash's W (256 x 4096, and
+/// anything as small) up to 32 tokens (6.2-7.0 us against the prefill path's 7.3-7.7; 9.0
+/// against 7.6 at 64); DSV4-Pro's (384 x 7168, and anything larger) up to 16 where the tiled
+/// path takes two launches (8.19 / 8.25 us at n = 8 / 16 against 8.32 / 8.46; 9.63 against
+/// 8.51 at 32), else up to 4, the one-pass kernel's range (5.3-7.1 us against 8.1-8.3; the
+/// one-launch tiled kernel's 9.3-9.6 at n = 8 and 16 lose).
+constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden,
+                                                   std::int32_t k) {
+  return experts * hidden <= std::int64_t(256) * 4096 ? 32
+         : route_gemm_two_launches(16, experts, k)    ? 16
+                                                      : 4;
 }
 
 /// Bytes of device workspace that launch_route_gemm needs for up to `max_n` tokens (1..64) of
@@ -110,10 +129,17 @@ int route_gemv_experts_per_block(std::int64_t n, std::int64_t experts, int k, in
 constexpr int kRouteGemmAuto = 0;  ///< the one-pass kernel where it applies, else the mma one
 constexpr int kRouteGemmForceMma = 1;   ///< the tiled mma kernel
 constexpr int kRouteGemmForceGemv = 2;  ///< the one-pass kernel (kUnsupported where it cannot)
+/// The tiled mma kernel's GEMM alone (its H-split partial sums into the workspace), then the
+/// fused route's block-per-row kernel over those sums, launched with programmatic dependent
+/// launch: two launches, the same bits as the one-launch mma kernel. DSV4 shapes only (E = 256
+/// or 384, k = 6); kUnsupported elsewhere.
+constexpr int kRouteGemmForceMmaSplit = 3;
 
 /// launch_route_gemm with route_gemm_tiling's force_groups / force_routers (benchmarks and
-/// tests sweep them; 0, 0 is launch_route_gemm; either > 0 implies the mma kernel) and a
-/// kernel choice (force_kernel: kRouteGemmAuto, kRouteGemmForceMma or kRouteGemmForceGemv).
+/// tests sweep them; 0, 0 is launch_route_gemm; either > 0 implies the mma kernel, and
+/// force_routers > 0 its one-launch form) and a
+/// kernel choice (force_kernel: kRouteGemmAuto, kRouteGemmForceMma, kRouteGemmForceGemv or
+/// kRouteGemmForceMmaSplit).
 Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
                                std::size_t workspace_bytes, cudaStream_t stream, bool pdl,
                                int force_groups, int force_routers = 0,

@@ -62,7 +62,7 @@ void route_out_cuda(const at::Tensor& x, const at::Tensor& w, const std::optiona
   // on a fresh workspace whose leading counters and flag words are zeroed (a small memset:
   // H100, Pro N=1, the kernel 5.7 us against the prefill path's 8.5); a shape or layout it
   // does not take (kUnsupported) goes through the prefill path (cuBLASLt + fused route).
-  if (p.n >= 1 && p.n <= cuda::route_gemm_crossover_tokens(p.experts, p.hidden)) {
+  if (p.n >= 1 && p.n <= cuda::route_gemm_crossover_tokens(p.experts, p.hidden, p.k)) {
     const std::size_t dbytes = cuda::route_gemm_workspace_size(p.n, p.experts);
     if (dbytes > 0) {
       at::Tensor dws = at::empty({static_cast<int64_t>(dbytes)}, x.options().dtype(at::kByte));

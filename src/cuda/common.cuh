@@ -109,14 +109,14 @@ inline bool aligned(const void* p, std::uintptr_t bytes) {
   return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
 }
 
-/// Launches `kernel(args)` on `stream`; pdl: with programmatic stream serialization (the
+/// Launches `kernel(args...)` on `stream`; pdl: with programmatic stream serialization (the
 /// kernel may start before the previous one on the stream ends and must wait with
 /// griddepcontrol.wait before it reads that kernel's output); cluster > 0: in thread-block
 /// clusters of `cluster` blocks along x. The launch error as a Status (and cleared).
-template <typename Kernel, typename Args>
-Status launch_kernel(Kernel kernel, dim3 grid, dim3 block, std::size_t smem_bytes,
-                     cudaStream_t stream, bool pdl, const Args& args, const char* what,
-                     int cluster = 0) {
+template <typename Kernel, typename... Args>
+Status launch_kernel_ex(Kernel kernel, dim3 grid, dim3 block, std::size_t smem_bytes,
+                        cudaStream_t stream, bool pdl, const char* what, int cluster,
+                        const Args&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -138,12 +138,20 @@ Status launch_kernel(Kernel kernel, dim3 grid, dim3 block, std::size_t smem_byte
   }
   cfg.attrs = attr;
   cfg.numAttrs = n;
-  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args);
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args...);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();
     return cuda_status(err, what);
   }
   return launch_status(what);
+}
+
+/// launch_kernel_ex for a kernel of one parameter.
+template <typename Kernel, typename Args>
+Status launch_kernel(Kernel kernel, dim3 grid, dim3 block, std::size_t smem_bytes,
+                     cudaStream_t stream, bool pdl, const Args& args, const char* what,
+                     int cluster = 0) {
+  return launch_kernel_ex(kernel, grid, block, smem_bytes, stream, pdl, what, cluster, args);
 }
 
 }  // namespace detail

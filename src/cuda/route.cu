@@ -67,12 +67,13 @@ Status launch_one_warp_per_row(Kernel kernel, const kernels::RouteTopkArgs& a,
 
 template <typename T, int kWarps>
 Status launch_rowwide(const kernels::RouteTopkArgs& a, cudaStream_t stream, bool pdl) {
-  const auto kernel = kernels::route_topk_rowwide_kernel<T, kWarps>;
+  const auto kernel = kernels::route_topk_rowwide_kernel<kernels::RowLogits<T>, kWarps>;
   constexpr int kThreads = kWarps * 32;
   const int resident = detail::resident_blocks(reinterpret_cast<const void*>(kernel), kThreads);
   const int blocks = int(std::min<std::int64_t>(a.n, resident));
-  return detail::launch_kernel(kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, pdl, a,
-                               "route: route_topk_rowwide_kernel launch");
+  return detail::launch_kernel_ex(kernel, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, pdl,
+                                  "route: route_topk_rowwide_kernel launch", 0, a,
+                                  kernels::RowLogits<T>{});
 }
 
 Status launch_route_topk(const kernels::RouteTopkArgs& a, DType logits_dtype,

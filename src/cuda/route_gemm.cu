@@ -263,6 +263,15 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
     });
   }
 
+  // The mma GEMM then the block-per-row route (two launches; route_gemm_two_launches), or the
+  // one-launch mma kernel (its routers).
+  if (force_kernel == kRouteGemmForceMmaSplit &&
+      !route_gemm_two_launches(1, p.experts, p.k)) {
+    return unsupported("the two-launch mma path takes E = 256 or 384 and k = 6");
+  }
+  const bool split = force_kernel == kRouteGemmForceMmaSplit ||
+                     (force_kernel == kRouteGemmAuto && force_routers == 0 &&
+                      route_gemm_two_launches(p.n, p.experts, p.k));
   const RouteGemmTiling tl =
       route_gemm_tiling(p.n, p.experts, p.hidden, device_sms(), force_groups, force_routers);
   if (tl.tiles == 0) return unsupported("no tiling for these shapes");
@@ -281,9 +290,9 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   a.wk = tl.wk;
   a.chunks = int(ceil_div(p.hidden, 32));
   a.warp_chunks = tl.warp_chunks;
-  a.routers = tl.routers;
+  a.routers = split ? 0 : tl.routers;
 
-  return MOER_ROUTE_GEMM_DISPATCH_MTILES(mtiles, kMTiles, [&] {
+  MOER_RETURN_IF_ERROR_CUDA(MOER_ROUTE_GEMM_DISPATCH_MTILES(mtiles, kMTiles, [&] {
     return MOER_ROUTE_GEMM_DISPATCH_CHUNKS(route_chunks, kChunks, [&] {
       return detail::launch_kernel(
           kernels::route_gemm_kernel<kMTiles, kChunks>, dim3(unsigned(tl.tiles * tl.splits)),
@@ -291,7 +300,30 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
           kernels::route_gemm_smem_bytes(kMTiles, tl.groups, tl.wk, a.experts),
           stream, pdl, a, kOp);
     });
-  });
+  }));
+  if (!split) return Status::success();
+  // The route from the partials: a block of E threads per row, launched with PDL (its blocks
+  // start during the GEMM's tail and wait in griddepcontrol.wait for the grid to finish).
+  kernels::RouteTopkArgs ra{};
+  ra.bias = p.bias;
+  ra.weights = p.weights;
+  ra.ids = p.ids;
+  ra.n = p.n;
+  ra.weights_stride = a.weights_stride;
+  ra.ids_stride = a.ids_stride;
+  ra.experts = int(p.experts);
+  ra.k = p.k;
+  ra.scale = p.scale;
+  ra.ids_i64 = p.ids_dtype == DType::kI64;
+  const kernels::SplitPartials src{a.partials, std::int64_t(p.n) * 8 * tl.groups, tl.splits,
+                                   8 * tl.groups};
+  const auto launch = [&](auto kernel, int threads) {
+    return detail::launch_kernel_ex(kernel, dim3(unsigned(p.n)), dim3(unsigned(threads)), 0,
+                                    stream, /*pdl=*/true, kOp, 0, ra, src);
+  };
+  return p.experts == 256
+             ? launch(kernels::route_topk_rowwide_kernel<kernels::SplitPartials, 8>, 256)
+             : launch(kernels::route_topk_rowwide_kernel<kernels::SplitPartials, 12>, 384);
 }
 
 }  // namespace cuda

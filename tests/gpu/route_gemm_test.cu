@@ -600,6 +600,55 @@ TEST(RouteGemm, DeterministicAndPdl) {
   CUDA_OK(cudaStreamDestroy(stream));
 }
 
+// The two-launch path (the mma kernel's partials, then the block-per-row route over them,
+// kRouteGemmForceMmaSplit; what launch_route_gemm takes at DSV4's shapes above the one-pass
+// kernel's n) gives the one-launch mma kernel's ids and weights bit for bit (the same splits
+// added in the same order), and the oracle's; with and without bias, int32 and int64 ids, every
+// token-tile variant, one and several tiles of n <= 4. Other shapes are rejected.
+TEST(RouteGemm, TwoLaunchPathMatchesTheOneLaunchKernel) {
+  SKIP_WITHOUT_GPU();
+  struct Shape {
+    std::int64_t h, e;
+  };
+  int combo = 0;
+  for (const Shape sh : {Shape{7168, 384}, Shape{4096, 256}, Shape{1032, 384}}) {
+    for (int variant = 0; variant < 2; ++variant, ++combo) {
+      Problem pr = make_problem(64, sh.h, sh.e, 6, 900 + std::uint64_t(combo));
+      pr.with_bias = variant == 0;
+      pr.ids_dtype = variant == 0 ? DType::kI32 : DType::kI64;
+      const oracle::RouteResult ref = oracle::route(pr.host(64));
+      GpuRun g(pr);
+      for (std::int64_t n : {1, 4, 5, 16, 17, 33, 64}) {
+        ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceMma).ok())
+            << pr.config(n);
+        const std::vector<float> w1 = g.weights.download();
+        const std::vector<std::int64_t> i1 = g.ids.download();
+        ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceMmaSplit).ok())
+            << pr.config(n);
+        g.expect_matches(ref, n, "two launches");
+        const std::vector<float> w2 = g.weights.download();
+        const std::vector<std::int64_t> i2 = g.ids.download();
+        ASSERT_EQ(std::memcmp(w1.data(), w2.data(), w1.size() * 4), 0)
+            << "weights differ from the one-launch kernel's, " << pr.config(n);
+        ASSERT_EQ(std::memcmp(i1.data(), i2.data(), i1.size() * 8), 0)
+            << "ids differ from the one-launch kernel's, " << pr.config(n);
+        // A forced tiling (several groups a tile) takes the same path.
+        ASSERT_TRUE(g.run(n, nullptr, false, 3, 0, cuda::kRouteGemmForceMmaSplit).ok());
+        g.expect_matches(ref, n, "two launches, 3 groups a tile");
+        if (HasFailure()) return;
+      }
+    }
+  }
+  Problem wide = make_problem(4, 1032, 1000, 6, 950);
+  GpuRun g(wide);
+  EXPECT_EQ(g.run(4, nullptr, false, 0, 0, cuda::kRouteGemmForceMmaSplit).code(),
+            StatusCode::kUnsupported);
+  Problem k8 = make_problem(4, 1032, 384, 8, 951);
+  GpuRun g8(k8);
+  EXPECT_EQ(g8.run(4, nullptr, false, 0, 0, cuda::kRouteGemmForceMmaSplit).code(),
+            StatusCode::kUnsupported);
+}
+
 // Captured once in a CUDA graph (with PDL edges), replayed with new x each time: the kernel
 // resets its own counter (the one-pass kernel its flag words), so every replay is right.
 void replay_with_new_inputs(std::int64_t n) {

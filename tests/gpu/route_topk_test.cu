@@ -418,7 +418,8 @@ void check_rowblock_kernel(std::int64_t n, LogitPattern pat, int bias_kind, unsi
   a.scale = c.scale;
   a.ids_i64 = true;
   a.vector_logits = true;
-  kernels::route_topk_rowwide_kernel<float, kChunks * 4><<<grid, kChunks * 128>>>(a);
+  kernels::route_topk_rowwide_kernel<kernels::RowLogits<float>, kChunks * 4>
+      <<<grid, kChunks * 128>>>(a, kernels::RowLogits<float>{});
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const auto ids = d_ids.download();

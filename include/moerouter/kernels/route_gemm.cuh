@@ -24,6 +24,8 @@
 //            The wait needs the routers co-resident with the blocks still to arrive, which holds
 //            wherever `routers` blocks fit on the device at once: a router only waits for
 //            blocks that arrive after it, and at most routers - 1 of them are still missing.
+//            With a.routers == 0 the kernel ends after stage 2's partial sums (no counter):
+//            launch_route_gemm's two-launch path routes them with route_topk_rowwide_kernel.
 // The counters are reset by the last router to see the count complete, so the workspace is
 // ready for the next launch or graph replay. Every sum has a fixed order: the result is
 // bit-reproducible.
@@ -93,7 +95,8 @@ struct RouteGemmArgs : RouteDecodeArgs {
   int wk;                     ///< warps per group, splitting the block's chunks
   int chunks;                 ///< ceil(hidden / 32)
   int warp_chunks;            ///< the most chunks any warp owns
-  int routers;                ///< blocks that reduce and route rows (1..min(n, grid))
+  int routers;                ///< blocks that reduce and route rows (1..min(n, grid)); 0:
+                              ///< none, the partials only (a second kernel routes)
 };
 
 namespace route_gemm_detail {
@@ -401,6 +404,9 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
     for (int w2 = 1; w2 < a.wk; ++w2) sum += part[std::int64_t(w2) * kRows * tile_e + i];
     my_part[i] = sum;
   }
+  // No routers: a second kernel (route_topk_rowwide_kernel over SplitPartials, launched with
+  // PDL) routes from the partials once this grid has finished.
+  if (a.routers == 0) return;
   __syncthreads();
   trace(2);
   const unsigned blocks = gridDim.x;

@@ -681,6 +681,47 @@ struct RowWideSmem {
 
 }  // namespace route_detail
 
+/// Logit sources of route_topk_rowwide_kernel: src(a, row, e) is the logit of expert e of row.
+/// Rows of a.logits (T = float or bf16), row stride a.logits_stride.
+template <typename T>
+struct RowLogits {
+  __device__ __forceinline__ float operator()(const RouteTopkArgs& a, std::int64_t row,
+                                              int e) const {
+    const T* p = static_cast<const T*>(a.logits) + row * a.logits_stride + e;
+    if constexpr (std::is_same<T, float>::value) {
+      return __ldg(p);
+    } else {
+      return detail::bf16_to_float(*p);
+    }
+  }
+};
+/// The decode mma kernel's H-split partial sums (route_gemm.cuh, RouteGemmArgs::partials:
+/// [tiles * splits][n][tile_e]), added in split order as its routers add them (the same
+/// bits): four loads in flight, then their adds in order.
+struct SplitPartials {
+  const float* partials;
+  std::int64_t items;  ///< floats of one block's partials: n * tile_e
+  int splits;
+  int tile_e;          ///< experts per tile
+  __device__ __forceinline__ float operator()(const RouteTopkArgs&, std::int64_t row,
+                                              int e) const {
+    const float* p = partials + std::int64_t(e / tile_e) * splits * items + row * tile_e +
+                     e % tile_e;
+    float sum = __ldcg(p);
+    int s = 1;
+    for (; s + 4 <= splits; s += 4) {
+      const float v0 = __ldcg(p + (s + 0) * items), v1 = __ldcg(p + (s + 1) * items);
+      const float v2 = __ldcg(p + (s + 2) * items), v3 = __ldcg(p + (s + 3) * items);
+      sum += v0;
+      sum += v1;
+      sum += v2;
+      sum += v3;
+    }
+    for (; s < splits; ++s) sum += __ldcg(p + s * items);
+    return sum;
+  }
+};
+
 /// The fused route for small DSV4 batches with a thread per expert (E = 32 * kWarps = 256 or
 /// 384, k = kDsv4K, whole aligned rows), a block per row, rows strided over the grid. A row:
 ///   1. every thread's exact key (detail::sqrt_softplus_nobranch + bias, packed with its
@@ -699,9 +740,10 @@ struct RowWideSmem {
 /// kernel / this one: Pro N = 1 2.00-2.04 / 1.84, N = 16 2.27-2.28 / 2.07-2.09, N = 64
 /// 2.36-2.38 / 2.14-2.28, N = 256 2.70-2.73 / 2.43-2.50; Flash N = 1 2.02-2.08 / 1.78-1.86,
 /// N = 16 2.21-2.23 / 1.83-2.01, N = 256 2.38-2.68 / 2.21-2.32, N = 512 2.66-2.81 / 2.67-2.73.
-template <typename T, int kWarps>
+/// Src: the logits' source (RowLogits, or the decode kernel's SplitPartials).
+template <typename Src, int kWarps>
 __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
-    route_topk_rowwide_kernel(const RouteTopkArgs a) {
+    route_topk_rowwide_kernel(const RouteTopkArgs a, const Src src) {
   using namespace route_detail;
   using Smem = RowWideSmem<kWarps>;
   static_assert(kWarps % 4 == 0 && kWarps <= 16, "warp maxima read as 16-byte vectors");
@@ -711,14 +753,7 @@ __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
   const int e = int(threadIdx.x);
   const int warp = e / detail::kWarpSize;
   const int lane = detail::lane_id();
-  const T* logits = static_cast<const T*>(a.logits);
-  const auto load_logit = [&](std::int64_t r) {
-    if constexpr (std::is_same<T, float>::value) {
-      return __ldg(logits + r * a.logits_stride + e);
-    } else {
-      return detail::bf16_to_float(logits[r * a.logits_stride + e]);
-    }
-  };
+  const auto load_logit = [&](std::int64_t r) { return src(a, r, e); };
   std::int64_t row = blockIdx.x;
   float l = row < a.n ? load_logit(row) : 0.0f;
   const float b = a.bias != nullptr ? __ldg(a.bias + e) : 0.0f;  // s + 0 == s without bias
