@@ -276,8 +276,23 @@ int main(int argc, char** argv) {
           CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(
               q, work, work_bytes, s, false, 0, 0, moerouter::cuda::kRouteGemmForceMma));
         });
-        std::snprintf(kernel, sizeof kernel, "one-pass %d experts x %d blocks (mma %.2f)",
-                      epb, int((E + epb - 1) / epb), mma_us);
+        double split_us = 0.0;  // the one-pass kernel's logits, then the route: two launches
+        const bool two = moerouter::cuda::route_gemm_two_launches(n, E, m.k);
+        if (moerouter::cuda::route_gemm_two_launch_shape(E, m.k)) {
+          // The other form of the one-pass path: logits, then the route (two launches), or
+          // the one-pass kernel's own poller.
+          split_us = time_graph(s, launches, reps, [&](int i) {
+            RouteParams q = p;
+            q.w = ws[std::size_t(i) % ws.size()];
+            CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(
+                q, work, work_bytes, s, false, 0, 0,
+                two ? moerouter::cuda::kRouteGemmForceGemv
+                    : moerouter::cuda::kRouteGemmForceGemvSplit));
+          });
+        }
+        std::snprintf(kernel, sizeof kernel, "one-pass %d experts x %d blocks%s (mma %.2f; %s %.2f)",
+                      epb, int((E + epb - 1) / epb), two ? ", logits + route" : "", mma_us,
+                      two ? "poller" : "logits + route", split_us);
       } else if (moerouter::cuda::route_gemm_two_launches(n, E, m.k)) {
         // The two-launch path ran (mma GEMM, then the block-per-row route): time the one-launch
         // mma kernel (its routers) too.

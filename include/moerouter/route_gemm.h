@@ -19,10 +19,10 @@
 //     (routers are capped at half the SMs the device reports). Under MPS with an active-thread
 //     percentage that leaves the process C < 16 SMs, a launch of more than 4 C tokens can wait
 //     forever: cap the routers at C there (launch_route_gemm_tiled's force_routers).
-//     Where route_gemm_two_launches holds (DSV4's shapes, up to 32 tokens) the mma kernel
-//     only writes the partial sums and a second launch (the fused route's block per row,
-//     kernels/route_topk.cuh, with programmatic dependent launch) adds them in the same order
-//     and routes: the same bits, no counter and no waiting routers.
+// Where route_gemm_two_launches holds (DSV4's shapes, 2 to 32 tokens) either kernel only
+// writes the logits (one-pass) or the partial sums (mma), and a second launch (the fused
+// route's block per row, kernels/route_topk.cuh, with programmatic dependent launch) adds the
+// sums in the same order and routes: the same bits, without the poller, counter or routers.
 //
 // Programmatic dependent launch (pdl = true): the kernel streams W before it waits for the
 // previous kernel on the stream, so W and bias must not be written by that kernel (only x may).
@@ -45,14 +45,23 @@ constexpr std::int64_t kRouteGemmMaxTokens = 64;
 constexpr std::int64_t kRouteGemmMaxExperts = 1024;
 /// Largest k of launch_route_gemm.
 constexpr std::int32_t kRouteGemmMaxK = 32;
-/// Whether launch_route_gemm's tiled path for n tokens runs as two launches (the mma kernel's
-/// partial sums, then the fused route's block per row over them) rather than one (the mma
-/// kernel's own routers): DSV4's shapes (E = 256 or 384, k = 6) up to 32 tokens. Measured on
-/// an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph), two launches / one, us:
-/// Flash n = 8 / 16 / 32 / 64 6.17 / 6.29 / 6.96 / 9.01 against 7.08 / 7.22 / 7.52 / 8.47, Pro
-/// 8.19 / 8.25 / 9.63 / 12.29 against 9.57 / 9.30 / 10.01 / 11.95.
+/// Whether launch_route_gemm's two-launch paths (kRouteGemmForceMmaSplit,
+/// kRouteGemmForceGemvSplit) take a shape: DSV4's (E = 256 or 384, k = 6), whose fused route
+/// has a block-per-row kernel with a thread per expert.
+constexpr bool route_gemm_two_launch_shape(std::int64_t experts, std::int32_t k) {
+  return (experts == 256 || experts == 384) && k == 6;
+}
+
+/// Whether launch_route_gemm runs n tokens as two launches (the one-pass kernel's logits or
+/// the mma kernel's partial sums, then the fused route's block per row over them) rather
+/// than one (the one-pass kernel's poller, or the mma kernel's routers): DSV4's shapes from 2
+/// to 32 tokens. Measured on an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph),
+/// two launches / one, us: Flash n = 1 / 2 / 3 / 4 3.85 / 3.89 / 4.27 / 4.45 against 3.84 /
+/// 4.20 / 4.57 / 4.98, n = 8 / 16 / 32 / 64 6.17 / 6.29 / 6.96 / 9.01 against 7.08 / 7.22 /
+/// 7.52 / 8.47; Pro n = 1 / 2 / 3 / 4 5.44 / 5.65 / 6.12 / 6.24 against 5.30 / 5.97 / 6.76 /
+/// 7.15, n = 8 / 16 / 32 / 64 8.19 / 8.25 / 9.63 / 12.29 against 9.57 / 9.30 / 10.01 / 11.95.
 constexpr bool route_gemm_two_launches(std::int64_t n, std::int64_t experts, std::int32_t k) {
-  return (experts == 256 || experts == 384) && k == 6 && n <= 32;
+  return route_gemm_two_launch_shape(experts, k) && n >= 2 && n <= 32;
 }
 
 /// Largest batch for which the Router (and the torch op `route`) dispatches a dense layer of
@@ -62,12 +71,12 @@ constexpr bool route_gemm_two_launches(std::int64_t n, std::int64_t experts, std
 /// anything as small) up to 32 tokens (6.2-7.0 us against the prefill path's 7.3-7.7; 9.0
 /// against 7.6 at 64); DSV4-Pro's (384 x 7168, and anything larger) up to 16 where the tiled
 /// path takes two launches (8.19 / 8.25 us at n = 8 / 16 against 8.32 / 8.46; 9.63 against
-/// 8.51 at 32), else up to 4, the one-pass kernel's range (5.3-7.1 us against 8.1-8.3; the
+/// 8.51 at 32), else up to 4, the one-pass kernel's range (5.3-7.2 us against 8.1-8.3; the
 /// one-launch tiled kernel's 9.3-9.6 at n = 8 and 16 lose).
 constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden,
                                                    std::int32_t k) {
   return experts * hidden <= std::int64_t(256) * 4096 ? 32
-         : route_gemm_two_launches(16, experts, k)    ? 16
+         : route_gemm_two_launch_shape(experts, k)    ? 16
                                                       : 4;
 }
 
@@ -134,12 +143,17 @@ constexpr int kRouteGemmForceGemv = 2;  ///< the one-pass kernel (kUnsupported w
 /// launch: two launches, the same bits as the one-launch mma kernel. DSV4 shapes only (E = 256
 /// or 384, k = 6); kUnsupported elsewhere.
 constexpr int kRouteGemmForceMmaSplit = 3;
+/// The one-pass kernel's logits alone (every block writes its experts' logits to the
+/// workspace), then the fused route's block-per-row kernel over them with programmatic
+/// dependent launch. Where both the one-pass kernel and DSV4's shapes apply; kUnsupported
+/// elsewhere.
+constexpr int kRouteGemmForceGemvSplit = 4;
 
 /// launch_route_gemm with route_gemm_tiling's force_groups / force_routers (benchmarks and
 /// tests sweep them; 0, 0 is launch_route_gemm; either > 0 implies the mma kernel, and
 /// force_routers > 0 its one-launch form) and a
-/// kernel choice (force_kernel: kRouteGemmAuto, kRouteGemmForceMma, kRouteGemmForceGemv or
-/// kRouteGemmForceMmaSplit).
+/// kernel choice (force_kernel: kRouteGemmAuto, kRouteGemmForceMma, kRouteGemmForceGemv,
+/// kRouteGemmForceMmaSplit or kRouteGemmForceGemvSplit).
 Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
                                std::size_t workspace_bytes, cudaStream_t stream, bool pdl,
                                int force_groups, int force_routers = 0,

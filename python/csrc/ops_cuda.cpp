@@ -58,7 +58,7 @@ void route_out_cuda(const at::Tensor& x, const at::Tensor& w, const std::optiona
   const c10::cuda::CUDAGuard guard(x.device());
   const RouteParams p = route_params(x, w, bias, k, scale, weights, ids);
   const cudaStream_t stream = current_stream(x);
-  // Decode batches (up to cuda::route_gemm_crossover_tokens) take the one-launch decode kernel
+  // Decode batches (up to cuda::route_gemm_crossover_tokens) take the decode router
   // on a fresh workspace whose leading counters and flag words are zeroed (a small memset:
   // H100, Pro N=1, the kernel 5.7 us against the prefill path's 8.5); a shape or layout it
   // does not take (kUnsupported) goes through the prefill path (cuBLASLt + fused route).

@@ -110,6 +110,38 @@ int device_sms() {
   return sms;
 }
 
+// The fused route's arguments for the second launch of a two-launch path (its logits source
+// is set by the caller).
+kernels::RouteTopkArgs route_args(const RouteParams& p, std::int64_t weights_stride,
+                                  std::int64_t ids_stride) {
+  kernels::RouteTopkArgs ra{};
+  ra.bias = p.bias;
+  ra.weights = p.weights;
+  ra.ids = p.ids;
+  ra.n = p.n;
+  ra.weights_stride = weights_stride;
+  ra.ids_stride = ids_stride;
+  ra.experts = int(p.experts);
+  ra.k = p.k;
+  ra.scale = p.scale;
+  ra.ids_i64 = p.ids_dtype == DType::kI64;
+  return ra;
+}
+
+// The second launch of a two-launch path: the fused route's block of E threads per row over
+// `src` (E = 256 or 384), with programmatic dependent launch (its blocks start during the
+// first kernel's tail and wait in griddepcontrol.wait for that grid to finish).
+template <typename Src>
+Status launch_rowwide_route(std::int64_t experts, const kernels::RouteTopkArgs& ra,
+                            const Src& src, cudaStream_t stream) {
+  const auto launch = [&](auto kernel, int threads) {
+    return detail::launch_kernel_ex(kernel, dim3(unsigned(ra.n)), dim3(unsigned(threads)), 0,
+                                    stream, /*pdl=*/true, kOp, 0, ra, src);
+  };
+  return experts == 256 ? launch(kernels::route_topk_rowwide_kernel<Src, 8>, 256)
+                        : launch(kernels::route_topk_rowwide_kernel<Src, 12>, 384);
+}
+
 }  // namespace
 
 RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int64_t hidden,
@@ -245,28 +277,41 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   char* const after_slots = ws + kernels::kRouteGemmHeaderBytes + slots_bytes(p.experts);
 
   const int epb = route_gemv_experts_per_block(p.n, p.experts, p.k, device_sms());
-  if (force_kernel == kRouteGemmForceGemv && epb == 0) {
+  const bool gemv_forced = force_kernel == kRouteGemmForceGemv ||
+                           force_kernel == kRouteGemmForceGemvSplit;
+  if (gemv_forced && epb == 0) {
     return unsupported("the one-pass kernel takes n <= 4 and n * ceil32(E) <= 2048 "
                        "with at most 8 experts per SM");
   }
-  if (force_kernel == kRouteGemmForceGemv ||
-      (force_kernel == kRouteGemmAuto && force_groups == 0 && force_routers == 0 && epb > 0)) {
+  if (force_kernel == kRouteGemmForceGemvSplit && !route_gemm_two_launch_shape(p.experts, p.k)) {
+    return unsupported("the two-launch one-pass path takes E = 256 or 384 and k = 6");
+  }
+  const bool auto_kernel = force_kernel == kRouteGemmAuto && force_groups == 0 &&
+                           force_routers == 0;
+  if (gemv_forced || (auto_kernel && epb > 0)) {
+    const bool split = force_kernel == kRouteGemmForceGemvSplit ||
+                       (auto_kernel && route_gemm_two_launches(p.n, p.experts, p.k));
     kernels::RouteGemvArgs g{};
     set_common_args(g, p, x_stride);
     g.slots = reinterpret_cast<unsigned long long*>(ws + kernels::kRouteGemmHeaderBytes);
+    g.logits = split ? reinterpret_cast<float*>(after_slots) : nullptr;
     const dim3 grid(unsigned(ceil_div(p.experts, epb)));  // the last block also polls
     const dim3 block(kernels::kRouteGemvThreads);
-    return dispatch_gemv(epb, int(p.n), [&](auto kernel) {
+    MOER_RETURN_IF_ERROR_CUDA(dispatch_gemv(epb, int(p.n), [&](auto kernel) {
       return detail::launch_kernel(kernel, grid, block,
                                    kernels::route_gemv_smem_bytes(g.n, g.experts, g.k), stream,
                                    pdl, g, kOp);
-    });
+    }));
+    if (!split) return Status::success();
+    kernels::RouteTopkArgs ra = route_args(p, g.weights_stride, g.ids_stride);
+    ra.logits = g.logits;
+    ra.logits_stride = p.experts;
+    return launch_rowwide_route(p.experts, ra, kernels::RowLogits<float>{}, stream);
   }
 
   // The mma GEMM then the block-per-row route (two launches; route_gemm_two_launches), or the
   // one-launch mma kernel (its routers).
-  if (force_kernel == kRouteGemmForceMmaSplit &&
-      !route_gemm_two_launches(1, p.experts, p.k)) {
+  if (force_kernel == kRouteGemmForceMmaSplit && !route_gemm_two_launch_shape(p.experts, p.k)) {
     return unsupported("the two-launch mma path takes E = 256 or 384 and k = 6");
   }
   const bool split = force_kernel == kRouteGemmForceMmaSplit ||
@@ -302,28 +347,11 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
     });
   }));
   if (!split) return Status::success();
-  // The route from the partials: a block of E threads per row, launched with PDL (its blocks
-  // start during the GEMM's tail and wait in griddepcontrol.wait for the grid to finish).
-  kernels::RouteTopkArgs ra{};
-  ra.bias = p.bias;
-  ra.weights = p.weights;
-  ra.ids = p.ids;
-  ra.n = p.n;
-  ra.weights_stride = a.weights_stride;
-  ra.ids_stride = a.ids_stride;
-  ra.experts = int(p.experts);
-  ra.k = p.k;
-  ra.scale = p.scale;
-  ra.ids_i64 = p.ids_dtype == DType::kI64;
+  // The route from the partials.
   const kernels::SplitPartials src{a.partials, std::int64_t(p.n) * 8 * tl.groups, tl.splits,
                                    8 * tl.groups};
-  const auto launch = [&](auto kernel, int threads) {
-    return detail::launch_kernel_ex(kernel, dim3(unsigned(p.n)), dim3(unsigned(threads)), 0,
-                                    stream, /*pdl=*/true, kOp, 0, ra, src);
-  };
-  return p.experts == 256
-             ? launch(kernels::route_topk_rowwide_kernel<kernels::SplitPartials, 8>, 256)
-             : launch(kernels::route_topk_rowwide_kernel<kernels::SplitPartials, 12>, 384);
+  return launch_rowwide_route(p.experts, route_args(p, a.weights_stride, a.ids_stride), src,
+                              stream);
 }
 
 }  // namespace cuda

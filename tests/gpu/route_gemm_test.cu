@@ -635,6 +635,18 @@ TEST(RouteGemm, TwoLaunchPathMatchesTheOneLaunchKernel) {
         // A forced tiling (several groups a tile) takes the same path.
         ASSERT_TRUE(g.run(n, nullptr, false, 3, 0, cuda::kRouteGemmForceMmaSplit).ok());
         g.expect_matches(ref, n, "two launches, 3 groups a tile");
+        if (n <= 4) {
+          // The one-pass kernel's logits, then the same route: its own bits.
+          ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).ok());
+          const std::vector<float> w3 = g.weights.download();
+          const std::vector<std::int64_t> i3 = g.ids.download();
+          ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemvSplit).ok());
+          g.expect_matches(ref, n, "one-pass logits, then the route");
+          ASSERT_EQ(std::memcmp(w3.data(), g.weights.download().data(), w3.size() * 4), 0)
+              << "weights differ from the one-pass kernel's, " << pr.config(n);
+          ASSERT_EQ(std::memcmp(i3.data(), g.ids.download().data(), i3.size() * 8), 0)
+              << "ids differ from the one-pass kernel's, " << pr.config(n);
+        }
         if (HasFailure()) return;
       }
     }
@@ -646,6 +658,8 @@ TEST(RouteGemm, TwoLaunchPathMatchesTheOneLaunchKernel) {
   Problem k8 = make_problem(4, 1032, 384, 8, 951);
   GpuRun g8(k8);
   EXPECT_EQ(g8.run(4, nullptr, false, 0, 0, cuda::kRouteGemmForceMmaSplit).code(),
+            StatusCode::kUnsupported);
+  EXPECT_EQ(g8.run(4, nullptr, false, 0, 0, cuda::kRouteGemmForceGemvSplit).code(),
             StatusCode::kUnsupported);
 }
 

@@ -61,6 +61,9 @@ constexpr int kRouteGemvMaxSlots = 2048;
 /// Parameters of route_gemv_kernel (device pointers; built by cuda::launch_route_gemm).
 struct RouteGemvArgs : RouteDecodeArgs {
   unsigned long long* slots;  ///< workspace [n][experts] words, 0 between launches
+  /// Null: the last block gathers the words and routes. Else every block writes its logits
+  /// here ([n][experts] fp32) and exits; a second launch routes them.
+  float* logits;
 };
 
 namespace route_gemv_detail {
@@ -185,7 +188,9 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
     }
     if (base == 0) {
       // The bias is a weight (never written by the previous kernel): copied while W flies.
-      if (poller) route_gemm_detail::copy_bias(bias_s, a.bias, a.experts, ep);
+      if (poller && a.logits == nullptr) {
+        route_gemm_detail::copy_bias(bias_s, a.bias, a.experts, ep);
+      }
       // Only x comes from the previous kernel: W's loads above are already in flight.
       route_gemm_detail::grid_dependency_wait();
     }
@@ -244,10 +249,16 @@ __global__ void __launch_bounds__(kRouteGemvThreads, 1) route_gemv_kernel(const 
     float sum = red_s[0][t];
 #pragma unroll
     for (int w = 1; w < kWarps; ++w) sum += red_s[w][t];
-    if (e < a.experts && q < a.n) publish(a.slots + std::int64_t(q) * a.experts + e, sum);
+    if (e < a.experts && q < a.n) {
+      if (a.logits != nullptr) {
+        a.logits[std::int64_t(q) * a.experts + e] = sum;
+      } else {
+        publish(a.slots + std::int64_t(q) * a.experts + e, sum);
+      }
+    }
   }
   trace(2);
-  if (!poller) {
+  if (!poller || a.logits != nullptr) {
     trace_flush();
     return;
   }
