@@ -47,9 +47,9 @@ constexpr std::int64_t kSmallMaxRows = kernels::kRouteSmallMaxRows;
 // (a block per row, a thread per expert, every exact key at once: the shortest chain per row),
 // larger batches route_topk_kernel (a warp per row and the filters: the fewest instructions
 // per row). Measured on an H100 (moerouter_bench, CUDA graph, logits cold, two runs each in
-// one call), against the kSmall variant, us: Pro 2.40-2.54 vs 2.70-2.71 at N = 256, 2.84-2.85
-// vs 2.86-2.87 at 384, 3.54-3.57 vs 2.94 at 512; Flash 2.68-2.78 vs 2.66-2.72 at 512, 3.24 vs
-// 2.90-2.91 at 768.
+// one call), the block-per-row kernel against the kSmall variant, us: Pro 2.84-2.85 vs
+// 2.85-2.87 at N = 384, 3.54-3.57 vs 2.93-2.94 at 512; Flash 2.68-2.78 vs 2.67-2.68 at 512,
+// 3.24 vs 2.90-2.92 at 768.
 constexpr std::int64_t row_block_max_rows(int chunks) { return chunks == 3 ? 256 : 512; }
 
 // pdl: allow programmatic dependent launch (the kernels wait for the previous kernel before

@@ -600,11 +600,12 @@ TEST(RouteGemm, DeterministicAndPdl) {
   CUDA_OK(cudaStreamDestroy(stream));
 }
 
-// The two-launch path (the mma kernel's partials, then the block-per-row route over them,
-// kRouteGemmForceMmaSplit; what launch_route_gemm takes at DSV4's shapes above the one-pass
-// kernel's n) gives the one-launch mma kernel's ids and weights bit for bit (the same splits
-// added in the same order), and the oracle's; with and without bias, int32 and int64 ids, every
-// token-tile variant, one and several tiles of n <= 4. Other shapes are rejected.
+// The two-launch paths (what launch_route_gemm takes at DSV4's shapes from 2 to 32 tokens):
+// the mma kernel's partials, then the block-per-row route over them (kRouteGemmForceMmaSplit),
+// give the one-launch mma kernel's ids and weights bit for bit (the same splits added in the
+// same order); the one-pass kernel's logits, then that route (kRouteGemmForceGemvSplit), the
+// one-pass kernel's; both the oracle's. With and without bias, int32 and int64 ids, every
+// token-tile variant, the chosen and a forced tiling. Other shapes are rejected.
 TEST(RouteGemm, TwoLaunchPathMatchesTheOneLaunchKernel) {
   SKIP_WITHOUT_GPU();
   struct Shape {

@@ -394,7 +394,7 @@ void check_rowblock_kernel(std::int64_t n, LogitPattern pat, int bias_kind, unsi
                            std::uint64_t seed) {
   const std::int64_t e = 128 * kChunks;
   const int k = kernels::kDsv4K;
-  RouteCase<float> c{n, e, 0, k, 2.5f, bias_kind == 2, {}, {}};
+  RouteCase<float> c{n, e, 0, k, 2.5f, false, {}, {}};
   c.logits = testing::make_logits(n, e, pat, seed);
   if (bias_kind != 0) c.bias = testing::make_bias(e, seed + 1);
   const RouteOut cpu = c.run_cpu();
