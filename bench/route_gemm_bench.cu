@@ -240,6 +240,15 @@ int main(int argc, char** argv) {
       };
       const int launches = copies * 4;
       const double ours_us = time_graph(s, launches, reps, [&](int i) { ours(i, false); });
+      // launch_route_gemm_tiled with a forced tiling or kernel, over the rotating W copies.
+      const auto tiled_us = [&](int groups, int routers, int kernel) {
+        return time_graph(s, launches, reps, [&](int i) {
+          RouteParams q = p;
+          q.w = ws[std::size_t(i) % ws.size()];
+          CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(q, work, work_bytes, s, false, groups,
+                                                            routers, kernel));
+        });
+      };
       // cuBLAS: logits^T [E, n] (column-major) = W [E, H] * x^T [H, n], fp32 accumulate.
       const float one = 1.0f, zero = 0.0f;
       const double blas_us = time_graph(s, launches, reps, [&](int i) {
@@ -270,25 +279,15 @@ int main(int argc, char** argv) {
       char kernel[128];
       if (epb > 0) {
         // The one-pass kernel ran: time the mma kernel too (same run, same rotation).
-        const double mma_us = time_graph(s, launches, reps, [&](int i) {
-          RouteParams q = p;
-          q.w = ws[std::size_t(i) % ws.size()];
-          CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(
-              q, work, work_bytes, s, false, 0, 0, moerouter::cuda::kRouteGemmForceMma));
-        });
+        const double mma_us = tiled_us(0, 0, moerouter::cuda::kRouteGemmForceMma);
         double split_us = 0.0;  // the one-pass kernel's logits, then the route: two launches
         const bool two = moerouter::cuda::route_gemm_two_launches(n, E, m.k);
         if (moerouter::cuda::route_gemm_two_launch_shape(E, m.k)) {
           // The other form of the one-pass path: logits, then the route (two launches), or
           // the one-pass kernel's own poller.
-          split_us = time_graph(s, launches, reps, [&](int i) {
-            RouteParams q = p;
-            q.w = ws[std::size_t(i) % ws.size()];
-            CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(
-                q, work, work_bytes, s, false, 0, 0,
-                two ? moerouter::cuda::kRouteGemmForceGemv
-                    : moerouter::cuda::kRouteGemmForceGemvSplit));
-          });
+          split_us = tiled_us(0, 0,
+                              two ? moerouter::cuda::kRouteGemmForceGemv
+                                  : moerouter::cuda::kRouteGemmForceGemvSplit);
         }
         std::snprintf(kernel, sizeof kernel, "one-pass %d experts x %d blocks%s (mma %.2f; %s %.2f)",
                       epb, int((E + epb - 1) / epb), two ? ", logits + route" : "", mma_us,
@@ -296,12 +295,7 @@ int main(int argc, char** argv) {
       } else if (moerouter::cuda::route_gemm_two_launches(n, E, m.k)) {
         // The two-launch path ran (mma GEMM, then the block-per-row route): time the one-launch
         // mma kernel (its routers) too.
-        const double one_us = time_graph(s, launches, reps, [&](int i) {
-          RouteParams q = p;
-          q.w = ws[std::size_t(i) % ws.size()];
-          CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(
-              q, work, work_bytes, s, false, 0, 0, moerouter::cuda::kRouteGemmForceMma));
-        });
+        const double one_us = tiled_us(0, 0, moerouter::cuda::kRouteGemmForceMma);
         std::snprintf(kernel, sizeof kernel,
                       "mma %dx%d, %dx%d + block route (one launch, %d router(s): %.2f)", tl.groups,
                       tl.wk, tl.tiles, tl.splits, tl.routers, one_us);
@@ -322,12 +316,7 @@ int main(int argc, char** argv) {
             const moerouter::cuda::RouteGemmTiling ft =
                 moerouter::cuda::route_gemm_tiling(n, E, H, sms, tg, lv);
             if (ft.tiles == 0 || ft.routers != lv) continue;
-            const double t_us = time_graph(s, launches, reps, [&](int i) {
-              RouteParams q = p;
-              q.w = ws[std::size_t(i) % ws.size()];
-              CHECK_OK(
-                  moerouter::cuda::launch_route_gemm_tiled(q, work, work_bytes, s, false, tg, lv));
-            });
+            const double t_us = tiled_us(tg, lv, moerouter::cuda::kRouteGemmAuto);
             std::printf(" %d(%dx%d,%d):%.2f", tg, ft.tiles, ft.splits, lv, t_us);
           }
         }
