@@ -8,9 +8,11 @@
 // route from logits (L2-warm logits) and the hash route from x (hash layers: the k rows of W a
 // token needs, no GEMM).
 //
-//   route_gemm_bench [--reps R] [--sweep]
+//   route_gemm_bench [--reps R] [--sweep] [--sweep-split]
 // Prints `us | GB/s | % copy | cuBLAS | cuBLASLt+route | floor | x floor | exposed` per shape;
-// --sweep also times every forced tiling (groups per expert tile) of the decode kernel.
+// --sweep also times every forced tiling (groups per expert tile) of the decode kernel,
+// --sweep-split every groups per tile of the two-launch mma path (mma partials, then the
+// block-per-row route) where the shape takes it.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -153,10 +155,11 @@ Exposed time_exposed(cudaStream_t s, int launches, int reps, int sms, long long 
 int main(int argc, char** argv) {
   using namespace moerouter;
   int reps = 15;
-  bool sweep = false;
+  bool sweep = false, sweep_split = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--sweep")) sweep = true;
+    if (!std::strcmp(argv[i], "--sweep-split")) sweep_split = true;
   }
   int dev = 0;
   cudaDeviceProp prop{};
@@ -273,26 +276,26 @@ int main(int argc, char** argv) {
       const Exposed exposed = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink, ours);
       const double bytes = double(w_bytes) + double(n) * H * 2;
       const double gbs = bytes / ours_us / 1e3;
-      const moerouter::cuda::RouteGemmTiling tl =
-          moerouter::cuda::route_gemm_tiling(n, E, H, sms);
+      const bool two_launches = moerouter::cuda::route_gemm_two_launches(n, E, m.k);
+      const moerouter::cuda::RouteGemmTiling tl = moerouter::cuda::route_gemm_tiling(
+          n, E, H, sms, two_launches ? moerouter::cuda::route_gemm_two_launch_groups(n, E) : 0);
       const int epb = moerouter::cuda::route_gemv_experts_per_block(n, E, m.k, sms);
       char kernel[128];
       if (epb > 0) {
         // The one-pass kernel ran: time the mma kernel too (same run, same rotation).
         const double mma_us = tiled_us(0, 0, moerouter::cuda::kRouteGemmForceMma);
         double split_us = 0.0;  // the one-pass kernel's logits, then the route: two launches
-        const bool two = moerouter::cuda::route_gemm_two_launches(n, E, m.k);
         if (moerouter::cuda::route_gemm_two_launch_shape(E, m.k)) {
           // The other form of the one-pass path: logits, then the route (two launches), or
           // the one-pass kernel's own poller.
           split_us = tiled_us(0, 0,
-                              two ? moerouter::cuda::kRouteGemmForceGemv
+                              two_launches ? moerouter::cuda::kRouteGemmForceGemv
                                   : moerouter::cuda::kRouteGemmForceGemvSplit);
         }
         std::snprintf(kernel, sizeof kernel, "one-pass %d experts x %d blocks%s (mma %.2f; %s %.2f)",
-                      epb, int((E + epb - 1) / epb), two ? ", logits + route" : "", mma_us,
-                      two ? "poller" : "logits + route", split_us);
-      } else if (moerouter::cuda::route_gemm_two_launches(n, E, m.k)) {
+                      epb, int((E + epb - 1) / epb), two_launches ? ", logits + route" : "",
+                      mma_us, two_launches ? "poller" : "logits + route", split_us);
+      } else if (two_launches) {
         // The two-launch path ran (mma GEMM, then the block-per-row route): time the one-launch
         // mma kernel (its routers) too.
         const double one_us = tiled_us(0, 0, moerouter::cuda::kRouteGemmForceMma);
@@ -309,6 +312,18 @@ int main(int argc, char** argv) {
                   floor_us, lt_us / ours_us, ours_us / floor_us, exposed.pdl, exposed.plain,
                   kernel);
       std::fflush(stdout);
+      if (sweep_split && n >= 2 && moerouter::cuda::route_gemm_two_launch_shape(E, m.k)) {
+        std::printf("    sweep two-launch mma, groups(tiles x splits):");
+        for (int tg : {1, 2, 3, 4, 6, 8, 12, 16}) {
+          const moerouter::cuda::RouteGemmTiling ft =
+              moerouter::cuda::route_gemm_tiling(n, E, H, sms, tg, 0);
+          if (ft.tiles == 0) continue;
+          const double t_us = tiled_us(tg, 0, moerouter::cuda::kRouteGemmForceMmaSplit);
+          std::printf(" %d(%dx%d):%.2f", tg, ft.tiles, ft.splits, t_us);
+        }
+        std::printf("\n");
+        std::fflush(stdout);
+      }
       if (sweep) {
         std::printf("    sweep groups(tiles x splits, routers):");
         for (int tg : {1, 2, 3, 4, 6, 8, 12, 16}) {

@@ -317,8 +317,12 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   const bool split = force_kernel == kRouteGemmForceMmaSplit ||
                      (force_kernel == kRouteGemmAuto && force_routers == 0 &&
                       route_gemm_two_launches(p.n, p.experts, p.k));
+  const int groups =
+      force_groups > 0 ? force_groups
+      : split          ? route_gemm_two_launch_groups(p.n, p.experts)
+                       : 0;
   const RouteGemmTiling tl =
-      route_gemm_tiling(p.n, p.experts, p.hidden, device_sms(), force_groups, force_routers);
+      route_gemm_tiling(p.n, p.experts, p.hidden, device_sms(), groups, force_routers);
   if (tl.tiles == 0) return unsupported("no tiling for these shapes");
   const int mtiles = p.n <= 16 ? 1 : p.n <= 32 ? 2 : 4;
   const int chunks_raw = int(ceil_div(p.experts, 128));
@@ -347,11 +351,19 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
     });
   }));
   if (!split) return Status::success();
-  // The route from the partials.
-  const kernels::SplitPartials src{a.partials, std::int64_t(p.n) * 8 * tl.groups, tl.splits,
-                                   8 * tl.groups};
-  return launch_rowwide_route(p.experts, route_args(p, a.weights_stride, a.ids_stride), src,
-                              stream);
+  // The route from the partials: the smallest batch of split loads that takes every split
+  // after the first in one round trip (kernels::SplitPartials).
+  const kernels::RouteTopkArgs ra = route_args(p, a.weights_stride, a.ids_stride);
+  const auto route = [&](auto src) {
+    src.partials = a.partials;
+    src.items = std::int64_t(p.n) * 8 * tl.groups;
+    src.splits = tl.splits;
+    src.tile_e = 8 * tl.groups;
+    return launch_rowwide_route(p.experts, ra, src, stream);
+  };
+  if (tl.splits <= 5) return route(kernels::SplitPartials<4>{});
+  if (tl.splits <= 9) return route(kernels::SplitPartials<8>{});
+  return route(kernels::SplitPartials<16>{});
 }
 
 }  // namespace cuda

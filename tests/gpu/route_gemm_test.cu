@@ -605,7 +605,8 @@ TEST(RouteGemm, DeterministicAndPdl) {
 // give the one-launch mma kernel's ids and weights bit for bit (the same splits added in the
 // same order); the one-pass kernel's logits, then that route (kRouteGemmForceGemvSplit), the
 // one-pass kernel's; both the oracle's. With and without bias, int32 and int64 ids, every
-// token-tile variant, the chosen and a forced tiling. Other shapes are rejected.
+// token-tile variant, the chosen tiling and forced ones (every batch of the route's split
+// loads). Other shapes are rejected.
 TEST(RouteGemm, TwoLaunchPathMatchesTheOneLaunchKernel) {
   SKIP_WITHOUT_GPU();
   struct Shape {
@@ -619,23 +620,29 @@ TEST(RouteGemm, TwoLaunchPathMatchesTheOneLaunchKernel) {
       pr.ids_dtype = variant == 0 ? DType::kI32 : DType::kI64;
       const oracle::RouteResult ref = oracle::route(pr.host(64));
       GpuRun g(pr);
-      for (std::int64_t n : {1, 4, 5, 16, 17, 33, 64}) {
-        ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceMma).ok())
-            << pr.config(n);
-        const std::vector<float> w1 = g.weights.download();
-        const std::vector<std::int64_t> i1 = g.ids.download();
-        ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceMmaSplit).ok())
-            << pr.config(n);
-        g.expect_matches(ref, n, "two launches");
-        const std::vector<float> w2 = g.weights.download();
-        const std::vector<std::int64_t> i2 = g.ids.download();
-        ASSERT_EQ(std::memcmp(w1.data(), w2.data(), w1.size() * 4), 0)
-            << "weights differ from the one-launch kernel's, " << pr.config(n);
-        ASSERT_EQ(std::memcmp(i1.data(), i2.data(), i1.size() * 8), 0)
-            << "ids differ from the one-launch kernel's, " << pr.config(n);
-        // A forced tiling (several groups a tile) takes the same path.
-        ASSERT_TRUE(g.run(n, nullptr, false, 3, 0, cuda::kRouteGemmForceMmaSplit).ok());
-        g.expect_matches(ref, n, "two launches, 3 groups a tile");
+      for (std::int64_t n : {1, 4, 5, 8, 16, 17, 33, 64}) {
+        // The chosen tiling (0) and forced ones: 1, 3, 6 and 12 groups a tile give Pro 2, 8,
+        // 16 and 32 H splits (Flash 4, 12, 22, 32): every batch of the route's split loads
+        // (kernels::SplitPartials<4 / 8 / 16>, 16 in two rounds).
+        const int chosen = cuda::route_gemm_two_launch_groups(n, sh.e);
+        for (const int groups : {0, 1, 3, 6, 12}) {
+          // The one-launch kernel at the tiling the two-launch run takes: the same sums.
+          const int same = groups > 0 ? groups : chosen;
+          ASSERT_TRUE(g.run(n, nullptr, false, same, 0, cuda::kRouteGemmForceMma).ok())
+              << pr.config(n);
+          const std::vector<float> w1 = g.weights.download();
+          const std::vector<std::int64_t> i1 = g.ids.download();
+          ASSERT_TRUE(g.run(n, nullptr, false, groups, 0, cuda::kRouteGemmForceMmaSplit).ok())
+              << pr.config(n);
+          const std::string what = "two launches, groups " + std::to_string(groups);
+          g.expect_matches(ref, n, what);
+          const std::vector<float> w2 = g.weights.download();
+          const std::vector<std::int64_t> i2 = g.ids.download();
+          ASSERT_EQ(std::memcmp(w1.data(), w2.data(), w1.size() * 4), 0)
+              << what << ": weights differ from the one-launch kernel's, " << pr.config(n);
+          ASSERT_EQ(std::memcmp(i1.data(), i2.data(), i1.size() * 8), 0)
+              << what << ": ids differ from the one-launch kernel's, " << pr.config(n);
+        }
         if (n <= 4) {
           // The one-pass kernel's logits, then the same route: its own bits.
           ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).ok());

@@ -10,9 +10,10 @@
 //              block's chunks
 //   stage 1  every thread loads its W 16-byte units into registers, requests its x lines into
 //            L2 and copies the bias to shared memory (cp.async) before griddepcontrol.wait
-//            (W and bias never depend on the previous kernel, only x does), then loads x and
-//            runs mma.sync m16n8k16 (tokens on M, experts on N, fp32 accumulate). No thread
-//            waits for the bias or x behind W's stream.
+//            (W and bias never depend on the previous kernel, only x does), then loads x (with
+//            one token tile, all of the warp's x before the first mma) and runs mma.sync
+//            m16n8k16 (tokens on M, experts on N, fp32 accumulate). No thread waits for the
+//            bias or x behind W's stream.
 //   stage 2  the partials are summed over the block's warps in shared memory, in a fixed order,
 //            and written to the workspace; then the block counts its arrival on one counter.
 //   stage 3  the last `routers` blocks to arrive (a.routers, ceil(n / 4) up to 16) wait until
@@ -344,20 +345,46 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
       // Only x comes from the previous kernel: W's loads above are already in flight.
       grid_dependency_wait();
     }
+    if constexpr (kMTiles == 1) {
+      // One token tile: every unit's x fragments are loaded before the first mma, so their L2
+      // round trips overlap each other and W's stream (nvcc had issued each unit's x loads
+      // after the previous unit's mma). H100, Pro n = 8: two-launch path 8.16-8.25 -> 7.86-7.90
+      // us at the same tiling, one-launch kernel 9.55 -> 8.92. More token tiles would not fit
+      // the registers (512 threads a block).
+      uint4 lo[kRouteGemmUnits], hi[kRouteGemmUnits];
 #pragma unroll
-    for (int u = 0; u < kRouteGemmUnits; ++u) {
-      const int ch = wc0 + base + u;
-      if (ch < wc1) {  // warp-uniform
+      for (int u = 0; u < kRouteGemmUnits; ++u) {
+        const int ch = wc0 + base + u;
         const int kk = ch * 32 + 8 * c;
-        const bool k_ok = kk < a.hidden;
+        const bool ok = ch < wc1 && kk < a.hidden;
+        lo[u] = make_uint4(0, 0, 0, 0);
+        hi[u] = make_uint4(0, 0, 0, 0);
+        if (ok && quad < a.n) lo[u] = load_x(a.x + std::int64_t(quad) * a.x_stride + kk);
+        if (ok && quad + 8 < a.n) hi[u] = load_x(a.x + std::int64_t(quad + 8) * a.x_stride + kk);
+      }
 #pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt) {
-          const int t0 = mt * 16 + quad, t1 = t0 + 8;
-          uint4 lo = make_uint4(0, 0, 0, 0), hi = make_uint4(0, 0, 0, 0);
-          if (k_ok && t0 < a.n) lo = load_x(a.x + std::int64_t(t0) * a.x_stride + kk);
-          if (k_ok && t1 < a.n) hi = load_x(a.x + std::int64_t(t1) * a.x_stride + kk);
-          mma_bf16(acc[mt], lo.x, hi.x, lo.y, hi.y, wv[u].x, wv[u].y);
-          mma_bf16(acc[mt], lo.z, hi.z, lo.w, hi.w, wv[u].z, wv[u].w);
+      for (int u = 0; u < kRouteGemmUnits; ++u) {
+        if (wc0 + base + u < wc1) {  // warp-uniform
+          mma_bf16(acc[0], lo[u].x, hi[u].x, lo[u].y, hi[u].y, wv[u].x, wv[u].y);
+          mma_bf16(acc[0], lo[u].z, hi[u].z, lo[u].w, hi[u].w, wv[u].z, wv[u].w);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < kRouteGemmUnits; ++u) {
+        const int ch = wc0 + base + u;
+        if (ch < wc1) {  // warp-uniform
+          const int kk = ch * 32 + 8 * c;
+          const bool k_ok = kk < a.hidden;
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            const int t0 = mt * 16 + quad, t1 = t0 + 8;
+            uint4 lo = make_uint4(0, 0, 0, 0), hi = make_uint4(0, 0, 0, 0);
+            if (k_ok && t0 < a.n) lo = load_x(a.x + std::int64_t(t0) * a.x_stride + kk);
+            if (k_ok && t1 < a.n) hi = load_x(a.x + std::int64_t(t1) * a.x_stride + kk);
+            mma_bf16(acc[mt], lo.x, hi.x, lo.y, hi.y, wv[u].x, wv[u].y);
+            mma_bf16(acc[mt], lo.z, hi.z, lo.w, hi.w, wv[u].z, wv[u].w);
+          }
         }
       }
     }

@@ -697,8 +697,16 @@ struct RowLogits {
 };
 /// The decode mma kernel's H-split partial sums (route_gemm.cuh, RouteGemmArgs::partials:
 /// [tiles * splits][n][tile_e]), added in split order as its routers add them (the same
-/// bits): four loads in flight, then their adds in order.
+/// bits). After the first split's load, kBatch splits' loads are in flight at once, then their
+/// adds run in order; launch_route_gemm takes the smallest kBatch in {4, 8, 16} that covers
+/// the other splits in one round trip. A batch wider than the splits costs time (H100,
+/// two-launch path, Pro n = 32 at 5 splits: 9.55-9.60 us with 4, 9.93-9.97 with 8,
+/// 10.35-10.37 with 16), and so did four at a time with the rest one by one (Flash n = 32 at 4
+/// splits: 6.93-6.94 against 6.50-6.52 with 8; Pro n = 8 at 8 splits: 8.04-8.08 against
+/// 7.42-7.46).
+template <int kBatch>
 struct SplitPartials {
+  static_assert(kBatch == 4 || kBatch == 8 || kBatch == 16, "a batch of 4, 8 or 16 splits");
   const float* partials;
   std::int64_t items;  ///< floats of one block's partials: n * tile_e
   int splits;
@@ -708,16 +716,18 @@ struct SplitPartials {
     const float* p = partials + std::int64_t(e / tile_e) * splits * items + row * tile_e +
                      e % tile_e;
     float sum = __ldcg(p);
-    int s = 1;
-    for (; s + 4 <= splits; s += 4) {
-      const float v0 = __ldcg(p + (s + 0) * items), v1 = __ldcg(p + (s + 1) * items);
-      const float v2 = __ldcg(p + (s + 2) * items), v3 = __ldcg(p + (s + 3) * items);
-      sum += v0;
-      sum += v1;
-      sum += v2;
-      sum += v3;
+#pragma unroll 1
+    for (int s0 = 1; s0 < splits; s0 += kBatch) {
+      float v[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        v[j] = s0 + j < splits ? __ldcg(p + (s0 + j) * items) : 0.0f;
+      }
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        if (s0 + j < splits) sum += v[j];  // not past the last: -0.0f + 0.0f is +0.0f
+      }
     }
-    for (; s < splits; ++s) sum += __ldcg(p + s * items);
     return sum;
   }
 };
