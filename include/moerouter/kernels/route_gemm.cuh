@@ -433,7 +433,10 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
   }
   // No routers: a second kernel (route_topk_rowwide_kernel over SplitPartials, launched with
   // PDL) routes from the partials once this grid has finished.
-  if (a.routers == 0) return;
+  if (a.routers == 0) {
+    trace(6);  // (thread 0's share written)
+    return;
+  }
   __syncthreads();
   trace(2);
   const unsigned blocks = gridDim.x;

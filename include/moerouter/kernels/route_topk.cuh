@@ -681,6 +681,21 @@ struct RowWideSmem {
 
 }  // namespace route_detail
 
+#if defined(MOER_ROWWIDE_TRACE)
+// Diagnosis builds only: %globaltimer of thread 0 of route_topk_rowwide_kernel's blocks (the
+// last row of each): [0] past the dependency wait, [1] the row's logit and key, [2] done.
+__device__ unsigned long long g_rowwide_trace[4096][4];
+__device__ __forceinline__ void rowwide_trace(int slot) {
+  if (threadIdx.x == 0 && blockIdx.x < 4096) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    g_rowwide_trace[blockIdx.x][slot] = t;
+  }
+}
+#else
+__device__ __forceinline__ void rowwide_trace(int) {}
+#endif
+
 /// Logit sources of route_topk_rowwide_kernel: src(a, row, e) is the logit of expert e of row.
 /// Rows of a.logits (T = float or bf16), row stride a.logits_stride.
 template <typename T>
@@ -719,10 +734,9 @@ struct SplitPartials {
 #pragma unroll 1
     for (int s0 = 1; s0 < splits; s0 += kBatch) {
       float v[kBatch];
+      const float* q = p + s0 * items;
 #pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        v[j] = s0 + j < splits ? __ldcg(p + (s0 + j) * items) : 0.0f;
-      }
+      for (int j = 0; j < kBatch; ++j, q += items) v[j] = s0 + j < splits ? __ldcg(q) : 0.0f;
 #pragma unroll
       for (int j = 0; j < kBatch; ++j) {
         if (s0 + j < splits) sum += v[j];  // not past the last: -0.0f + 0.0f is +0.0f
@@ -760,6 +774,7 @@ __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
   constexpr int kK = kDsv4K;
   __shared__ Smem sm;
   grid_dependency_wait();  // before any global access (PDL launches)
+  rowwide_trace(0);
   const int e = int(threadIdx.x);
   const int warp = e / detail::kWarpSize;
   const int lane = detail::lane_id();
@@ -779,6 +794,7 @@ __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
     sm.key[e] = key;
     const std::uint32_t m = __reduce_max_sync(detail::kFullMask, ok);
     if (lane == 0) sm.gmax[warp] = m;
+    rowwide_trace(1);
     __syncthreads();
     // 2. T: lane g < kWarps holds warp g's maximum and counts the maxima that reach it; T is
     // the largest maximum that k maxima reach (0, every key, where fewer than k warps have a
@@ -821,9 +837,17 @@ __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
         }
       }
     } else {
-      // Rare (exact ties or NaN fill the candidates): every candidate against every key.
+      // Rare (exact ties or NaN fill the candidates): every candidate against every key, 32
+      // keys a step (rolled: unrolled, this path was most of the kernel's code, and the
+      // common path jumped over it).
       int rank = kK;
-      if (c) rank = rank_among<Smem::kExperts>(key, sm.key);
+      if (c) {
+        rank = 0;
+#pragma unroll 1
+        for (int j = 0; j < Smem::kExperts; j += detail::kWarpSize) {
+          rank += rank_among<detail::kWarpSize>(key, sm.key + j);
+        }
+      }
       if (rank < kK) sm.final_s[rank] = s;
       __syncthreads();
       if (rank < kK) {
@@ -831,6 +855,7 @@ __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
         detail::store_route_slot(a, row, rank, e, s / detail::renorm_denominator(sum) * a.scale);
       }
     }
+    rowwide_trace(2);
     if (more) __syncthreads();  // this row's shared memory read before the next row's writes
     l = next;
   }
