@@ -102,14 +102,14 @@ std::size_t route_gemm_workspace_zeroed_bytes(std::int64_t experts);
 /// (route_gemm_two_launches, n >= 5) for n tokens of E experts; 0 (route_gemm_tiling's rule)
 /// elsewhere. Measured on an H100 80GB HBM3 at DSV4's shapes (bench/route_gemm_bench
 /// --sweep-split, cold W, CUDA graph; groups 1, 2, 3, 4, 6, 8, 12 and 16 timed, us): Pro n = 8
-/// 3 (16 tiles x 8 splits: 7.42-7.47, against the rule's 2 (24 x 5) 7.86-7.90), n = 16 6 (8 x
-/// 16: 7.98-8.03, against 8.04-8.09), n = 32 the rule's 2 (9.55-9.67); Flash n = 8 3 (11 x 12:
+/// 3 (16 tiles x 8 splits: 7.42-7.47, against the rule's 2 (24 x 5) 7.86-7.90), n = 16 and 32
+/// 6 (8 x 16: 7.98-8.03 and 9.25, against 8.04-8.09 and 9.54-9.57); Flash n = 8 3 (11 x 12:
 /// 5.58-5.64, against the rule's 1 (32 x 4) 5.74-5.85), n = 16 2 (16 x 8: 5.79-5.87, against
 /// 5.90-6.02), n = 32 the rule's 1 (6.45-6.64). More groups a tile read x fewer times (each tile
 /// reads all of it) and leave more H splits to add.
 constexpr int route_gemm_two_launch_groups(std::int64_t n, std::int64_t experts) {
   if (n < 5 || n > 32) return 0;
-  if (experts == 384) return n <= 8 ? 3 : n <= 16 ? 6 : 2;
+  if (experts == 384) return n <= 8 ? 3 : 6;
   if (experts == 256) return n <= 8 ? 3 : n <= 16 ? 2 : 1;
   return 0;
 }
