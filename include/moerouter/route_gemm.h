@@ -57,9 +57,9 @@ constexpr bool route_gemm_two_launch_shape(std::int64_t experts, std::int32_t k)
 /// than one (the one-pass kernel's poller, or the mma kernel's routers): DSV4's shapes from 2
 /// to 32 tokens. Measured on an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph),
 /// two launches / one, us: Flash n = 1 / 2 / 3 / 4 3.85 / 3.89 / 4.27 / 4.45 against 3.84 /
-/// 4.20 / 4.57 / 4.98, n = 8 / 16 / 32 5.63 / 5.85 / 6.47 against 7.09 / 7.25 / 7.50, n = 64
+/// 4.20 / 4.57 / 4.98, n = 8 / 16 / 32 5.43 / 5.73 / 6.43 against 7.09 / 7.23 / 7.47, n = 64
 /// 9.01 against 8.47; Pro n = 1 / 2 / 3 / 4 5.44 / 5.65 / 6.12 / 6.24 against 5.30 / 5.97 /
-/// 6.76 / 7.15, n = 8 / 16 / 32 7.46 / 8.02 / 9.66 against 8.91 / 8.99 / 10.01, n = 64 12.29
+/// 6.76 / 7.15, n = 8 / 16 / 32 7.31 / 7.76 / 9.27 against 8.84 / 8.84 / 9.85, n = 64 12.29
 /// against 11.95.
 constexpr bool route_gemm_two_launches(std::int64_t n, std::int64_t experts, std::int32_t k) {
   return route_gemm_two_launch_shape(experts, k) && n >= 2 && n <= 32;
@@ -69,11 +69,11 @@ constexpr bool route_gemm_two_launches(std::int64_t n, std::int64_t experts, std
 /// `experts` x `hidden` with top-k `k` to launch_route_gemm rather than the prefill path
 /// (cuBLASLt GEMM + fused route). Measured on an H100 80GB HBM3 (bench/route_gemm_bench, cold
 /// W, CUDA graph, each launch alone; docs/benchmarks.md): DSV4-Flash's W (256 x 4096, and
-/// anything as small) up to 32 tokens (5.6-6.5 us against the prefill path's 7.3-7.7; 8.5
+/// anything as small) up to 32 tokens (5.4-6.5 us against the prefill path's 7.4-7.7; 8.4
 /// against 7.6 at 64); DSV4-Pro's (384 x 7168, and anything larger) up to 16 where the tiled
-/// path takes two launches (7.46 / 8.02 us at n = 8 / 16 against 8.26 / 8.42; 9.66 against
-/// 8.50 at 32), else up to 4, the one-pass kernel's range (5.3-7.2 us against 8.1-8.3; the
-/// one-launch tiled kernel's 8.9-9.0 at n = 8 and 16 lose).
+/// path takes two launches (7.31 / 7.76 us at n = 8 / 16 against 8.34 / 8.42; 9.27 against
+/// 8.46 at 32), else up to 4, the one-pass kernel's range (5.3-7.2 us against 8.1-8.3; the
+/// one-launch tiled kernel's 8.8-8.9 at n = 8 and 16 lose).
 constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden,
                                                    std::int32_t k) {
   return experts * hidden <= std::int64_t(256) * 4096 ? 32
@@ -102,11 +102,11 @@ std::size_t route_gemm_workspace_zeroed_bytes(std::int64_t experts);
 /// (route_gemm_two_launches, n >= 5) for n tokens of E experts; 0 (route_gemm_tiling's rule)
 /// elsewhere. Measured on an H100 80GB HBM3 at DSV4's shapes (bench/route_gemm_bench
 /// --sweep-split, cold W, CUDA graph; groups 1, 2, 3, 4, 6, 8, 12 and 16 timed, us): Pro n = 8
-/// 3 (16 tiles x 8 splits: 7.42-7.47, against the rule's 2 (24 x 5) 7.86-7.90), n = 16 and 32
-/// 6 (8 x 16: 7.98-8.03 and 9.25, against 8.04-8.09 and 9.54-9.57); Flash n = 8 3 (11 x 12:
-/// 5.58-5.64, against the rule's 1 (32 x 4) 5.74-5.85), n = 16 2 (16 x 8: 5.79-5.87, against
-/// 5.90-6.02), n = 32 the rule's 1 (6.45-6.64). More groups a tile read x fewer times (each tile
-/// reads all of it) and leave more H splits to add.
+/// 3 (16 tiles x 8 splits: 7.31-7.47, against the rule's 2 (24 x 5) 7.86-7.90), n = 16 and 32
+/// 6 (8 x 16: 7.53-7.80 and 9.25-9.32, against 8.04-8.09 and 9.54-9.57); Flash n = 8 3 (11 x
+/// 12: 5.38-5.64, against the rule's 1 (32 x 4) 5.74-5.85), n = 16 2 (16 x 8: 5.73-5.87,
+/// against 5.90-6.02), n = 32 the rule's 1 (6.43-6.64). More groups a tile read x fewer times
+/// (each tile reads all of it) and leave more H splits to add.
 constexpr int route_gemm_two_launch_groups(std::int64_t n, std::int64_t experts) {
   if (n < 5 || n > 32) return 0;
   if (experts == 384) return n <= 8 ? 3 : 6;
