@@ -292,9 +292,10 @@ int main(int argc, char** argv) {
                               two_launches ? moerouter::cuda::kRouteGemmForceGemv
                                   : moerouter::cuda::kRouteGemmForceGemvSplit);
         }
-        std::snprintf(kernel, sizeof kernel, "one-pass %d experts x %d blocks%s (mma %.2f; %s %.2f)",
-                      epb, int((E + epb - 1) / epb), two_launches ? ", logits + route" : "",
-                      mma_us, two_launches ? "poller" : "logits + route", split_us);
+        std::snprintf(kernel, sizeof kernel,
+                      "one-pass %d experts x %d blocks%s (mma %.2f; %s %.2f)", epb,
+                      int((E + epb - 1) / epb), two_launches ? ", logits + route" : "", mma_us,
+                      two_launches ? "poller" : "logits + route", split_us);
       } else if (two_launches) {
         // The two-launch path ran (mma GEMM, then the block-per-row route): time the one-launch
         // mma kernel (its routers) too.

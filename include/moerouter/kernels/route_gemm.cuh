@@ -42,6 +42,7 @@
 
 #include "moerouter/detail/math.h"
 #include "moerouter/detail/pdl.cuh"
+#include "moerouter/detail/timer.cuh"
 #include "moerouter/detail/warp_select.cuh"
 #include "moerouter/kernels/route_topk.cuh"
 
@@ -182,11 +183,7 @@ __device__ __forceinline__ void wait_count(const unsigned* counter, unsigned exp
 // Diagnosis builds only: %globaltimer at each stage, thread 0 of every block.
 __device__ unsigned long long g_trace[1024][8];
 __device__ __forceinline__ void trace(int slot) {
-  if (threadIdx.x == 0) {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    g_trace[blockIdx.x][slot] = t;
-  }
+  if (threadIdx.x == 0) g_trace[blockIdx.x][slot] = detail::global_timer();
 }
 #else
 __device__ __forceinline__ void trace(int) {}

@@ -40,6 +40,7 @@
 #include "moerouter/detail/math.h"
 #include "moerouter/detail/pdl.cuh"
 #include "moerouter/detail/ptx_approx.cuh"
+#include "moerouter/detail/timer.cuh"
 #include "moerouter/detail/warp_select.cuh"
 #include "moerouter/types.h"
 
@@ -687,9 +688,7 @@ struct RowWideSmem {
 __device__ unsigned long long g_rowwide_trace[4096][4];
 __device__ __forceinline__ void rowwide_trace(int slot) {
   if (threadIdx.x == 0 && blockIdx.x < 4096) {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    g_rowwide_trace[blockIdx.x][slot] = t;
+    g_rowwide_trace[blockIdx.x][slot] = detail::global_timer();
   }
 }
 #else
@@ -799,7 +798,7 @@ __global__ void __launch_bounds__(kWarps* detail::kWarpSize)
     // 2. T: lane g < kWarps holds warp g's maximum and counts the maxima that reach it; T is
     // the largest maximum that k maxima reach (0, every key, where fewer than k warps have a
     // number).
-    const std::uint32_t mine = sm.gmax[lane % 16];
+    const std::uint32_t mine = lane < kWarps ? sm.gmax[lane] : 0u;  // (only written below kWarps)
     int reach = 0;
 #pragma unroll
     for (int g = 0; g < kWarps; g += 4) {
