@@ -119,36 +119,25 @@ int main() {
 
   constexpr int kLaunches = 16;
   const auto report = [&](const char* what, const std::function<void()>& op) {
-    const double warm = (graph_us(st,
-                                  [&] {
-                                    for (int i = 0; i < kLaunches; ++i) {
-                                      flush();
-                                      op();
-                                    }
-                                  }) -
-                         graph_us(st,
-                                  [&] {
-                                    for (int i = 0; i < kLaunches; ++i) flush();
-                                  })) /
-                        kLaunches;
-    const double cold = (graph_us(st,
-                                  [&] {
-                                    for (int i = 0; i < kLaunches; ++i) {
-                                      flush();
-                                      evict();
-                                      flush();
-                                      op();
-                                    }
-                                  }) -
-                         graph_us(st,
-                                  [&] {
-                                    for (int i = 0; i < kLaunches; ++i) {
-                                      flush();
-                                      evict();
-                                      flush();
-                                    }
-                                  })) /
-                        kLaunches;
+    // Per launch: graph {before; op} x kLaunches minus graph {before} x kLaunches.
+    const auto net_us = [&](const std::function<void()>& before) {
+      const double with_op = graph_us(st, [&] {
+        for (int i = 0; i < kLaunches; ++i) {
+          before();
+          op();
+        }
+      });
+      const double without = graph_us(st, [&] {
+        for (int i = 0; i < kLaunches; ++i) before();
+      });
+      return (with_op - without) / kLaunches;
+    };
+    const double warm = net_us(flush);
+    const double cold = net_us([&] {
+      flush();
+      evict();
+      flush();
+    });
     std::printf("%-40s data cold: code warm %8.2f us, code cold %8.2f us\n", what, warm, cold);
   };
 
