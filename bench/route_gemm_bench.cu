@@ -8,11 +8,12 @@
 // route from logits (L2-warm logits) and the hash route from x (hash layers: the k rows of W a
 // token needs, no GEMM).
 //
-//   route_gemm_bench [--reps R] [--sweep] [--sweep-split]
+//   route_gemm_bench [--reps R] [--n N1,N2,...] [--sweep] [--sweep-split]
 // Prints `us | GB/s | % copy | cuBLAS | cuBLASLt+route | floor | x floor | exposed` per shape;
 // --sweep also times every forced tiling (groups per expert tile) of the decode kernel,
 // --sweep-split every groups per tile of the two-launch mma path (mma partials, then the
 // block-per-row route) where the shape takes it.
+// --n: the token counts to time (default 1, 2, 3, 4, 8, 16, 32, 64).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -156,10 +157,24 @@ int main(int argc, char** argv) {
   using namespace moerouter;
   int reps = 15;
   bool sweep = false, sweep_split = false;
+  std::vector<int> ns = {1, 2, 3, 4, 8, 16, 32, 64};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--sweep")) sweep = true;
     if (!std::strcmp(argv[i], "--sweep-split")) sweep_split = true;
+    if (!std::strcmp(argv[i], "--n") && i + 1 < argc) {  // a comma-separated list, 1..64
+      ns.clear();
+      for (const char* c = argv[++i]; *c != '\0';) {
+        char* end = nullptr;
+        const long v = std::strtol(c, &end, 10);
+        if (end == c || v < 1 || v > 64) {
+          std::fprintf(stderr, "--n takes token counts 1..64, comma-separated\n");
+          return 2;
+        }
+        ns.push_back(int(v));
+        c = *end == ',' ? end + 1 : end;
+      }
+    }
   }
   int dev = 0;
   cudaDeviceProp prop{};
@@ -225,7 +240,7 @@ int main(int argc, char** argv) {
     const std::size_t route_work_bytes = moerouter::cuda::route_workspace_size(64, E);
     CK(cudaMalloc(&route_work, route_work_bytes));
 
-    for (int n : {1, 2, 3, 4, 8, 16, 32, 64}) {
+    for (int n : ns) {
       RouteParams p;
       p.x = x;
       p.bias = static_cast<const float*>(bias);
@@ -314,13 +329,28 @@ int main(int argc, char** argv) {
                   kernel);
       std::fflush(stdout);
       if (sweep_split && n >= 2 && moerouter::cuda::route_gemm_two_launch_shape(E, m.k)) {
-        std::printf("    sweep two-launch mma, groups(tiles x splits):");
+        // cuBLASLt + the fused route behind the same kernel (no PDL: the GEMM waits for it).
+        const Exposed lt_ex = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink,
+                                           [&](int i, bool) {
+          RouteParams q = p;
+          q.w = ws[std::size_t(i) % ws.size()];
+          CHECK_OK(moerouter::cuda::route(q, lt, route_work, route_work_bytes, s));
+        });
+        std::printf("    cuBLASLt + route exposed %.2f; sweep two-launch mma, groups(tiles x "
+                    "splits):alone/exposed with PDL:", lt_ex.plain);
         for (int tg : {1, 2, 3, 4, 6, 8, 12, 16}) {
           const moerouter::cuda::RouteGemmTiling ft =
               moerouter::cuda::route_gemm_tiling(n, E, H, sms, tg, 0);
           if (ft.tiles == 0) continue;
           const double t_us = tiled_us(tg, 0, moerouter::cuda::kRouteGemmForceMmaSplit);
-          std::printf(" %d(%dx%d):%.2f", tg, ft.tiles, ft.splits, t_us);
+          const Exposed ex = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink,
+                                          [&](int i, bool pdl) {
+            RouteParams q = p;
+            q.w = ws[std::size_t(i) % ws.size()];
+            CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(
+                q, work, work_bytes, s, pdl, tg, 0, moerouter::cuda::kRouteGemmForceMmaSplit));
+          });
+          std::printf(" %d(%dx%d):%.2f/%.2f", tg, ft.tiles, ft.splits, t_us, ex.pdl);
         }
         std::printf("\n");
         std::fflush(stdout);

@@ -19,7 +19,7 @@
 //     (routers are capped at half the SMs the device reports). Under MPS with an active-thread
 //     percentage that leaves the process C < 16 SMs, a launch of more than 4 C tokens can wait
 //     forever: cap the routers at C there (launch_route_gemm_tiled's force_routers).
-// Where route_gemm_two_launches holds (DSV4's shapes, 2 to 32 tokens) either kernel only
+// Where route_gemm_two_launches holds (DSV4's shapes, 2 to 64 tokens) either kernel only
 // writes the logits (one-pass) or the partial sums (mma), and a second launch (the fused
 // route's block per row, kernels/route_topk.cuh, with programmatic dependent launch) adds the
 // sums in the same order and routes: the same bits, without the poller, counter or routers.
@@ -55,30 +55,35 @@ constexpr bool route_gemm_two_launch_shape(std::int64_t experts, std::int32_t k)
 /// Whether launch_route_gemm runs n tokens as two launches (the one-pass kernel's logits or
 /// the mma kernel's partial sums, then the fused route's block per row over them) rather
 /// than one (the one-pass kernel's poller, or the mma kernel's routers): DSV4's shapes from 2
-/// to 32 tokens. Measured on an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph),
+/// to 64 tokens. Measured on an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph),
 /// two launches / one, us: Flash n = 1 / 2 / 3 / 4 3.85 / 3.89 / 4.27 / 4.45 against 3.84 /
-/// 4.20 / 4.57 / 4.98, n = 8 / 16 / 32 5.43 / 5.73 / 6.43 against 7.09 / 7.23 / 7.47, n = 64
-/// 9.01 against 8.47; Pro n = 1 / 2 / 3 / 4 5.44 / 5.65 / 6.12 / 6.24 against 5.30 / 5.97 /
-/// 6.76 / 7.15, n = 8 / 16 / 32 7.31 / 7.76 / 9.27 against 8.84 / 8.84 / 9.85, n = 64 12.29
-/// against 11.95.
+/// 4.20 / 4.57 / 4.98, n = 8 / 16 / 32 5.29-5.34 / 5.69-5.73 / 6.38-6.42 against 6.78-6.82 /
+/// 6.93-6.99 / 7.38-7.45, n = 48 / 64 6.83-6.88 / 7.17-7.22 against 7.95-8.00 / 8.35-8.37; Pro
+/// n = 1 / 2 / 3 / 4 5.44 / 5.65 / 6.12 / 6.24 against 5.30 / 5.97 / 6.76 / 7.15, n = 8 / 16 /
+/// 32 7.45-7.49 / 7.55 / 8.91-8.94 against 8.69-8.71 / 8.69-8.70 / 10.16-10.21, n = 48 / 64
+/// 10.15-10.19 / 10.58-10.62 against 11.62-11.68 / 11.97-11.99.
 constexpr bool route_gemm_two_launches(std::int64_t n, std::int64_t experts, std::int32_t k) {
-  return route_gemm_two_launch_shape(experts, k) && n >= 2 && n <= 32;
+  return route_gemm_two_launch_shape(experts, k) && n >= 2 && n <= kRouteGemmMaxTokens;
 }
 
 /// Largest batch for which the Router (and the torch op `route`) dispatches a dense layer of
 /// `experts` x `hidden` with top-k `k` to launch_route_gemm rather than the prefill path
-/// (cuBLASLt GEMM + fused route). Measured on an H100 80GB HBM3 (bench/route_gemm_bench, cold
-/// W, CUDA graph, each launch alone; docs/benchmarks.md): DSV4-Flash's W (256 x 4096, and
-/// anything as small) up to 32 tokens (5.4-6.5 us against the prefill path's 7.4-7.7; 8.4
-/// against 7.6 at 64); DSV4-Pro's (384 x 7168, and anything larger) up to 16 where the tiled
-/// path takes two launches (7.31 / 7.76 us at n = 8 / 16 against 8.34 / 8.42; 9.27 against
-/// 8.46 at 32), else up to 4, the one-pass kernel's range (5.3-7.2 us against 8.1-8.3; the
-/// one-launch tiled kernel's 8.8-8.9 at n = 8 and 16 lose).
+/// (cuBLASLt GEMM + fused route); pdl: the launches overlap the previous kernel (programmatic
+/// dependent launch; the prefill path's GEMM cannot), so what counts is the time exposed
+/// behind it. Measured on an H100 80GB HBM3 (bench/route_gemm_bench, cold W, CUDA graph;
+/// docs/benchmarks.md): DSV4-Flash's W (256 x 4096, and anything as small) at every decode
+/// batch where the tiled path takes two launches (5.3-6.4 us alone at n = 8..32 against the
+/// prefill path's 7.4-7.7, 6.8-6.9 / 7.2 at n = 48 / 64 against 7.7-7.8 / 7.6), else up to 32
+/// (the one-launch kernel's 8.4 against 7.6 at 64); DSV4-Pro's (384 x 7168, and anything
+/// larger) where the tiled path takes two launches up to 16 alone (7.45-7.49 / 7.55 us at n =
+/// 8 / 16 against 8.34-8.41 / 8.41-8.47; 8.56-8.94 against 8.28-8.57 at 24 and 32) and up to
+/// 64 with PDL (exposed behind a kernel 4.0-7.6 us at n = 8..64 against the prefill path's
+/// 8.2-8.9), else up to 4, the one-pass kernel's range (5.3-7.2 us against 8.1-8.3).
 constexpr std::int64_t route_gemm_crossover_tokens(std::int64_t experts, std::int64_t hidden,
-                                                   std::int32_t k) {
-  return experts * hidden <= std::int64_t(256) * 4096 ? 32
-         : route_gemm_two_launch_shape(experts, k)    ? 16
-                                                      : 4;
+                                                   std::int32_t k, bool pdl = false) {
+  const bool small = experts * hidden <= std::int64_t(256) * 4096;
+  if (route_gemm_two_launch_shape(experts, k)) return small || pdl ? kRouteGemmMaxTokens : 16;
+  return small ? 32 : 4;
 }
 
 /// Bytes of device workspace that launch_route_gemm needs for up to `max_n` tokens (1..64) of
@@ -101,17 +106,15 @@ std::size_t route_gemm_workspace_zeroed_bytes(std::int64_t experts);
 /// Groups per expert tile (8 experts each) of the two-launch mma path
 /// (route_gemm_two_launches, n >= 5) for n tokens of E experts; 0 (route_gemm_tiling's rule)
 /// elsewhere. Measured on an H100 80GB HBM3 at DSV4's shapes (bench/route_gemm_bench
-/// --sweep-split, cold W, CUDA graph; groups 1, 2, 3, 4, 6, 8, 12 and 16 timed, us): Pro n = 8
-/// 3 (16 tiles x 8 splits: 7.31-7.47, against the rule's 2 (24 x 5) 7.86-7.90), n = 16 and 32
-/// 6 (8 x 16: 7.53-7.80 and 9.25-9.32, against 8.04-8.09 and 9.54-9.57); Flash n = 8 3 (11 x
-/// 12: 5.38-5.64, against the rule's 1 (32 x 4) 5.74-5.85), n = 16 2 (16 x 8: 5.73-5.87,
-/// against 5.90-6.02), n = 32 the rule's 1 (6.43-6.64). More groups a tile read x fewer times
-/// (each tile reads all of it) and leave more H splits to add.
+/// --sweep-split, cold W, CUDA graph, blocks of at most 12 warps; groups 1, 2, 3, 4, 6, 8, 12
+/// and 16 timed alone and exposed behind a preceding kernel with PDL, us): 3 (Pro 16 tiles x
+/// 8 splits, Flash 11 x 12) is best or within 0.1 us of the best alone at every n, and within
+/// 0.15 of the best exposed: Pro n = 8 / 16 / 32 / 64 7.49 / 7.55 / 8.84 / 10.53 alone (the
+/// best: 7.47 / 7.51 / 8.84 / 10.53), 4.07 / 4.51 / 6.19 / 7.52 exposed; Flash 5.33 / 5.69 /
+/// 6.39 / 7.17 (5.33 / 5.58 / 6.33 / 7.17), 3.64 / 3.92 / 4.76 / 5.52 exposed. More groups a
+/// tile read x fewer times (each tile reads all of it) and leave more H splits to add.
 constexpr int route_gemm_two_launch_groups(std::int64_t n, std::int64_t experts) {
-  if (n < 5 || n > 32) return 0;
-  if (experts == 384) return n <= 8 ? 3 : 6;
-  if (experts == 256) return n <= 8 ? 3 : n <= 16 ? 2 : 1;
-  return 0;
+  return n >= 5 && n <= kRouteGemmMaxTokens && (experts == 256 || experts == 384) ? 3 : 0;
 }
 
 /// The decode kernel's grid for a shape: `tiles` expert tiles of 8 * `groups` experts, each

@@ -71,7 +71,9 @@ struct RouterOptions {
   /// start while the previous kernel on the stream still runs and read the layer's W, bias
   /// and table and the token ids before it waits for that kernel. Then only x may be
   /// written by the kernel launched just before route() (as in an engine, where it is the
-  /// previous layer's). The prefill path's cuBLASLt GEMM launches as always.
+  /// previous layer's). The prefill path's cuBLASLt GEMM launches as always, so with pdl
+  /// DSV4-Pro-sized dense layers take the decode router up to 64 tokens rather than 16
+  /// (cuda::route_gemm_crossover_tokens).
   bool pdl = false;
   /// Called while loading with (layers done, layers total); e.g. a progress bar.
   std::function<void(int, int)> progress;

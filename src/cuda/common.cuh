@@ -79,6 +79,41 @@ inline int resident_blocks(const void* kernel, int threads) {
   return blocks;
 }
 
+/// Dynamic shared memory (unused) that leaves room for only one block of `kernel` per SM: more
+/// than half an SM's, less the kernel's static shared memory. Set up as the kernel's maximum
+/// once per (kernel, device); 0 where the device cannot say or the kernel cannot take it.
+/// For a grid of at most one wave launched with programmatic dependent launch: its blocks
+/// start while the previous grid still holds most SMs and would otherwise pile onto the few
+/// free ones (several a SM), then run there side by side once released.
+inline std::size_t one_block_per_sm_smem(const void* kernel) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, std::size_t> cache;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(kernel, dev);
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  std::size_t bytes = 0;
+  int per_sm = 0, per_block = 0;
+  cudaFuncAttributes fa{};
+  if (cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) ==
+          cudaSuccess &&
+      cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
+          cudaSuccess &&
+      cudaFuncGetAttributes(&fa, kernel) == cudaSuccess) {
+    const std::size_t want = std::size_t(per_sm) / 2 + 1024;
+    if (want > fa.sharedSizeBytes && want - fa.sharedSizeBytes <= std::size_t(per_block) &&
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             int(want - fa.sharedSizeBytes)) == cudaSuccess) {
+      bytes = want - fa.sharedSizeBytes;
+    }
+  }
+  (void)cudaGetLastError();
+  cache.emplace(key, bytes);
+  return bytes;
+}
+
 /// An attribute of the current device, cached per device and attribute; `fallback` where the
 /// query fails.
 inline int device_attribute(cudaDeviceAttr attr, int fallback) {

@@ -5,7 +5,6 @@
 #include <map>
 #include <mutex>
 #include <string>
-#include <utility>
 
 #include "common.cuh"
 #include "moerouter/detail/params.h"
@@ -129,39 +128,6 @@ kernels::RouteTopkArgs route_args(const RouteParams& p, std::int64_t weights_str
   return ra;
 }
 
-// Dynamic shared memory (unused) that leaves room for one block of `kernel` per SM, set up
-// once per kernel and device; 0 where the device cannot say.
-template <typename Kernel>
-std::size_t one_block_per_sm_smem(Kernel kernel) {
-  static std::mutex mu;
-  static std::map<std::pair<int, const void*>, std::size_t> cache;  // (device, kernel)
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-  const auto key = std::make_pair(dev, reinterpret_cast<const void*>(kernel));
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  std::size_t bytes = 0;
-  int per_sm = 0, per_block = 0;
-  cudaFuncAttributes fa{};
-  if (cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) ==
-          cudaSuccess &&
-      cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
-          cudaSuccess &&
-      cudaFuncGetAttributes(&fa, kernel) == cudaSuccess) {
-    // More than half of the SM's shared memory: a second block does not fit.
-    const std::size_t want = std::size_t(per_sm) / 2 + 1024;
-    if (want > fa.sharedSizeBytes && want - fa.sharedSizeBytes <= std::size_t(per_block) &&
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             int(want - fa.sharedSizeBytes)) == cudaSuccess) {
-      bytes = want - fa.sharedSizeBytes;
-    }
-  }
-  (void)cudaGetLastError();
-  cache.emplace(key, bytes);
-  return bytes;
-}
-
 // The second launch of a two-launch path: the fused route's block of E threads per row over
 // `src` (E = 256 or 384), with programmatic dependent launch (its blocks start during the
 // first kernel's tail and wait in griddepcontrol.wait for that grid to finish). Each block
@@ -176,7 +142,9 @@ Status launch_rowwide_route(std::int64_t experts, const kernels::RouteTopkArgs& 
     const std::size_t smem = 0;
 #else
     // One wave only: with more rows than SMs the blocks share SMs anyway.
-    const std::size_t smem = ra.n <= device_sms() ? one_block_per_sm_smem(kernel) : 0;
+    const std::size_t smem =
+        ra.n <= device_sms() ? detail::one_block_per_sm_smem(reinterpret_cast<const void*>(kernel))
+                             : 0;
 #endif
     return detail::launch_kernel_ex(kernel, dim3(unsigned(ra.n)), dim3(unsigned(threads)), smem,
                                     stream, /*pdl=*/true, kOp, 0, ra, src);
@@ -206,7 +174,7 @@ RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int
     const int blocks = tiles * splits;
     if (best.tiles != 0 && blocks <= best_blocks) continue;
     const int block_chunks = int(ceil_div(chunks, splits));
-    const int wk = std::max(1, std::min(kernels::kRouteGemmMaxWarps / tg, block_chunks));
+    const int wk = std::max(1, std::min(kernels::kRouteGemmBlockWarps / tg, block_chunks));
     best.groups = tg;
     best.tiles = tiles;
     best.splits = splits;

@@ -101,7 +101,8 @@ class CudaRouterBackend final : public RouterBackend {
     }
     const RouteParams p =
         dense_gate_params(config_, l.w, l.bias, x, x_stride, n, weights, ids, ids_dtype);
-    if (n > 0 && n <= cuda::route_gemm_crossover_tokens(config_.experts, config_.hidden, config_.k) &&
+    if (n > 0 &&
+        n <= cuda::route_gemm_crossover_tokens(config_.experts, config_.hidden, config_.k, pdl) &&
         config_.hidden % 8 == 0 &&
         decode_bytes_ > 0) {
       // The decode kernel checks everything before it launches: a shape or layout it does

@@ -600,7 +600,7 @@ TEST(RouteGemm, DeterministicAndPdl) {
   CUDA_OK(cudaStreamDestroy(stream));
 }
 
-// The two-launch paths (what launch_route_gemm takes at DSV4's shapes from 2 to 32 tokens):
+// The two-launch paths (what launch_route_gemm takes at DSV4's shapes from 2 to 64 tokens):
 // the mma kernel's partials, then the block-per-row route over them (kRouteGemmForceMmaSplit),
 // give the one-launch mma kernel's ids and weights bit for bit (the same splits added in the
 // same order); the one-pass kernel's logits, then that route (kRouteGemmForceGemvSplit), the

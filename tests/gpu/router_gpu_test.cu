@@ -43,8 +43,9 @@ TEST_F(RouterGpu, EveryLayerAtDecodeAndPrefillSizesMatchesOracle) {
   const Router r = Router::from_pretrained(dir, ro);
   ASSERT_TRUE(r.on_gpu());
   const ModelShape& c = r.config();
-  // Both sides of the decode kernel's crossover (route_gemm_crossover_tokens: 32 at this
-  // size), the one-pass kernel's limit (4), the decode kernel's (64), and prefill batches.
+  // Both sides of the decode kernel's crossover (route_gemm_crossover_tokens: 64 at this
+  // size, the decode kernel's limit), the one-pass kernel's limit (4), the two-launch path's
+  // token tiles (16, 32, 64), and prefill batches.
   for (std::int64_t n : {1, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 128, 1000, 4096}) {
     const auto x = make_hidden(n, c.hidden, 100 + n);
     const auto tokens = make_tokens(n, c.vocab, 200 + n);

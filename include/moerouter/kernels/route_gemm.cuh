@@ -57,6 +57,15 @@ constexpr int kRouteGemmMaxExperts = 1024;
 constexpr int kRouteGemmMaxK = 32;
 /// Largest warps per block (groups x wk).
 constexpr int kRouteGemmMaxWarps = 16;
+/// Warps per block the tiling gives at most where the groups allow (wk = 12 / groups): at 128
+/// registers a thread, a block of 16 warps takes the whole register file, so it cannot start
+/// beside a preceding kernel's blocks, and programmatic dependent launch then cannot stream W
+/// during that kernel. 12 warps leave a quarter of it. Measured on an H100 (route_gemm_bench
+/// --sweep-split, behind a ~11 us kernel of one 128-thread block a SM), the two-launch path's
+/// exposed time, us: Pro n = 8 / 16 / 32 / 64 6.73 / 6.80 / 7.91 / 9.87 at 3 groups x 5 warps
+/// against 4.07 / 4.51 / 6.19 / 7.52 at 3 x 4; alone 7.37 / 7.68 / 8.68 / 10.57 against 7.49 /
+/// 7.55 / 8.84 / 10.53.
+constexpr int kRouteGemmBlockWarps = 12;
 /// 32-wide k chunks whose W a thread holds in registers at once (one 16-byte unit each).
 constexpr int kRouteGemmUnits = 8;
 /// Largest H splits (blocks per expert tile).
