@@ -300,17 +300,25 @@ int main(int argc, char** argv) {
         // The one-pass kernel ran: time the mma kernel too (same run, same rotation).
         const double mma_us = tiled_us(0, 0, moerouter::cuda::kRouteGemmForceMma);
         double split_us = 0.0;  // the one-pass kernel's logits, then the route: two launches
+        double split_exposed = 0.0;  // its time exposed behind the busy kernel, with PDL
         if (moerouter::cuda::route_gemm_two_launch_shape(E, m.k)) {
           // The other form of the one-pass path: logits, then the route (two launches), or
           // the one-pass kernel's own poller.
-          split_us = tiled_us(0, 0,
-                              two_launches ? moerouter::cuda::kRouteGemmForceGemv
-                                  : moerouter::cuda::kRouteGemmForceGemvSplit);
+          const int other = two_launches ? moerouter::cuda::kRouteGemmForceGemv
+                                         : moerouter::cuda::kRouteGemmForceGemvSplit;
+          split_us = tiled_us(0, 0, other);
+          split_exposed = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink,
+                                       [&](int i, bool pdl) {
+            RouteParams q = p;
+            q.w = ws[std::size_t(i) % ws.size()];
+            CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(q, work, work_bytes, s, pdl, 0, 0,
+                                                              other));
+          }).pdl;
         }
         std::snprintf(kernel, sizeof kernel,
-                      "one-pass %d experts x %d blocks%s (mma %.2f; %s %.2f)", epb,
+                      "one-pass %d experts x %d blocks%s (mma %.2f; %s %.2f, exposed %.2f)", epb,
                       int((E + epb - 1) / epb), two_launches ? ", logits + route" : "", mma_us,
-                      two_launches ? "poller" : "logits + route", split_us);
+                      two_launches ? "poller" : "logits + route", split_us, split_exposed);
       } else if (two_launches) {
         // The two-launch path ran (mma GEMM, then the block-per-row route): time the one-launch
         // mma kernel (its routers) too.
