@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "route_args.cuh"
 #include "moerouter/cuda.h"
 #include "moerouter/detail/dispatch.cuh"
 #include "moerouter/detail/params.h"
@@ -114,19 +115,11 @@ kernels::RouteTopkArgs make_args(const void* logits, DType logits_dtype,
                                  std::int64_t weights_stride, void* ids, DType ids_dtype,
                                  std::int64_t ids_stride, std::int64_t n, std::int64_t experts,
                                  std::int32_t k, float scale) {
-  kernels::RouteTopkArgs a{};
+  kernels::RouteTopkArgs a =
+      detail::route_output_args(bias, weights, stride_or(weights_stride, k), ids, ids_dtype,
+                                stride_or(ids_stride, k), n, experts, k, scale);
   a.logits = logits;
-  a.bias = bias;
-  a.weights = weights;
-  a.ids = ids;
-  a.n = n;
   a.logits_stride = stride_or(logits_stride, experts);
-  a.weights_stride = stride_or(weights_stride, k);
-  a.ids_stride = stride_or(ids_stride, k);
-  a.experts = int(experts);
-  a.k = k;
-  a.scale = scale;
-  a.ids_i64 = ids_dtype == DType::kI64;
   const std::uintptr_t chunk_bytes = logits_dtype == DType::kF32 ? 16 : 8;
   a.vector_logits =
       experts % 4 == 0 && a.logits_stride % 4 == 0 && detail::aligned(logits, chunk_bytes);

@@ -2,11 +2,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <map>
-#include <mutex>
 #include <string>
 
 #include "common.cuh"
+#include "route_args.cuh"
 #include "moerouter/detail/params.h"
 #include "moerouter/kernels/route_gemm.cuh"
 #include "moerouter/kernels/route_gemv.cuh"
@@ -91,41 +90,12 @@ Status dispatch_gemv(int epb, int n, Body&& body) {
   }
 }
 
-// Multiprocessors of the current device (cached per device; 132 if the query fails).
-int device_sms() {
-  static std::mutex mu;
-  static std::map<int, int> cache;
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = cache.find(dev);
-  if (it != cache.end()) return it->second;
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      sms < 1) {
-    (void)cudaGetLastError();
-    sms = 132;
-  }
-  cache.emplace(dev, sms);
-  return sms;
-}
-
 // The fused route's arguments for the second launch of a two-launch path (its logits source
 // is set by the caller).
 kernels::RouteTopkArgs route_args(const RouteParams& p, std::int64_t weights_stride,
                                   std::int64_t ids_stride) {
-  kernels::RouteTopkArgs ra{};
-  ra.bias = p.bias;
-  ra.weights = p.weights;
-  ra.ids = p.ids;
-  ra.n = p.n;
-  ra.weights_stride = weights_stride;
-  ra.ids_stride = ids_stride;
-  ra.experts = int(p.experts);
-  ra.k = p.k;
-  ra.scale = p.scale;
-  ra.ids_i64 = p.ids_dtype == DType::kI64;
-  return ra;
+  return detail::route_output_args(p.bias, p.weights, weights_stride, p.ids, p.ids_dtype,
+                                   ids_stride, p.n, p.experts, p.k, p.scale);
 }
 
 // The second launch of a two-launch path: the fused route's block of E threads per row over
@@ -143,7 +113,7 @@ Status launch_rowwide_route(std::int64_t experts, const kernels::RouteTopkArgs& 
 #else
     // One wave only: with more rows than SMs the blocks share SMs anyway.
     const std::size_t smem =
-        ra.n <= device_sms() ? detail::one_block_per_sm_smem(reinterpret_cast<const void*>(kernel))
+        ra.n <= detail::sm_count() ? detail::one_block_per_sm_smem(reinterpret_cast<const void*>(kernel))
                              : 0;
 #endif
     return detail::launch_kernel_ex(kernel, dim3(unsigned(ra.n)), dim3(unsigned(threads)), smem,
@@ -287,7 +257,7 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
   char* ws = static_cast<char*>(workspace);
   char* const after_slots = ws + kernels::kRouteGemmHeaderBytes + slots_bytes(p.experts);
 
-  const int epb = route_gemv_experts_per_block(p.n, p.experts, p.k, device_sms());
+  const int epb = route_gemv_experts_per_block(p.n, p.experts, p.k, detail::sm_count());
   const bool gemv_forced = force_kernel == kRouteGemmForceGemv ||
                            force_kernel == kRouteGemmForceGemvSplit;
   if (gemv_forced && epb == 0) {
@@ -333,7 +303,7 @@ Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
       : split          ? route_gemm_two_launch_groups(p.n, p.experts)
                        : 0;
   const RouteGemmTiling tl =
-      route_gemm_tiling(p.n, p.experts, p.hidden, device_sms(), groups, force_routers);
+      route_gemm_tiling(p.n, p.experts, p.hidden, detail::sm_count(), groups, force_routers);
   if (tl.tiles == 0) return unsupported("no tiling for these shapes");
   const int mtiles = p.n <= 16 ? 1 : p.n <= 32 ? 2 : 4;
   const int chunks_raw = int(ceil_div(p.experts, 128));
