@@ -113,8 +113,9 @@ Status launch_rowwide_route(std::int64_t experts, const kernels::RouteTopkArgs& 
 #else
     // One wave only: with more rows than SMs the blocks share SMs anyway.
     const std::size_t smem =
-        ra.n <= detail::sm_count() ? detail::one_block_per_sm_smem(reinterpret_cast<const void*>(kernel))
-                             : 0;
+        ra.n <= detail::sm_count()
+            ? detail::one_block_per_sm_smem(reinterpret_cast<const void*>(kernel))
+            : 0;
 #endif
     return detail::launch_kernel_ex(kernel, dim3(unsigned(ra.n)), dim3(unsigned(threads)), smem,
                                     stream, /*pdl=*/true, kOp, 0, ra, src);

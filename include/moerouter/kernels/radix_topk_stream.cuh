@@ -46,6 +46,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include "moerouter/detail/cluster_id.cuh"
+#include "moerouter/detail/timer.cuh"
 #include "moerouter/kernels/radix_topk.cuh"
 
 namespace moerouter {
@@ -126,13 +127,11 @@ namespace radix_stream_detail {
 
 #ifdef MOER_STREAM_TRACE  // phase timestamps of the first blocks (a probe's build only)
 __device__ unsigned long long g_trace[4096][16];
-#define MOER_STREAM_STAMP(i)                                 \
-  do {                                                       \
-    if (threadIdx.x == 0 && blockIdx.x < 4096) {             \
-      unsigned long long t_;                                 \
-      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); \
-      radix_stream_detail::g_trace[blockIdx.x][i] = t_;      \
-    }                                                        \
+#define MOER_STREAM_STAMP(i)                                                             \
+  do {                                                                                   \
+    if (threadIdx.x == 0 && blockIdx.x < 4096) {                                         \
+      radix_stream_detail::g_trace[blockIdx.x][i] = ::moerouter::detail::global_timer(); \
+    }                                                                                    \
   } while (0)
 #else
 #define MOER_STREAM_STAMP(i) \

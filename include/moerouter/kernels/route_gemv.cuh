@@ -111,9 +111,7 @@ __shared__ unsigned long long s_gemv_trace[8];
 __shared__ long long s_gemv_clock[8];
 __device__ __forceinline__ void trace(int slot) {
   if (threadIdx.x == 0) {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    s_gemv_trace[slot] = t;
+    s_gemv_trace[slot] = detail::global_timer();
     s_gemv_clock[slot] = clock64();
   }
 }
