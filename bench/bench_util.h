@@ -51,19 +51,20 @@ __global__ void flush_kernel(const int4* buf, std::size_t count, int* sink) {
 }  // namespace
 
 /// Median time of one replay of the CUDA graph captured from body(stream), in microseconds
-/// (two replays first, then `replays` timed by events).
+/// (`warmups` replays first, then `replays` timed by events), captured in `mode`.
 inline double graph_us(cudaStream_t stream, const std::function<void(cudaStream_t)>& body,
-                       int replays = 15) {
+                       int replays = 15, int warmups = 2,
+                       cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
-  CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  CK(cudaStreamBeginCapture(stream, mode));
   body(stream);
   CK(cudaStreamEndCapture(stream, &graph));
   CK(cudaGraphInstantiate(&exec, graph, 0));
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
-  for (int i = 0; i < 2; ++i) CK(cudaGraphLaunch(exec, stream));
+  for (int i = 0; i < warmups; ++i) CK(cudaGraphLaunch(exec, stream));
   std::vector<float> ms;
   for (int i = 0; i < replays; ++i) {
     CK(cudaEventRecord(e0, stream));

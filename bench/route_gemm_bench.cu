@@ -89,44 +89,17 @@ __global__ void busy_kernel(long long cycles, unsigned* sink) {
   if (x == 0x12345678u) *sink = x;
 }
 
-struct Timer {
-  cudaEvent_t a, b;
-  Timer() {
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-  }
-  ~Timer() {
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-  }
-};
-
 // Captures `body(i)` for i in [0, launches) into one graph; returns the median over `reps`
-// replays of the time per launch, in microseconds.
+// replays (after three) of the time per launch, in microseconds.
 template <typename F>
 double time_graph(cudaStream_t s, int launches, int reps, F&& body) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < launches; ++i) body(i);
-  CK(cudaStreamEndCapture(s, &graph));
-  CK(cudaGraphInstantiate(&exec, graph, 0));
-  Timer t;
-  for (int w = 0; w < 3; ++w) CK(cudaGraphLaunch(exec, s));
-  std::vector<double> us;
-  for (int r = 0; r < reps; ++r) {
-    CK(cudaEventRecord(t.a, s));
-    CK(cudaGraphLaunch(exec, s));
-    CK(cudaEventRecord(t.b, s));
-    CK(cudaEventSynchronize(t.b));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, t.a, t.b));
-    us.push_back(1e3 * ms / launches);
-  }
-  CK(cudaGraphExecDestroy(exec));
-  CK(cudaGraphDestroy(graph));
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
+  return moerouter_bench::graph_us(
+             s,
+             [&](cudaStream_t) {
+               for (int i = 0; i < launches; ++i) body(i);
+             },
+             reps, 3, cudaStreamCaptureModeThreadLocal) /
+         launches;
 }
 
 // Exposed time of `launch(i, pdl)` behind busy_kernel (a stand-in for the previous layer's

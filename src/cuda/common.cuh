@@ -56,27 +56,38 @@ inline Status check_device_pointer(const char* op, const char* name, const void*
   return Status::success();
 }
 
-/// Blocks of `kernel` (at `threads` per block) that fill the current device once, cached per
-/// (kernel, device): a grid-stride kernel launches no more than this.
-inline int resident_blocks(const void* kernel, int threads) {
+/// compute(dev) for `key` on the current device, computed once per (key, device) and cached
+/// (thread-safe); `fallback` where the current device cannot be read. Every call site passes
+/// its own lambda, so each has its own cache.
+template <typename Key, typename Value, typename Compute>
+Value per_device(const Key& key, Value fallback, Compute compute) {
   static std::mutex mu;
-  static std::map<std::pair<const void*, int>, int> cache;
+  static std::map<std::pair<Key, int>, Value> cache;
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 1;
+  if (cudaGetDevice(&dev) != cudaSuccess) return fallback;
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_pair(kernel, dev);
-  const auto it = cache.find(key);
+  const auto k = std::make_pair(key, dev);
+  const auto it = cache.find(k);
   if (it != cache.end()) return it->second;
-  int sms = 1, per_sm = 1;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) sms = 1;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess ||
-      per_sm < 1) {
-    per_sm = 1;
-  }
-  (void)cudaGetLastError();
-  const int blocks = sms * per_sm;
-  cache.emplace(key, blocks);
-  return blocks;
+  const Value v = compute(dev);
+  cache.emplace(k, v);
+  return v;
+}
+
+/// Blocks of `kernel` (at `threads` per block) that fill the current device once, cached per
+/// (kernel, threads, device): a grid-stride kernel launches no more than this.
+inline int resident_blocks(const void* kernel, int threads) {
+  return per_device(std::make_pair(kernel, threads), 1, [&](int dev) {
+    int sms = 1, per_sm = 1;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) sms = 1;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) !=
+            cudaSuccess ||
+        per_sm < 1) {
+      per_sm = 1;
+    }
+    (void)cudaGetLastError();
+    return sms * per_sm;
+  });
 }
 
 /// Dynamic shared memory (unused) that leaves room for only one block of `kernel` per SM: more
@@ -86,52 +97,38 @@ inline int resident_blocks(const void* kernel, int threads) {
 /// start while the previous grid still holds most SMs and would otherwise pile onto the few
 /// free ones (several a SM), then run there side by side once released.
 inline std::size_t one_block_per_sm_smem(const void* kernel) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, std::size_t> cache;
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_pair(kernel, dev);
-  const auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  std::size_t bytes = 0;
-  int per_sm = 0, per_block = 0;
-  cudaFuncAttributes fa{};
-  if (cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) ==
-          cudaSuccess &&
-      cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
-          cudaSuccess &&
-      cudaFuncGetAttributes(&fa, kernel) == cudaSuccess) {
-    const std::size_t want = std::size_t(per_sm) / 2 + 1024;
-    if (want > fa.sharedSizeBytes && want - fa.sharedSizeBytes <= std::size_t(per_block) &&
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             int(want - fa.sharedSizeBytes)) == cudaSuccess) {
-      bytes = want - fa.sharedSizeBytes;
+  return per_device(kernel, std::size_t(0), [&](int dev) {
+    std::size_t bytes = 0;
+    int per_sm = 0, per_block = 0;
+    cudaFuncAttributes fa{};
+    if (cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) ==
+            cudaSuccess &&
+        cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
+            cudaSuccess &&
+        cudaFuncGetAttributes(&fa, kernel) == cudaSuccess) {
+      const std::size_t want = std::size_t(per_sm) / 2 + 1024;
+      if (want > fa.sharedSizeBytes && want - fa.sharedSizeBytes <= std::size_t(per_block) &&
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(want - fa.sharedSizeBytes)) == cudaSuccess) {
+        bytes = want - fa.sharedSizeBytes;
+      }
     }
-  }
-  (void)cudaGetLastError();
-  cache.emplace(key, bytes);
-  return bytes;
+    (void)cudaGetLastError();
+    return bytes;
+  });
 }
 
 /// An attribute of the current device, cached per device and attribute; `fallback` where the
 /// query fails.
 inline int device_attribute(cudaDeviceAttr attr, int fallback) {
-  static std::mutex mu;
-  static std::map<std::pair<int, int>, int> cache;
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return fallback;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_pair(dev, int(attr));
-  const auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  int value = fallback;
-  if (cudaDeviceGetAttribute(&value, attr, dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    value = fallback;
-  }
-  cache.emplace(key, value);
-  return value;
+  return per_device(int(attr), fallback, [&](int dev) {
+    int value = fallback;
+    if (cudaDeviceGetAttribute(&value, attr, dev) != cudaSuccess) {
+      (void)cudaGetLastError();
+      value = fallback;
+    }
+    return value;
+  });
 }
 
 /// Multiprocessors of the current device.

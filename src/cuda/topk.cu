@@ -3,8 +3,6 @@
 // (kernels/radix_topk_stream.cuh: one block or a cluster of blocks per row, or with a caller's
 // workspace 32..128 blocks per row for few long rows, configured by shape from measurements).
 #include <algorithm>
-#include <map>
-#include <mutex>
 #include <string>
 
 #include "common.cuh"
@@ -50,26 +48,11 @@ int probe_max_cluster(Kernel kernel, int threads, std::size_t smem) {
   return best;
 }
 
-// setup() once per device (under the caller's mutex), its result cached.
-template <typename Setup>
-int once_per_device(std::mutex& mu, std::map<int, int>& cache, Setup setup) {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 8;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = cache.find(dev);
-  if (it != cache.end()) return it->second;
-  const int v = setup();
-  cache.emplace(dev, v);
-  return v;
-}
-
 // The streaming kernel: its shared memory limit (for the largest k, sorted) set once per device,
 // and its largest cluster there (grid mode, kGrid: no clusters, 1).
 template <typename T, int kThreads, bool kGrid = false, bool kAlone = false>
 int stream_setup() {
-  static std::mutex mu;
-  static std::map<int, int> cache;
-  return once_per_device(mu, cache, [] {
+  return detail::per_device(0, 8, [](int) {
     const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone>;
     const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
     (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
