@@ -24,6 +24,18 @@
     }                                                                                            \
   } while (0)
 
+// Exits with the file, line, expression and status unless the cuBLAS or cuBLASLt call `expr`
+// returns CUBLAS_STATUS_SUCCESS (the including file includes cuBLAS's header).
+#define CUBLAS_CK(expr)                                                                      \
+  do {                                                                                       \
+    const cublasStatus_t s_ = (expr);                                                        \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                       \
+      std::fprintf(stderr, "%s:%d %s: cuBLAS status %d\n", __FILE__, __LINE__, #expr,       \
+                   int(s_));                                                                 \
+      std::exit(1);                                                                          \
+    }                                                                                        \
+  } while (0)
+
 namespace moerouter_bench {
 
 /// Exits with `what` and the status's message unless it is success.

@@ -23,16 +23,6 @@ namespace {
 
 using moerouter_bench::graph_us;
 
-#define LT(expr)                                                                            \
-  do {                                                                                      \
-    const cublasStatus_t s_ = (expr);                                                       \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                      \
-      std::fprintf(stderr, "%s:%d %s: cublasLt status %d\n", __FILE__, __LINE__, #expr,    \
-                   int(s_));                                                                \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
-
 __global__ void fill_bf16(std::uint16_t* p, std::size_t n, unsigned seed) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
        i += std::size_t(gridDim.x) * blockDim.x) {
@@ -82,7 +72,7 @@ int main(int argc, char** argv) {
   cudaStream_t stream;
   CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cublasLtHandle_t lt;
-  LT(cublasLtCreate(&lt));
+  CUBLAS_CK(cublasLtCreate(&lt));
   const std::size_t ws_max = 32u << 20;
   void* ws = nullptr;
   CK(cudaMalloc(&ws, ws_max));
@@ -107,24 +97,24 @@ int main(int argc, char** argv) {
       CK(cudaMalloc(&d, std::size_t(n * experts) * 4));
       CK(cudaStreamSynchronize(stream));
       cublasLtMatmulDesc_t op;
-      LT(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+      CUBLAS_CK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
       const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-      LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-      LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+      CUBLAS_CK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+      CUBLAS_CK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
       cublasLtMatrixLayout_t la, lb, ld;
-      LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, hidden, experts, hidden));
-      LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, hidden, n, hidden));
-      LT(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, experts, n, experts));
+      CUBLAS_CK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, hidden, experts, hidden));
+      CUBLAS_CK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, hidden, n, hidden));
+      CUBLAS_CK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, experts, n, experts));
       for (int wi = 0; wi < 2; ++wi) {
         const std::size_t wsb = wi == 0 ? 0 : ws_max;
         cublasLtMatmulPreference_t pref;
-        LT(cublasLtMatmulPreferenceCreate(&pref));
+        CUBLAS_CK(cublasLtMatmulPreferenceCreate(&pref));
         const std::uint64_t w64 = wsb;
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                &w64, sizeof(w64)));
+        CUBLAS_CK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &w64, sizeof(w64)));
         cublasLtMatmulHeuristicResult_t res[64];  // (a std::vector of these crashes nvcc 13.0)
         int found = 0;
-        LT(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, ld, ld, pref, top, res, &found));
+        CUBLAS_CK(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, ld, ld, pref, top, res, &found));
         std::printf("\n%s n=%lld workspace %zu MiB: %d algorithms (x rotates over %d copies)\n",
                     mname, (long long)n, wsb >> 20, found, sets);
         std::printf("  #  algo tile stages splitK red swizzle custom cluster | us\n");
@@ -135,15 +125,19 @@ int main(int argc, char** argv) {
           const float alpha = 1.0f, beta = 0.0f;
           int s = 0;
           bool ok = true;
-          const double us = graph_us(stream, [&](cudaStream_t st) {
-            for (int r = 0; r < sets; ++r) {
-              if (cublasLtMatmul(lt, op, &alpha, w, la, x[(s + r) % sets], lb, &beta, d, ld, d, ld,
-                                 &algo, ws, wsb, st) != CUBLAS_STATUS_SUCCESS) {
-                ok = false;
-              }
-            }
-            ++s;
-          }) / sets;
+          const double us =
+              graph_us(
+                  stream,
+                  [&](cudaStream_t st) {
+                    for (int r = 0; r < sets; ++r) {
+                      if (cublasLtMatmul(lt, op, &alpha, w, la, x[(s + r) % sets], lb, &beta, d, ld,
+                                         d, ld, &algo, ws, wsb, st) != CUBLAS_STATUS_SUCCESS) {
+                        ok = false;
+                      }
+                    }
+                    ++s;
+                  }) /
+              sets;
           if (!ok) continue;
           if (i == 0) first = us;
           if (us < best) {
@@ -164,18 +158,18 @@ int main(int argc, char** argv) {
           std::printf("  heuristic's first %.2f us, best #%d %.2f us (%.1f%%)\n", first, best_i,
                       best, 100.0 * (first - best) / first);
         }
-        LT(cublasLtMatmulPreferenceDestroy(pref));
+        CUBLAS_CK(cublasLtMatmulPreferenceDestroy(pref));
       }
-      LT(cublasLtMatrixLayoutDestroy(la));
-      LT(cublasLtMatrixLayoutDestroy(lb));
-      LT(cublasLtMatrixLayoutDestroy(ld));
-      LT(cublasLtMatmulDescDestroy(op));
+      CUBLAS_CK(cublasLtMatrixLayoutDestroy(la));
+      CUBLAS_CK(cublasLtMatrixLayoutDestroy(lb));
+      CUBLAS_CK(cublasLtMatrixLayoutDestroy(ld));
+      CUBLAS_CK(cublasLtMatmulDescDestroy(op));
       for (auto* p : x) CK(cudaFree(p));
       CK(cudaFree(d));
     }
     CK(cudaFree(w));
   }
-  LT(cublasLtDestroy(lt));
+  CUBLAS_CK(cublasLtDestroy(lt));
   CK(cudaFree(ws));
   return 0;
 }

@@ -40,15 +40,6 @@
 
 namespace {
 
-#define CHECK_CUBLAS(expr)                                                                \
-  do {                                                                                    \
-    cublasStatus_t s_ = (expr);                                                           \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                    \
-      std::fprintf(stderr, "%s:%d %s: cublas status %d\n", __FILE__, __LINE__, #expr,    \
-                   int(s_));                                                              \
-      std::exit(1);                                                                       \
-    }                                                                                     \
-  } while (0)
 #define CHECK_OK(expr) moerouter_bench::check_status((expr), #expr)
 
 // The practical floor: read W (`a`, na 16-byte vectors, streamed) and x (`b`, nb vectors) and
@@ -169,12 +160,12 @@ int main(int argc, char** argv) {
   CHECK_OK(lt.init());
 
   cublasHandle_t blas;
-  CHECK_CUBLAS(cublasCreate(&blas));
-  CHECK_CUBLAS(cublasSetStream(blas, s));
+  CUBLAS_CK(cublasCreate(&blas));
+  CUBLAS_CK(cublasSetStream(blas, s));
   void* blas_ws;
   const std::size_t blas_ws_bytes = 64u << 20;
   CK(cudaMalloc(&blas_ws, blas_ws_bytes));
-  CHECK_CUBLAS(cublasSetWorkspace(blas, blas_ws, blas_ws_bytes));
+  CUBLAS_CK(cublasSetWorkspace(blas, blas_ws, blas_ws_bytes));
   unsigned* sink;
   CK(cudaMalloc(&sink, 1 << 20));
   CK(cudaMemset(sink, 0, 1 << 20));
@@ -243,7 +234,7 @@ int main(int argc, char** argv) {
       // cuBLAS: logits^T [E, n] (column-major) = W [E, H] * x^T [H, n], fp32 accumulate.
       const float one = 1.0f, zero = 0.0f;
       const double blas_us = time_graph(s, launches, reps, [&](int i) {
-        CHECK_CUBLAS(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(E), n, int(H), &one,
+        CUBLAS_CK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(E), n, int(H), &one,
                                   ws[std::size_t(i) % ws.size()], CUDA_R_16BF, int(H), x,
                                   CUDA_R_16BF, int(H), &zero, logits, CUDA_R_32F, int(E),
                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
