@@ -148,6 +148,24 @@ RouteGemmTiling route_gemm_tiling(std::int64_t n, std::int64_t experts, std::int
 Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t workspace_bytes,
                          cudaStream_t stream, bool pdl = false);
 
+/// launch_route_gemm on a workspace none of whose bytes need be zero (a fresh allocation,
+/// e.g. from a caching allocator, without the memset of route_gemm_workspace_zeroed_bytes):
+/// only the two-launch forms, which read no workspace byte that the same call did not write
+/// first. DSV4's shapes (route_gemm_two_launch_shape: E = 256 or 384, k = 6) at every n = 1..64:
+/// n >= 2 as launch_route_gemm runs them; n = 1 as the one-pass kernel's logits then the route
+/// (the mma kernel's partial sums then the route where the one-pass kernel does not apply)
+/// instead of its poller, whose flag words must start at zero. The same results, bit for bit,
+/// as launch_route_gemm. Measured on an H100 (bench/route_gemm_bench, CUDA graph, cold W): Pro
+/// n = 1 5.44-5.50 us against the poller's 5.25-5.30; through the torch op `route`, which
+/// allocates its workspace per call, this instead of a memset (a fill kernel) and
+/// launch_route_gemm: Pro N=1 5.6 us against 6.8, Flash N=1 4.0 against 5.3, Flash N=64 7.5
+/// against 8.7 (bench/python_bench.py, CUDA graph, both builds in one call).
+/// kUnsupported for other shapes (zero the leading bytes and call launch_route_gemm); every
+/// other check and error as launch_route_gemm.
+Status launch_route_gemm_fresh(const RouteParams& p, void* workspace,
+                               std::size_t workspace_bytes, cudaStream_t stream,
+                               bool pdl = false);
+
 /// Experts per block of the one-pass kernel (no H split: each block owns whole experts and the
 /// grid's last block gathers the logits and routes) for n tokens on a device of `sms`
 /// multiprocessors: ceil(E / sms) rounded to 1, 2, 3, 4 or 8; 0 where that kernel does not

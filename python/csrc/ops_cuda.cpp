@@ -58,17 +58,24 @@ void route_out_cuda(const at::Tensor& x, const at::Tensor& w, const std::optiona
   const c10::cuda::CUDAGuard guard(x.device());
   const RouteParams p = route_params(x, w, bias, k, scale, weights, ids);
   const cudaStream_t stream = current_stream(x);
-  // Decode batches (up to cuda::route_gemm_crossover_tokens) take the decode router
-  // on a fresh workspace whose leading counters and flag words are zeroed (a small memset:
-  // H100, Pro N=1, the kernel 5.7 us against the prefill path's 8.5); a shape or layout it
-  // does not take (kUnsupported) goes through the prefill path (cuBLASLt + fused route).
+  // Decode batches (up to cuda::route_gemm_crossover_tokens) take the decode router on a
+  // fresh workspace: at DSV4's shapes its two-launch forms, which need no zeroed bytes
+  // (launch_route_gemm_fresh); elsewhere the leading counters and flag words zeroed first (a
+  // fill kernel: on an H100, bench/python_bench.py, CUDA graph, Pro N=1 6.8 us with it and
+  // launch_route_gemm, 5.6 without it). A shape or layout the decode router does not take
+  // (kUnsupported) goes through the prefill path (cuBLASLt + fused route).
   if (p.n >= 1 && p.n <= cuda::route_gemm_crossover_tokens(p.experts, p.hidden, p.k)) {
     const std::size_t dbytes = cuda::route_gemm_workspace_size(p.n, p.experts);
     if (dbytes > 0) {
       at::Tensor dws = at::empty({static_cast<int64_t>(dbytes)}, x.options().dtype(at::kByte));
-      dws.narrow(0, 0, static_cast<int64_t>(cuda::route_gemm_workspace_zeroed_bytes(p.experts)))
-          .zero_();
-      const Status s = cuda::launch_route_gemm(p, dws.data_ptr(), dbytes, stream);
+      const bool fresh = cuda::route_gemm_two_launch_shape(p.experts, p.k);
+      if (!fresh) {
+        dws.narrow(0, 0,
+                   static_cast<int64_t>(cuda::route_gemm_workspace_zeroed_bytes(p.experts)))
+            .zero_();
+      }
+      const Status s = fresh ? cuda::launch_route_gemm_fresh(p, dws.data_ptr(), dbytes, stream)
+                             : cuda::launch_route_gemm(p, dws.data_ptr(), dbytes, stream);
       if (s.code() != StatusCode::kUnsupported) {
         check_status(s, "route");
         return;

@@ -216,6 +216,19 @@ Status launch_route_gemm(const RouteParams& p, void* workspace, std::size_t work
   return launch_route_gemm_tiled(p, workspace, workspace_bytes, stream, pdl, 0);
 }
 
+Status launch_route_gemm_fresh(const RouteParams& p, void* workspace,
+                               std::size_t workspace_bytes, cudaStream_t stream, bool pdl) {
+  MOER_RETURN_IF_ERROR_CUDA(validate(p));
+  if (!route_gemm_two_launch_shape(p.experts, p.k)) {
+    return unsupported("a workspace that is not zeroed takes E = 256 or 384 and k = 6, got E = " +
+                       std::to_string(p.experts) + ", k = " + std::to_string(p.k));
+  }
+  if (p.n != 1) return launch_route_gemm(p, workspace, workspace_bytes, stream, pdl);
+  const bool gemv = route_gemv_experts_per_block(1, p.experts, p.k, detail::sm_count()) > 0;
+  return launch_route_gemm_tiled(p, workspace, workspace_bytes, stream, pdl, 0, 0,
+                                 gemv ? kRouteGemmForceGemvSplit : kRouteGemmForceMmaSplit);
+}
+
 Status launch_route_gemm_tiled(const RouteParams& p, void* workspace,
                                std::size_t workspace_bytes, cudaStream_t stream, bool pdl,
                                int force_groups, int force_routers, int force_kernel) {

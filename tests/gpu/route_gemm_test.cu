@@ -552,6 +552,73 @@ TEST(RouteGemm, FreshWorkspaceWithOnlyTheZeroedPrefix) {
   }
 }
 
+// launch_route_gemm_fresh on a workspace none of whose bytes were zeroed (0xff throughout,
+// and never-written memory for compute-sanitizer initcheck): DSV4's shapes at n = 1..64 give
+// launch_route_gemm's bits on a zeroed workspace, twice on the same workspace (no flag or
+// counter read); other shapes are kUnsupported; validate's errors come first.
+TEST(RouteGemm, FreshWorkspaceNeedsNoZeroedBytes) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    std::int64_t h, e, n;
+  };
+  for (const Case c : {Case{7168, 384, 1}, Case{7168, 384, 2}, Case{7168, 384, 5},
+                       Case{7168, 384, 16}, Case{7168, 384, 64}, Case{4096, 256, 1},
+                       Case{4096, 256, 3}, Case{4096, 256, 33}}) {
+    Problem pr = make_problem(c.n, c.h, c.e, 6, 1300 + std::uint64_t(c.n + c.e));
+    const oracle::RouteResult ref = oracle::route(pr.host(c.n));
+    GpuRun g(pr);
+    const std::string what = "E=" + std::to_string(c.e) + " n=" + std::to_string(c.n);
+    // launch_route_gemm on GpuRun's zeroed workspace: the reference bits.
+    ASSERT_TRUE(g.run(c.n).ok()) << what;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    g.expect_matches(ref, c.n, what + ", launch_route_gemm");
+    const std::vector<float> want_w = g.weights.download();
+    const std::vector<std::int64_t> want_i = g.ids.download();
+    const std::size_t bytes = cuda::route_gemm_workspace_size(c.n, c.e);
+    for (const bool poison : {true, false}) {
+      DeviceBuffer<unsigned char> fresh(bytes);  // poison false: never written (initcheck)
+      if (poison) ASSERT_EQ(cudaMemset(fresh.ptr, 0xff, bytes), cudaSuccess);
+      for (int rep = 0; rep < 2; ++rep) {
+        ASSERT_EQ(cudaMemset(g.weights.ptr, 0xff, g.weights.count * sizeof(float)),
+                  cudaSuccess);
+        ASSERT_EQ(cudaMemset(g.ids.ptr, 0x7f, g.ids.count * sizeof(std::int64_t)),
+                  cudaSuccess);
+        ASSERT_TRUE(
+            cuda::launch_route_gemm_fresh(g.params(c.n), fresh.ptr, bytes, nullptr).ok())
+            << what;
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        const std::string w2 = what + (poison ? ", 0xff workspace" : ", unwritten workspace") +
+                               ", launch " + std::to_string(rep);
+        const std::vector<float> got_w = g.weights.download();
+        EXPECT_TRUE(got_w.size() == want_w.size() &&
+                    std::memcmp(got_w.data(), want_w.data(), want_w.size() * sizeof(float)) == 0)
+            << w2;
+        EXPECT_TRUE(g.ids.download() == want_i) << w2;
+        if (HasFailure()) return;
+      }
+    }
+  }
+  // Other shapes need the zeroed bytes: kUnsupported, nothing launched.
+  for (const auto& ek : {std::pair<std::int64_t, int>{1000, 6}, {384, 8}, {256, 4}}) {
+    Problem pr = make_problem(2, 1032, ek.first, ek.second, 1400);
+    GpuRun g(pr);
+    const std::size_t bytes = cuda::route_gemm_workspace_size(2, ek.first);
+    DeviceBuffer<unsigned char> fresh(bytes);
+    EXPECT_EQ(cuda::launch_route_gemm_fresh(g.params(2), fresh.ptr, bytes, nullptr).code(),
+              StatusCode::kUnsupported)
+        << "E=" << ek.first << " k=" << ek.second;
+  }
+  // validate's error before the shape's.
+  Problem pr = make_problem(1, 1032, 1000, 6, 1401);
+  GpuRun g(pr);
+  RouteParams bad = g.params(1);
+  bad.weights = nullptr;
+  const std::size_t bytes = cuda::route_gemm_workspace_size(1, 1000);
+  DeviceBuffer<unsigned char> fresh(bytes);
+  EXPECT_EQ(cuda::launch_route_gemm_fresh(bad, fresh.ptr, bytes, nullptr).code(),
+            StatusCode::kNullPointer);
+}
+
 // int64 ids, strided x and strided outputs (the padding must stay untouched).
 TEST(RouteGemm, Int64IdsAndStrides) {
   SKIP_WITHOUT_GPU();
