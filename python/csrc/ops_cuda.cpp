@@ -118,8 +118,10 @@ std::tuple<at::Tensor, at::Tensor> topk_cuda(const at::Tensor& values, int64_t k
   at::Tensor indices = at::empty({n, k}, values.options().dtype(at::kInt));
   const TopkParams p = topk_params(values, k, lengths, sorted, out_values, indices);
   // Few, long rows: a workspace lets every SM take part (grid mode). Only its per-row arrival
-  // counters (the first 4 n bytes) are read before they are written: zero those alone.
-  const std::size_t ws_bytes = cuda::topk_workspace_size(p);
+  // counters (the first 4 n bytes) are read before they are written: zero those alone. That
+  // fill is a kernel of its own in every call, so rows shorter than 2^19 take the cluster path
+  // (no workspace) instead.
+  const std::size_t ws_bytes = p.length >= (1 << 19) ? cuda::topk_workspace_size(p) : 0;
   at::Tensor ws;
   if (ws_bytes > 0) {
     ws = at::empty({int64_t(ws_bytes)}, values.options().dtype(at::kByte));

@@ -212,11 +212,13 @@ def test_topk_unsorted_and_large_k(device, k):
     assert torch.equal(uv.cpu(), torch.gather(vals, 1, ui.long().cpu()))
 
 
-def test_topk_few_long_rows(device):
-    # One or two decode queries over a long context: on the GPU the op gives topk a workspace
-    # and the rows' blocks cooperate through it (grid mode); same results as a stable sort.
+@pytest.mark.parametrize("length", [262144, 524288])
+def test_topk_few_long_rows(device, length):
+    # One or two decode queries over a long context: on the GPU, rows of 2^19 and more get a
+    # workspace from the op and the rows' blocks cooperate through it (grid mode); shorter
+    # ones take a cluster of blocks a row. Same results as a stable sort.
     g = torch.Generator().manual_seed(7)
-    vals = torch.randn(2, 262144, generator=g)
+    vals = torch.randn(2, length, generator=g)
     vals[1, ::5] = 0.25  # ties across the row
     for k, srt in ((512, False), (1024, True)):
         v, i = moerouter.topk(vals.to(device), k, sorted=srt)
