@@ -235,9 +235,9 @@ int main(int argc, char** argv) {
       const float one = 1.0f, zero = 0.0f;
       const double blas_us = time_graph(s, launches, reps, [&](int i) {
         CUBLAS_CK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(E), n, int(H), &one,
-                                  ws[std::size_t(i) % ws.size()], CUDA_R_16BF, int(H), x,
-                                  CUDA_R_16BF, int(H), &zero, logits, CUDA_R_32F, int(E),
-                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                               ws[std::size_t(i) % ws.size()], CUDA_R_16BF, int(H), x,
+                               CUDA_R_16BF, int(H), &zero, logits, CUDA_R_32F, int(E),
+                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       });
       const double lt_us = time_graph(s, launches, reps, [&](int i) {
         RouteParams q = p;
