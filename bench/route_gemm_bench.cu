@@ -215,21 +215,28 @@ int main(int argc, char** argv) {
       p.experts = E;
       p.k = m.k;
       p.scale = m.scale;
-      auto ours = [&](int i, bool pdl) {
+      // The params of launch i: W copy i of the rotating copies (W cold).
+      const auto params_at = [&](int i) {
         RouteParams q = p;
         q.w = ws[std::size_t(i) % ws.size()];
-        CHECK_OK(moerouter::cuda::launch_route_gemm(q, work, work_bytes, s, pdl));
+        return q;
+      };
+      auto ours = [&](int i, bool pdl) {
+        CHECK_OK(moerouter::cuda::launch_route_gemm(params_at(i), work, work_bytes, s, pdl));
       };
       const int launches = copies * 4;
       const double ours_us = time_graph(s, launches, reps, [&](int i) { ours(i, false); });
       // launch_route_gemm_tiled with a forced tiling or kernel, over the rotating W copies.
+      const auto tiled = [&](int i, bool pdl, int groups, int routers, int kernel) {
+        CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(params_at(i), work, work_bytes, s, pdl,
+                                                          groups, routers, kernel));
+      };
       const auto tiled_us = [&](int groups, int routers, int kernel) {
-        return time_graph(s, launches, reps, [&](int i) {
-          RouteParams q = p;
-          q.w = ws[std::size_t(i) % ws.size()];
-          CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(q, work, work_bytes, s, false, groups,
-                                                            routers, kernel));
-        });
+        return time_graph(s, launches, reps,
+                          [&](int i) { tiled(i, false, groups, routers, kernel); });
+      };
+      const auto lt_route = [&](int i) {
+        CHECK_OK(moerouter::cuda::route(params_at(i), lt, route_work, route_work_bytes, s));
       };
       // cuBLAS: logits^T [E, n] (column-major) = W [E, H] * x^T [H, n], fp32 accumulate.
       const float one = 1.0f, zero = 0.0f;
@@ -239,11 +246,7 @@ int main(int argc, char** argv) {
                                CUDA_R_16BF, int(H), &zero, logits, CUDA_R_32F, int(E),
                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       });
-      const double lt_us = time_graph(s, launches, reps, [&](int i) {
-        RouteParams q = p;
-        q.w = ws[std::size_t(i) % ws.size()];
-        CHECK_OK(moerouter::cuda::route(q, lt, route_work, route_work_bytes, s));
-      });
+      const double lt_us = time_graph(s, launches, reps, lt_route);
       const std::size_t x_vecs = std::size_t(n) * H * 2 / 16;  // x's 16-byte vectors
       const double floor_us = time_graph(s, launches, reps, [&](int i) {
         const std::size_t nv = w_bytes / 16 + x_vecs;
@@ -272,12 +275,8 @@ int main(int argc, char** argv) {
                                          : moerouter::cuda::kRouteGemmForceGemvSplit;
           split_us = tiled_us(0, 0, other);
           split_exposed = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink,
-                                       [&](int i, bool pdl) {
-            RouteParams q = p;
-            q.w = ws[std::size_t(i) % ws.size()];
-            CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(q, work, work_bytes, s, pdl, 0, 0,
-                                                              other));
-          }).pdl;
+                                       [&](int i, bool pdl) { tiled(i, pdl, 0, 0, other); })
+                              .pdl;
         }
         std::snprintf(kernel, sizeof kernel,
                       "one-pass %d experts x %d blocks%s (mma %.2f; %s %.2f, exposed %.2f)", epb,
@@ -303,11 +302,7 @@ int main(int argc, char** argv) {
       if (sweep_split && n >= 2 && moerouter::cuda::route_gemm_two_launch_shape(E, m.k)) {
         // cuBLASLt + the fused route behind the same kernel (no PDL: the GEMM waits for it).
         const Exposed lt_ex = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink,
-                                           [&](int i, bool) {
-          RouteParams q = p;
-          q.w = ws[std::size_t(i) % ws.size()];
-          CHECK_OK(moerouter::cuda::route(q, lt, route_work, route_work_bytes, s));
-        });
+                                           [&](int i, bool) { lt_route(i); });
         std::printf("    cuBLASLt + route exposed %.2f; sweep two-launch mma, groups(tiles x "
                     "splits):alone/exposed with PDL:", lt_ex.plain);
         for (int tg : {1, 2, 3, 4, 6, 8, 12, 16}) {
@@ -315,13 +310,10 @@ int main(int argc, char** argv) {
               moerouter::cuda::route_gemm_tiling(n, E, H, sms, tg, 0);
           if (ft.tiles == 0) continue;
           const double t_us = tiled_us(tg, 0, moerouter::cuda::kRouteGemmForceMmaSplit);
-          const Exposed ex = time_exposed(s, launches / 2, reps, sms, busy_cycles, sink,
-                                          [&](int i, bool pdl) {
-            RouteParams q = p;
-            q.w = ws[std::size_t(i) % ws.size()];
-            CHECK_OK(moerouter::cuda::launch_route_gemm_tiled(
-                q, work, work_bytes, s, pdl, tg, 0, moerouter::cuda::kRouteGemmForceMmaSplit));
-          });
+          const Exposed ex = time_exposed(
+              s, launches / 2, reps, sms, busy_cycles, sink, [&](int i, bool pdl) {
+                tiled(i, pdl, tg, 0, moerouter::cuda::kRouteGemmForceMmaSplit);
+              });
           std::printf(" %d(%dx%d):%.2f/%.2f", tg, ft.tiles, ft.splits, t_us, ex.pdl);
         }
         std::printf("\n");

@@ -169,6 +169,25 @@ struct GpuRun {
       }
     }
   }
+  // The outputs' bits as they are now, to compare launches and paths bit for bit.
+  struct Bits {
+    std::vector<float> weights;
+    std::vector<std::int64_t> ids;
+  };
+  Bits bits() const { return {weights.download(), ids.download()}; }
+  // The outputs now are `want`'s bits (a fatal failure otherwise: call it through
+  // ASSERT_NO_FATAL_FAILURE).
+  void expect_bits(const Bits& want, const std::string& what) const {
+    const Bits now = bits();
+    ASSERT_EQ(std::memcmp(now.weights.data(), want.weights.data(),
+                          want.weights.size() * sizeof(float)),
+              0)
+        << what << ": weights differ";
+    ASSERT_EQ(std::memcmp(now.ids.data(), want.ids.data(),
+                          want.ids.size() * sizeof(std::int64_t)),
+              0)
+        << what << ": ids differ";
+  }
 };
 
 bool have_gpu() { return cuda_available(); }
@@ -335,14 +354,10 @@ TEST(RouteGemm, OnePassKernel) {
       ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).ok())
           << pr.config(n);
       g.expect_matches(ref, n, what);
-      const std::vector<float> w0 = g.weights.download();
-      const std::vector<std::int64_t> i0 = g.ids.download();
+      const GpuRun::Bits first = g.bits();
       ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).ok());
       g.expect_matches(ref, n, what + ", again");
-      const std::vector<float> w1 = g.weights.download();
-      const std::vector<std::int64_t> i1 = g.ids.download();
-      ASSERT_EQ(std::memcmp(w0.data(), w1.data(), w0.size() * 4), 0) << what << " weights";
-      ASSERT_EQ(std::memcmp(i0.data(), i1.data(), i0.size() * 8), 0) << what << " ids";
+      ASSERT_NO_FATAL_FAILURE(g.expect_bits(first, what));
       if (HasFailure()) return;
     }
   }
@@ -572,8 +587,7 @@ TEST(RouteGemm, FreshWorkspaceNeedsNoZeroedBytes) {
     ASSERT_TRUE(g.run(c.n).ok()) << what;
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     g.expect_matches(ref, c.n, what + ", launch_route_gemm");
-    const std::vector<float> want_w = g.weights.download();
-    const std::vector<std::int64_t> want_i = g.ids.download();
+    const GpuRun::Bits want = g.bits();
     const std::size_t bytes = cuda::route_gemm_workspace_size(c.n, c.e);
     for (const bool poison : {true, false}) {
       DeviceBuffer<unsigned char> fresh(bytes);  // poison false: never written (initcheck)
@@ -587,14 +601,9 @@ TEST(RouteGemm, FreshWorkspaceNeedsNoZeroedBytes) {
             cuda::launch_route_gemm_fresh(g.params(c.n), fresh.ptr, bytes, nullptr).ok())
             << what;
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        const std::string w2 = what + (poison ? ", 0xff workspace" : ", unwritten workspace") +
-                               ", launch " + std::to_string(rep);
-        const std::vector<float> got_w = g.weights.download();
-        EXPECT_TRUE(got_w.size() == want_w.size() &&
-                    std::memcmp(got_w.data(), want_w.data(), want_w.size() * sizeof(float)) == 0)
-            << w2;
-        EXPECT_TRUE(g.ids.download() == want_i) << w2;
-        if (HasFailure()) return;
+        ASSERT_NO_FATAL_FAILURE(g.expect_bits(
+            want, what + (poison ? ", 0xff workspace" : ", unwritten workspace") + ", launch " +
+                      std::to_string(rep)));
       }
     }
   }
@@ -651,17 +660,12 @@ TEST(RouteGemm, DeterministicAndPdl) {
   CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (const std::int64_t n : {48, 3}) {  // the mma kernel, the one-pass kernel
     ASSERT_TRUE(g.run(n).ok());
-    const std::vector<float> w0 = g.weights.download();
-    const std::vector<std::int64_t> i0 = g.ids.download();
+    const GpuRun::Bits first = g.bits();
     g.expect_matches(ref, n, "first");
     for (int rep = 0; rep < 5; ++rep) {
       ASSERT_TRUE(g.run(n, stream, /*pdl=*/rep % 2 == 1).ok());
-      const std::vector<float> w1 = g.weights.download();
-      const std::vector<std::int64_t> i1 = g.ids.download();
-      ASSERT_EQ(std::memcmp(w0.data(), w1.data(), w0.size() * 4), 0)
-          << "weights differ, n " << n << " rep " << rep;
-      ASSERT_EQ(std::memcmp(i0.data(), i1.data(), i0.size() * 8), 0)
-          << "ids differ, n " << n << " rep " << rep;
+      ASSERT_NO_FATAL_FAILURE(
+          g.expect_bits(first, "n " + std::to_string(n) + " rep " + std::to_string(rep)));
     }
   }
   CUDA_OK(cudaStreamDestroy(stream));
@@ -697,30 +701,22 @@ TEST(RouteGemm, TwoLaunchPathMatchesTheOneLaunchKernel) {
           const int same = groups > 0 ? groups : chosen;
           ASSERT_TRUE(g.run(n, nullptr, false, same, 0, cuda::kRouteGemmForceMma).ok())
               << pr.config(n);
-          const std::vector<float> w1 = g.weights.download();
-          const std::vector<std::int64_t> i1 = g.ids.download();
+          const GpuRun::Bits one = g.bits();
           ASSERT_TRUE(g.run(n, nullptr, false, groups, 0, cuda::kRouteGemmForceMmaSplit).ok())
               << pr.config(n);
           const std::string what = "two launches, groups " + std::to_string(groups);
           g.expect_matches(ref, n, what);
-          const std::vector<float> w2 = g.weights.download();
-          const std::vector<std::int64_t> i2 = g.ids.download();
-          ASSERT_EQ(std::memcmp(w1.data(), w2.data(), w1.size() * 4), 0)
-              << what << ": weights differ from the one-launch kernel's, " << pr.config(n);
-          ASSERT_EQ(std::memcmp(i1.data(), i2.data(), i1.size() * 8), 0)
-              << what << ": ids differ from the one-launch kernel's, " << pr.config(n);
+          ASSERT_NO_FATAL_FAILURE(
+              g.expect_bits(one, what + " against the one-launch kernel, " + pr.config(n)));
         }
         if (n <= 4) {
           // The one-pass kernel's logits, then the same route: its own bits.
           ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemv).ok());
-          const std::vector<float> w3 = g.weights.download();
-          const std::vector<std::int64_t> i3 = g.ids.download();
+          const GpuRun::Bits poller = g.bits();
           ASSERT_TRUE(g.run(n, nullptr, false, 0, 0, cuda::kRouteGemmForceGemvSplit).ok());
           g.expect_matches(ref, n, "one-pass logits, then the route");
-          ASSERT_EQ(std::memcmp(w3.data(), g.weights.download().data(), w3.size() * 4), 0)
-              << "weights differ from the one-pass kernel's, " << pr.config(n);
-          ASSERT_EQ(std::memcmp(i3.data(), g.ids.download().data(), i3.size() * 8), 0)
-              << "ids differ from the one-pass kernel's, " << pr.config(n);
+          ASSERT_NO_FATAL_FAILURE(
+              g.expect_bits(poller, "against the one-pass kernel's poller, " + pr.config(n)));
         }
         if (HasFailure()) return;
       }
