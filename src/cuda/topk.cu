@@ -50,10 +50,10 @@ int probe_max_cluster(Kernel kernel, int threads, std::size_t smem) {
 
 // The streaming kernel: its shared memory limit (for the largest k, sorted) set once per device,
 // and its largest cluster there (grid mode, kGrid: no clusters, 1).
-template <typename T, int kThreads, bool kGrid = false, bool kAlone = false>
+template <typename T, int kThreads, bool kGrid = false, bool kAlone = false, bool kSearch = false>
 int stream_setup() {
   return detail::per_device(0, 8, [](int) {
-    const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone>;
+    const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone, kSearch>;
     const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
     (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     return kGrid ? 1 : probe_max_cluster(kernel, kThreads, smem);
@@ -108,24 +108,36 @@ int stream_threads(std::int64_t n, int cluster) {
 // with both; forced on where the rows exceed the L2, 4096x16384 f32 136.9 -> 149.4 (the
 // prefetched rows evict each other). kAlone's f32 variant with the next tile's loads in flight:
 // 64x65536 16.3 -> 16.7 (the second tile's loads delay the sample's), not used.
+// kSearch (the bound by a bit-by-bit search, kernels/radix_topk_stream.cuh step 1) where blocks
+// are that few, a row has four or more and a block's chunk is at most two tiles: there the
+// bound's latency is the kernel's. Measured on an H100 against the histograms (radix_topk_bench
+// --quick, unsorted us, two runs each, one call): fp32 1x262144 10.1-10.2 -> 9.5, 1x65536
+// 9.3-9.4 -> 9.0, 8x131072 12.1-12.3 -> 11.5, 1x1048576 15.9-16.0 -> 14.0-14.1, 2x524288 17.8 ->
+// 16.2; bf16 1x262144 9.5 -> 8.6, 1x1048576 14.0 -> 12.1; ascending rows (f32 1x262144, whose
+// histogram bound took the exact fallback) 121.8 -> 13.7. Not used: chunks of four tiles
+// (4x1048576 20.8 -> 21.8-22.3), two-block clusters (64x65536 unchanged), four blocks an SM
+// (1024x8192 26.6 -> 27.1, 4096x16384 126.4 -> 128.2; their issue slots are the limit).
 struct StreamTuning {
   bool alone;
   bool l2_prefetch;
+  bool search;  // kSearch: rows few and of several blocks, the bound's latency is the kernel's
 };
 
 template <typename T>
-StreamTuning stream_tuning(const kernels::RadixTopkArgs& r, std::int64_t blocks) {
-  const bool few = blocks <= detail::sm_count();
+StreamTuning stream_tuning(const kernels::RadixTopkArgs& r, int per_row) {
+  const bool few = r.n * per_row <= detail::sm_count();
   const double bytes = double(r.n) * double(r.length) * double(sizeof(T));
-  return {few && sizeof(T) == 2, few && bytes <= 0.5 * double(detail::l2_bytes())};
+  const std::int64_t chunk = (r.length + per_row - 1) / per_row;
+  return {few && sizeof(T) == 2, few && bytes <= 0.5 * double(detail::l2_bytes()),
+          few && per_row >= 4 && chunk <= 2 * 512 * kernels::kStreamPer};
 }
 
 // One variant of the streaming kernel, per_row blocks a row (a cluster of that many, or grid
 // mode's blocks): its shared-memory limit set once per device, the cluster size checked.
-template <typename T, int kThreads, bool kGrid, bool kAlone>
+template <typename T, int kThreads, bool kGrid, bool kAlone, bool kSearch = false>
 Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool l2_prefetch,
                              cudaStream_t stream) {
-  const int max_cluster = stream_setup<T, kThreads, kGrid, kAlone>();
+  const int max_cluster = stream_setup<T, kThreads, kGrid, kAlone, kSearch>();
   if (!kGrid && per_row > max_cluster) {
     return Status(StatusCode::kUnsupported,
                   "topk: this device does not run clusters of " + std::to_string(per_row));
@@ -136,7 +148,7 @@ Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool 
   kernels::RadixTopkArgs args = r;
   args.l2_prefetch = l2_prefetch;
   return detail::launch_kernel(
-      kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone>,
+      kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone, kSearch>,
       dim3(unsigned(r.n * per_row)), dim3(kThreads),
       kernels::stream_smem_bytes(r.k, r.sorted, r.length), stream, false, args,
       kGrid ? "topk: radix_topk_stream_kernel (grid) launch"
@@ -147,7 +159,18 @@ Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool 
 // The streaming kernel with stream_tuning's choices for this launch.
 template <typename T, int kThreads, bool kGrid>
 Status launch_stream_tuned(const kernels::RadixTopkArgs& r, int per_row, cudaStream_t stream) {
-  const StreamTuning t = stream_tuning<T>(r, r.n * per_row);
+  const StreamTuning t = stream_tuning<T>(r, per_row);
+  if constexpr (kThreads == 512) {
+    if (t.search) {
+      if constexpr (sizeof(T) == 2) {
+        if (t.alone) {
+          return launch_stream_variant<T, 512, kGrid, true, true>(r, per_row, t.l2_prefetch,
+                                                                  stream);
+        }
+      }
+      return launch_stream_variant<T, 512, kGrid, false, true>(r, per_row, t.l2_prefetch, stream);
+    }
+  }
   if constexpr (sizeof(T) == 2 && kThreads == 512) {
     if (t.alone) {
       return launch_stream_variant<T, kThreads, kGrid, true>(r, per_row, t.l2_prefetch, stream);

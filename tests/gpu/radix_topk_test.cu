@@ -315,6 +315,27 @@ TEST_F(GpuRadixTopk, NearThresholdTies) {
   }
 }
 
+// The bound by a bit-by-bit search over each thread's largest sampled key (kSearch: few rows of
+// four or more 512-thread blocks, chunks of at most two tiles): grid mode, clusters of 4, 8 and
+// 16 through topk's choice and forced; rows whose largest values sit together (ascending,
+// descending: the threads' largest keys must still count them one by one), rows arranged against
+// the sample (the exact fallback), ties at the threshold, NaN and infinities; k large against
+// the sample (2 m > threads: the histograms inside the same kernel).
+TEST_F(GpuRadixTopk, SearchedBound) {
+  std::uint64_t seed = 9500;
+  for (Data d : {Data::kRandom, Data::kSorted, Data::kReverse, Data::kNearTies, Data::kSpecial,
+                 Data::kHighSample, Data::kLowSample, Data::kFewLevels}) {
+    for (bool sorted : {false, true}) {
+      ++seed;
+      check(1, 262144, 512, d, false, sorted, seed, -1, 0, 0, 32);    // grid mode, one tile
+      check(1, 262144, 1024, d, false, sorted, seed);                 // clusters of 16
+      check(2, 65536, 1024, d, seed % 2 == 0, sorted, seed, 4, 512);  // two tiles a block
+      check(3, 131072, 2048, d, false, sorted, seed, 8, 512);
+      check(2, 9000, 2048, d, false, sorted, seed, 4, 512);  // 2 m > 512: the histograms
+    }
+  }
+}
+
 // Grid mode when the sample misleads: the last block takes the exact path over the whole row.
 TEST_F(GpuRadixTopk, GridFallback) {
   std::uint64_t seed = 7500;
@@ -488,6 +509,7 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(1, 30000, 1100, Data::kLowSample, false, true, 59, -1, 0, 0, 3);  // and its fallback
   check(2, 20000, 1000, Data::kNearTies, false, false, 60, 2, 0);  // ties near the k-th key
   check(1, 30000, 1000, Data::kNearTies, true, true, 61, -1, 0, 0, 4);
+  check(1, 20000, 33, Data::kSorted, false, false, 62, 4, 512);  // the searched bound
   int sms = 0;  // many rows: 256-thread blocks
   MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   check(5 * std::int64_t(sms), 3000, 64, Data::kRandom, true, false, 60);

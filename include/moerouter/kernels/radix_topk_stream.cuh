@@ -12,9 +12,15 @@
 //    holds four sampled elements at most (aligned rows, samples up to 4 x threads), with their
 //    keys in registers, by 8-bit histogram passes from the top (two or three, until the bucket
 //    holds at most 8 samples beyond the rank wanted); else, keys in shared memory, by an
-//    11-bit pass and an 8-bit one within the bucket (19 bits). T0 is then, with overwhelming
-//    probability for data not arranged against the sample, below the row's k-th largest key
-//    while few elements lie at or above it.
+//    11-bit pass and an 8-bit one within the bucket (19 bits). Where a few rows have several
+//    blocks each (kSearch: the bound's latency is the kernel's), neither: each thread keeps
+//    only the largest key of its sampled elements (one element of each of its runs, run r in
+//    warp r mod 16, so that neighbouring elements and neighbouring runs meet in different
+//    threads), and T0 is the largest 16-bit prefix that at least m threads' largest keys
+//    reach, found bit by bit with block-wide counts (16 barriers, no histogram). Each counted
+//    thread holds a sampled key >= T0, so T0 is at or below the m-th largest sampled key. T0
+//    is then, with overwhelming probability for data not arranged against the sample, below
+//    the row's k-th largest key while few elements lie at or above it.
 // 2. Collect: each block streams its chunk in tiles of 16 consecutive elements a thread (bf16:
 //    the next tile's loads in flight while one is processed) and appends every element >= T0
 //    (a float compare) to a list of (value bits, index) in shared memory, in index order:
@@ -158,6 +164,18 @@ __device__ __forceinline__ std::uint32_t elem_bits<bf16>(const std::uint32_t* ra
 }
 template <typename T>
 constexpr int kRawWords = kStreamPer* int(sizeof(T)) / 4;
+
+/// Float bits of element i (bf16: in the high half).
+template <typename T>
+__device__ __forceinline__ std::uint32_t bits_at(const T* v, int i);
+template <>
+__device__ __forceinline__ std::uint32_t bits_at<float>(const float* v, int i) {
+  return __ldg(reinterpret_cast<const std::uint32_t*>(v) + i);
+}
+template <>
+__device__ __forceinline__ std::uint32_t bits_at<bf16>(const bf16* v, int i) {
+  return std::uint32_t(__ldg(reinterpret_cast<const std::uint16_t*>(v) + i)) << 16;
+}
 
 /// Raw words of the kStreamPer elements from pos clipped to `end` (past it: NaN, which no float
 /// compare takes; the exact path checks the count itself).
@@ -348,7 +366,10 @@ __device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint
 /// the whole row.
 /// kAlone: launched with at most one block an SM, so the register limit is that of one block
 /// (bf16 at 512 threads: no spills, against 160-192 bytes of spill loads at two blocks an SM).
-template <typename T, int kT, bool kGrid = false, bool kAlone = false>
+/// kSearch (512 threads): the bound by a bit-by-bit search over each thread's largest sampled
+/// key (step 1) instead of histograms. A template parameter, so that the other launches' code
+/// stays as it was (its branch, never taken, made bf16 256x262144 k = 2048 78.4 -> 80.9 us).
+template <typename T, int kT, bool kGrid = false, bool kAlone = false, bool kSearch = false>
 __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     radix_topk_stream_kernel(RadixTopkArgs a) {
   namespace cg = cooperative_groups;
@@ -484,7 +505,43 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       const int m = int(ceilf(e + 4.0f * sqrtf(e) + 8.0f));
       want = m < size ? m : size;
     }
-    if (aligned && !whole && size <= 4 * kT) {
+    // kSearch: the largest sampled key of each thread (8 loads in flight), then T0 bit by bit
+    // (where the host launches it and why: stream_tuning in src/cuda/topk.cu).
+    bool searched = false;
+    if constexpr (kSearch) {
+      static_assert(kT == 512, "kSearch: 16 warps, the runs striped over them");
+      if (!whole && 2 * want <= kT) {
+        std::uint32_t mx = 0u;        // this thread's largest sampled key (0: none)
+        const int nruns = size / 32;  // >= 32: every thread has an element of two runs or more
+#pragma unroll 1
+        for (int r0 = warp; r0 < nruns; r0 += 8 * kWarpsT) {
+          std::uint32_t b[8];
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int r = r0 + i * kWarpsT;
+            if (r < nruns) b[i] = bits_at(v, stream_sample_run_at(r, step) + lane);
+          }
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            if (r0 + i * kWarpsT < nruns) {
+              const std::uint32_t key = key_of_bits(b[i]);
+              mx = key > mx ? key : mx;
+            }
+          }
+        }
+        prefetch_chunk();
+        MOER_STREAM_STAMP(1);
+#pragma unroll
+        for (int bit = 31; bit >= 16; --bit) {
+          const std::uint32_t cand = t0 | (1u << bit);
+          if (__syncthreads_count(mx >= cand) >= want) t0 = cand;
+        }
+        searched = true;
+      }
+    }
+    if (searched) {
+      // T0 found above.
+    } else if (aligned && !whole && size <= 4 * kT) {
       // Four consecutive sampled elements a thread (a 16-byte f32 or 8-byte bf16 load; runs
       // start at multiples of 8 elements), their keys kept in registers (0 = none): 8-bit
       // passes from the top (256-bin histograms, warp 0 picks the bucket), the second and third
