@@ -17,7 +17,8 @@
 //    only the largest key of its sampled elements (one element of each of its runs, run r in
 //    warp r mod 16, so that neighbouring elements and neighbouring runs meet in different
 //    threads), and T0 is the largest 16-bit prefix that at least m threads' largest keys
-//    reach, found bit by bit with block-wide counts (16 barriers, no histogram). Each counted
+//    reach, found bit by bit with block-wide counts (16 barriers, no histogram; 8 or 16 bits
+//    more while more than m + 8 threads reach it). Each counted
 //    thread holds a sampled key >= T0, so T0 is at or below the m-th largest sampled key. T0
 //    is then, with overwhelming probability for data not arranged against the sample, below
 //    the row's k-th largest key while few elements lie at or above it.
@@ -531,11 +532,23 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
         }
         prefetch_chunk();
         MOER_STREAM_STAMP(1);
+        int have = 0;  // threads whose largest key reaches T0 (block-uniform)
+        auto search = [&](int hi, int lo) {
 #pragma unroll
-        for (int bit = 31; bit >= 16; --bit) {
-          const std::uint32_t cand = t0 | (1u << bit);
-          if (__syncthreads_count(mx >= cand) >= want) t0 = cand;
-        }
+          for (int bit = hi; bit >= lo; --bit) {
+            const std::uint32_t cand = t0 | (1u << bit);
+            const int c = __syncthreads_count(mx >= cand);
+            if (c >= want) {
+              t0 = cand;
+              have = c;
+            }
+          }
+        };
+        search(31, 16);
+        // Another 8 bits while T0's bucket holds more than 8 threads beyond the rank wanted
+        // (values dense in a 16-bit bucket, such as a ramp of large integers).
+        if (have > want + 8) search(15, 8);
+        if (have > want + 8) search(7, 0);
         searched = true;
       }
     }
