@@ -111,12 +111,13 @@ int stream_threads(std::int64_t n, int cluster) {
 // kSearch (the bound by a bit-by-bit search, kernels/radix_topk_stream.cuh step 1) where blocks
 // are that few, a row has four or more and a block's chunk is at most two tiles: there the
 // bound's latency is the kernel's. Measured on an H100 against the histograms (radix_topk_bench
-// --quick, unsorted us, two runs each, one call): fp32 1x262144 10.1-10.2 -> 9.5, 1x65536
-// 9.3-9.4 -> 9.0, 8x131072 12.1-12.3 -> 11.5, 1x1048576 15.9-16.0 -> 14.0-14.1, 2x524288 17.8 ->
-// 16.2; bf16 1x262144 9.5 -> 8.6, 1x1048576 14.0 -> 12.1; ascending rows (f32 1x262144, whose
-// histogram bound took the exact fallback) 121.8 -> 13.7. Not used: chunks of four tiles
-// (4x1048576 20.8 -> 21.8-22.3), two-block clusters (64x65536 unchanged), four blocks an SM
-// (1024x8192 26.6 -> 27.1, 4096x16384 126.4 -> 128.2; their issue slots are the limit).
+// --quick, unsorted us, two runs each, one call): fp32 1x262144 10.1-10.2 -> 9.5-9.7, 1x65536
+// 9.3-9.4 -> 9.0-9.1, 8x131072 12.1-12.3 -> 11.5-11.7, 1x1048576 15.9-16.0 -> 14.0-14.1,
+// 2x524288 17.8 -> 16.1-16.2; bf16 1x262144 9.5 -> 8.6-8.9, 1x1048576 14.0 -> 12.1-12.2;
+// ascending rows (f32 1x262144, whose histogram bound took the exact fallback) 121.8 -> 13.6.
+// Not used: chunks of four tiles (4x1048576 20.8 -> 21.8-22.3), two-block clusters (64x65536
+// unchanged), four blocks an SM (1024x8192 26.6 -> 27.1, 4096x16384 126.4 -> 128.2; their issue
+// slots are the limit).
 struct StreamTuning {
   bool alone;
   bool l2_prefetch;

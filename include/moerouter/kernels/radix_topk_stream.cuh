@@ -18,10 +18,10 @@
 //    warp r mod 16, so that neighbouring elements and neighbouring runs meet in different
 //    threads), and T0 is the largest 16-bit prefix that at least m threads' largest keys
 //    reach, found bit by bit with block-wide counts (16 barriers, no histogram; 8 or 16 bits
-//    more while more than m + 8 threads reach it). Each counted
-//    thread holds a sampled key >= T0, so T0 is at or below the m-th largest sampled key. T0
-//    is then, with overwhelming probability for data not arranged against the sample, below
-//    the row's k-th largest key while few elements lie at or above it.
+//    more while more than m + 8 threads reach it). Each counted thread holds a sampled key
+//    >= T0, so T0 is at or below the m-th largest sampled key. T0 is then, with overwhelming
+//    probability for data not arranged against the sample, below the row's k-th largest key
+//    while few elements lie at or above it.
 // 2. Collect: each block streams its chunk in tiles of 16 consecutive elements a thread (bf16:
 //    the next tile's loads in flight while one is processed) and appends every element >= T0
 //    (a float compare) to a list of (value bits, index) in shared memory, in index order:
