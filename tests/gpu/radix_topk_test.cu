@@ -320,7 +320,8 @@ TEST_F(GpuRadixTopk, NearThresholdTies) {
 // 16 through topk's choice and forced; rows whose largest values sit together (ascending,
 // descending: the threads' largest keys must still count them one by one), rows arranged against
 // the sample (the exact fallback), ties at the threshold, NaN and infinities; k large against
-// the sample (2 m > threads: the histograms inside the same kernel).
+// the sample (2 m > threads: the histograms inside the same kernel). Ascending rows in grid mode
+// also leave one list with most candidates, which the last block gathers with all its threads.
 TEST_F(GpuRadixTopk, SearchedBound) {
   std::uint64_t seed = 9500;
   for (Data d : {Data::kRandom, Data::kSorted, Data::kReverse, Data::kNearTies, Data::kSpecial,

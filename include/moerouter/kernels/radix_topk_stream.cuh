@@ -390,6 +390,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   extern __shared__ __align__(16) uint2 s_list[];
   __shared__ int s_hist[2][256];
   __shared__ typename Scan<kT>::TempStorage scan_tmp;
+  __shared__ int s_excess_off[kGrid ? 256 : 1];  // grid mode's last block: see its gather
   __shared__ int s_sel[3];
   __shared__ int s_warp[2][kWarpsT];  // per warp counts of a tile (double-buffered)
   // Every block's (gt, eq) totals, stored here by each block of the cluster (a push: after the
@@ -789,6 +790,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     // lists' lengths (below): those slots are written in every call (zeros past the list), so
     // nothing reads workspace memory that this call did not write (beyond the counters).
     constexpr int kGather = 2;
+    constexpr int kGroupRounds = 4;  // the gather's rounds a list's group takes (below)
     const int spec = kGather * (kT / gsize) < a.grid_slot ? kGather * (kT / gsize) : a.grid_slot;
     __syncthreads();  // the list is complete
     for (int i = tid; i < (mine > spec ? mine : spec); i += kT) {
@@ -867,16 +869,61 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
         for (int j = 0; j < kGather; ++j) {
           if (t + j * tpb < n) put(o + t + j * tpb, e[j]);
         }
+        // Longer lists: the rest, up to kGroupRounds rounds of four loads in flight a thread.
+        const int lim =
+            n < (kGather + 4 * kGroupRounds) * tpb ? n : (kGather + 4 * kGroupRounds) * tpb;
 #pragma unroll 1
-        for (int i0 = t + kGather * tpb; i0 < n; i0 += 4 * tpb) {  // longer lists: the rest
+        for (int i0 = t + kGather * tpb; i0 < lim; i0 += 4 * tpb) {
           uint2 r[4];
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            if (i0 + j * tpb < n) r[j] = __ldcg(src + i0 + j * tpb);
+            if (i0 + j * tpb < lim) r[j] = __ldcg(src + i0 + j * tpb);
           }
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            if (i0 + j * tpb < n) put(o + i0 + j * tpb, r[j]);
+            if (i0 + j * tpb < lim) put(o + i0 + j * tpb, r[j]);
+          }
+        }
+      }
+      // Lists longer still (a row whose largest values sit together leaves most candidates in
+      // one list): their excess over every thread of the block, not the list's group alone,
+      // each entry's list found by a binary search over the excesses' offsets.
+      const int grouped = (kGather + 4 * kGroupRounds) * tpb;  // entries a list's group took
+      int excess = 0;
+      if (tid < gsize) {
+        const int n = (tid + 1 < gsize ? s_off[tid + 1] : sum) - s_off[tid];
+        excess = n > grouped ? n - grouped : 0;
+      }
+      if (__syncthreads_or(excess > 0)) {
+        int eoff = 0, esum = 0;
+        Scan<kT>(scan_tmp).ExclusiveSum(excess, eoff, esum);
+        if (tid < gsize) s_excess_off[tid] = eoff;
+        __syncthreads();
+#pragma unroll 1
+        for (int x0 = tid; x0 < esum; x0 += 4 * kT) {
+          uint2 got[4];
+          int at[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int x = x0 + j * kT;
+            if (x < esum) {
+              int lo = 0, hi = gsize;  // the last list whose excess starts at or before x
+              while (hi - lo > 1) {
+                const int mid = (lo + hi) / 2;
+                if (s_excess_off[mid] <= x) {
+                  lo = mid;
+                } else {
+                  hi = mid;
+                }
+              }
+              const int i = grouped + x - s_excess_off[lo];
+              got[j] = __ldcg(ws_list + std::int64_t(lo) * a.grid_slot + i);
+              at[j] = s_off[lo] + i;
+            }
+          }
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            if (x0 + j * kT < esum) put(at[j], got[j]);
           }
         }
       }
