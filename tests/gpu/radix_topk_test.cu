@@ -446,8 +446,7 @@ TEST(RadixTopkWorkspace, SizeByShape) {
 // it (the gap to the row's end below one step plus 8), for every run count the kernel uses
 // and lengths up to 2^31 - 1.
 TEST(RadixTopkSample, RunsAreAlignedInsideTheRowAndSpread) {
-  for (const int len : {1025, 4097, 8192, 65536, 262143, 262144, 1048576, 600000,
-                        0x7fffffff}) {
+  for (const int len : {1025, 4097, 8192, 65536, 262143, 262144, 1048576, 600000, 0x7fffffff}) {
     const int runs = kernels::stream_sample_runs(len);
     if (len <= 512 * runs) continue;  // the whole row is the sample
     const int step = kernels::stream_sample_step(runs, len);
@@ -508,10 +507,10 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(3, 20000, 700, Data::kLowSample, false, true, 57, 2, 256);
   check(2, 30000, 100, Data::kRandom, true, false, 58, -1, 0, 0, 5);      // grid mode
   check(1, 30000, 1100, Data::kLowSample, false, true, 59, -1, 0, 0, 3);  // and its fallback
-  check(2, 20000, 1000, Data::kNearTies, false, false, 60, 2, 0);  // ties near the k-th key
+  check(2, 20000, 1000, Data::kNearTies, false, false, 60, 2, 0);         // ties near the k-th key
   check(1, 30000, 1000, Data::kNearTies, true, true, 61, -1, 0, 0, 4);
   check(1, 20000, 33, Data::kSorted, false, false, 62, 4, 512);  // the searched bound
-  int sms = 0;  // many rows: 256-thread blocks
+  int sms = 0;                                                   // many rows: 256-thread blocks
   MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   check(5 * std::int64_t(sms), 3000, 64, Data::kRandom, true, false, 60);
   check(5 * std::int64_t(sms), 3000, 600, Data::kLowSample, false, true, 67);
@@ -541,11 +540,13 @@ TEST_F(GpuRadixTopk, Bf16Rows) {
 // bf16 rows `vals` (n x len, optional per-row lengths) on the GPU == the CPU backend, indices
 // and values: through cuda::topk_radix_config(cluster, threads) for cluster >= 1, else
 // cuda::topk.
+// grid > 0: grid mode with `grid` blocks a row; grid < 0: cuda::topk with the workspace it asks
+// for (each on a workspace whose counters alone were zeroed, called twice, the second checked).
 void check_bf16(const std::vector<bf16>& vals, std::int64_t n, std::int64_t len, int k, bool sorted,
-                const std::vector<std::int32_t>* lens, int cluster, int threads) {
+                const std::vector<std::int32_t>* lens, int cluster, int threads, int grid = 0) {
   const std::string cfg = "n=" + std::to_string(n) + " len=" + std::to_string(len) +
                           " k=" + std::to_string(k) + " sorted=" + std::to_string(sorted) +
-                          " cluster=" + std::to_string(cluster);
+                          " cluster=" + std::to_string(cluster) + " grid=" + std::to_string(grid);
   std::vector<std::int32_t> cpu_idx(n * k);
   std::vector<float> cpu_val(n * k);
   TopkParams p;
@@ -568,8 +569,25 @@ void check_bf16(const std::vector<bf16>& vals, std::int64_t n, std::int64_t len,
   p.lengths = lens ? d_lens.get() : nullptr;
   p.indices = d_idx.get();
   p.out_values = d_val.get();
-  ASSERT_TRUE((cluster >= 1 ? cuda::topk_radix_config(p, cluster, threads) : cuda::topk(p)).ok())
-      << cfg;
+  if (grid != 0) {
+    const std::size_t ws_bytes =
+        grid > 0 ? cuda::topk_radix_grid_workspace_size(p, grid) : cuda::topk_workspace_size(p);
+    ASSERT_GT(ws_bytes, 0u) << cfg;
+    DeviceBuffer<unsigned char> ws(ws_bytes);
+    MOER_CUDA_OK(cudaMemset(
+        ws.get(), 0, std::min(ws_bytes, 4 * std::size_t(kernels::radix_stream_grid_counts(n)))));
+    for (int call = 0; call < 2; ++call) {
+      d_idx.fill_bytes(0x7f);
+      ASSERT_TRUE((grid > 0 ? cuda::topk_radix_grid(p, grid, ws.get(), ws_bytes)
+                            : cuda::topk(p, ws.get(), ws_bytes))
+                      .ok())
+          << cfg;
+      MOER_CUDA_OK(cudaDeviceSynchronize());
+    }
+  } else {
+    ASSERT_TRUE((cluster >= 1 ? cuda::topk_radix_config(p, cluster, threads) : cuda::topk(p)).ok())
+        << cfg;
+  }
   EXPECT_EQ(d_idx.download(), cpu_idx) << cfg;
   std::size_t diff = 0;
   EXPECT_TRUE(testing::same_bits(d_val.download(), cpu_val, &diff)) << cfg << " slot " << diff;
@@ -584,6 +602,34 @@ TEST_F(GpuRadixTopk, Bf16ManyRows) {
 }
 
 // bf16 through the cluster sizes and block sizes, ties straddling chunks (few levels), lengths.
+// bf16 rows in grid mode, whose blocks keep the keys equal to T0 too (each block's first k):
+// random rows, ramps (each value repeated thousands of times near the top, T0 on a tie group),
+// few distinct values, per-row lengths; blocks forced and chosen by topk.
+TEST_F(GpuRadixTopk, Bf16Grid) {
+  std::uint64_t seed = 70;
+  for (const std::int64_t len : {std::int64_t(262144), std::int64_t(1048576)}) {
+    for (int pattern = 0; pattern < 3; ++pattern) {
+      for (bool sorted : {false, true}) {
+        ++seed;
+        const std::int64_t n = 2;
+        auto vals = testing::make_bf16(n * len, 1.0, seed);
+        for (std::int64_t i = 0; i < n * len; ++i) {
+          const float f = moerouter::detail::bf16_to_float(vals[std::size_t(i)]);
+          if (pattern == 1) {  // a ramp per row
+            vals[std::size_t(i)] = moerouter::detail::float_to_bf16(float(i % len) / float(len));
+          } else if (pattern == 2) {  // few distinct values
+            vals[std::size_t(i)] = moerouter::detail::float_to_bf16(float(int(f * 2)));
+          }
+        }
+        const std::vector<std::int32_t> lens = {std::int32_t(len), std::int32_t(len / 3 + 7)};
+        const int k = seed % 2 == 0 ? 1024 : 512;
+        check_bf16(vals, n, len, k, sorted, nullptr, -1, 0, len > 262144 ? 64 : 32);
+        check_bf16(vals, n, len, k, sorted, &lens, -1, 0, -1);
+      }
+    }
+  }
+}
+
 TEST_F(GpuRadixTopk, Bf16Cluster) {
   const int configs[][2] = {{1, 0}, {1, 256}, {2, 0}, {4, 0}, {5, 512}, {16, 0}};
   std::uint64_t seed = 50;

@@ -51,6 +51,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cub/block/block_scan.cuh>
+#include <type_traits>
 
 #include "moerouter/detail/cluster_id.cuh"
 #include "moerouter/detail/timer.cuh"
@@ -684,13 +685,27 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   MOER_STREAM_STAMP(2);
   // 2. Collect. Fast form (kExact = false): every element with float value >= float(T0).
   //    Exact form: (key & mask) > prefix, and the first `cap_eq` with (key & mask) == prefix.
+  //    Ties form (grid mode, bf16): float value > T0, and the first `cap_eq` equal to it.
+  // Grid mode, bf16: the ties form, since a bf16 T0 is one value that thousands of a row's
+  // elements can share (a ramp of 2^20 repeats each value near the top 2048-4096 times), so that
+  // the lists stay within their room and the last block does not take the exact path alone over
+  // the whole row. T0 first goes up to the next bf16 value (a key whose low 16 bits are those of
+  // a bf16: 0 for numbers >= +0, 0xffff below): the same elements reach it, and its ties show.
+  constexpr bool kTieLists = kGrid && sizeof(T) == 2;
+  if constexpr (kTieLists) {
+    if (t0 >= 0x00800000u) t0 = t0 >= 0x80000000u ? (t0 + 0xffffu) & ~0xffffu : t0 | 0xffffu;
+  }
   std::uint32_t prefix = t0, mask = 0xffffffffu;
   int cap_eq = k;
   const bool fast = t0 >= 0x00800000u;  // T0 is a number or an infinity (else keys: NaN/-inf)
   const float t0f = float_of_key(t0);
   int G = 0, E = 0;  // this block's totals
-  auto collect = [&](auto exact_tag) {
-    constexpr bool kExact = decltype(exact_tag)::value;
+  // Forms: 0 (false_type) fast; 1 (true_type) exact; 2 ties: x > T0, and the first cap_eq with
+  // x == T0, by float compares (T0 a number).
+  auto collect = [&](auto form_tag) {
+    constexpr int kForm = int(decltype(form_tag)::value);
+    constexpr bool kExact = kForm == 1;
+    constexpr bool kTies = kForm == 2;
     G = 0;
     E = 0;
     int buf = 0;
@@ -708,6 +723,9 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           const std::uint32_t m = key_of_bits(b) & mask;
           gm |= unsigned(m > prefix) << i;
           em |= unsigned(m == prefix) << i;
+        } else if constexpr (kTies) {
+          gm |= unsigned(__uint_as_float(b) > t0f) << i;
+          em |= unsigned(__uint_as_float(b) == t0f) << i;
         } else {
           gm |= unsigned(__uint_as_float(b) >= t0f) << i;
         }
@@ -731,19 +749,24 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       const int pre = __reduce_add_sync(kAll, lane < warp ? wsum : 0) + incl - c;
       const int tot = __reduce_add_sync(kAll, wsum);
       const std::uint32_t idx0 = std::uint32_t(pos);  // pos < 2^31
-      if (!kExact && c != 0 && G + (pre & 0xffff) + g <= cap) {
-        // Fast form, every slot in the list: consecutive entries from og.
-        uint2* dst = s_list + G + (pre & 0xffff);
+      // Ties form: while the block's ties so far stay within cap_eq, its entries are
+      // consecutive as in the fast form.
+      const int og0 = G + (pre & 0xffff), oe0 = kTies ? E + (pre >> 16) : 0;
+      if (!kExact && c != 0 && og0 + g + (kTies ? oe0 + e : 0) <= cap &&
+          (!kTies || oe0 + e <= cap_eq)) {
+        // Every slot in the list: consecutive entries from og0 (+ oe0).
+        uint2* dst = s_list + og0 + oe0;
+        const unsigned km = kTies ? gm | em : gm;
 #pragma unroll
         for (int i = 0; i < kPer; ++i) {
-          if ((gm >> i) & 1u) *dst++ = make_uint2(elem_bits<T>(raw, i), idx0 + i);
+          if ((km >> i) & 1u) *dst++ = make_uint2(elem_bits<T>(raw, i), idx0 + i);
         }
       } else if (c != 0) {
         int og = G + (pre & 0xffff), oe = E + (pre >> 16);
 #pragma unroll
         for (int i = 0; i < kPer; ++i) {
           int slot = -1;
-          if constexpr (kExact) {
+          if constexpr (kExact || kTies) {
             const bool isg = (gm >> i) & 1u, ise = (em >> i) & 1u;
             slot = isg ? og + (oe < cap_eq ? oe : cap_eq) : ise && oe < cap_eq ? og + oe : -1;
             og += isg;
@@ -767,7 +790,9 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       }
     }
   };
-  if (fast) {
+  if (fast && kTieLists) {
+    collect(std::integral_constant<int, 2>{});
+  } else if (fast) {
     collect(std::false_type{});
   } else {
     collect(std::true_type{});  // key > T0, and the first k keys == T0
@@ -778,14 +803,19 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   bool merged = false;      // grid mode: the last block has the row's list
   bool first_hist = false;  // grid mode: step 4's first histogram is built (in s_hist[0])
   if constexpr (kGrid) {
-    // 3g. Every block's list (fast form: no ties kept; otherwise none, and the exact path)
+    // 3g. Every block's list (the fast form, or bf16's exact form with the block's first k
+    //     ties; if T0 is no number, none, and the exact path)
     //     and its length into the workspace; the row's last block to arrive gathers them in
     //     block order (= index order) and resets the row's counter for the next call.
     int* ws_arrive = reinterpret_cast<int*>(a.grid_ws);
     int* ws_count = reinterpret_cast<int*>(a.grid_ws + radix_stream_grid_counts(a.n)) + row * gsize;
     uint2* ws_list = reinterpret_cast<uint2*>(a.grid_ws + radix_stream_grid_lists(a.n, gsize)) +
                      row * gsize * std::int64_t(a.grid_slot);
-    const int mine = !fast ? 0 : G < cap ? G : cap;
+    // Entries of this block's list: kTieLists, those above T0 and the first cap_eq (= k) equal
+    // to it (each block's first k ties hold the row's first k - (above T0) ties, and the select
+    // and the compaction below take ties in list order, which is index order).
+    const int kept = kTieLists ? G + (E < cap_eq ? E : cap_eq) : G;
+    const int mine = !fast ? 0 : kept < cap ? kept : cap;
     // The last block loads the first kGather entries a thread of each list before it knows the
     // lists' lengths (below): those slots are written in every call (zeros past the list), so
     // nothing reads workspace memory that this call did not write (beyond the counters).
@@ -796,7 +826,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     for (int i = tid; i < (mine > spec ? mine : spec); i += kT) {
       ws_list[std::int64_t(grank) * a.grid_slot + i] = i < mine ? s_list[i] : make_uint2(0u, 0u);
     }
-    if (tid == 0) ws_count[grank] = fast ? G : -1;
+    if (tid == 0) ws_count[grank] = fast ? kept : -1;
     // The block's barrier, then one thread's arrival as a single acq_rel atomic: its release
     // is cumulative (it orders the stores the barrier ordered before it), and its acquire
     // orders the earlier arrivals' lists before the last block's reads (after the barrier
