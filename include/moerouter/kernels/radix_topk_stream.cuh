@@ -803,7 +803,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   bool merged = false;      // grid mode: the last block has the row's list
   bool first_hist = false;  // grid mode: step 4's first histogram is built (in s_hist[0])
   if constexpr (kGrid) {
-    // 3g. Every block's list (the fast form, or bf16's exact form with the block's first k
+    // 3g. Every block's list (the fast form, or bf16's ties form with the block's first k
     //     ties; if T0 is no number, none, and the exact path)
     //     and its length into the workspace; the row's last block to arrive gathers them in
     //     block order (= index order) and resets the row's counter for the next call.
