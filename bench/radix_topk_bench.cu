@@ -74,7 +74,8 @@ struct Shape {
   std::int64_t rows, len;
   int k;
   // Streaming kernel configurations to time: (blocks per row, threads), or (blocks per row, 1)
-  // for grid mode (blocks cooperating through a workspace).
+  // for grid mode (blocks cooperating through a workspace), or (1, 2) for the short-row kernel
+  // (cuda::topk_rows, unsorted only).
   std::vector<std::pair<int, int>> alts;
 };
 
@@ -94,7 +95,9 @@ int main(int argc, char** argv) {
   const std::vector<Shape> shapes = {
       {1, 262144, 512, {{16, 512}, {8, 512}, {32, 1}, {64, 1}}},
       {64, 65536, 512, {{2, 512}, {4, 512}, {1, 256}, {2, 1}}},
-      {1024, 8192, 512, {{1, 512}, {1, 256}}},
+      {1024, 8192, 512, {{1, 512}, {1, 256}, {1, 2}}},
+      {4096, 4096, 512, {{1, 256}, {1, 2}}},
+      {8192, 2048, 512, {{1, 256}, {1, 2}}},
       {4096, 16384, 512, {{1, 512}, {1, 256}}},
       {256, 262144, 2048, {{1, 512}, {1, 256}, {2, 512}}},
       {1, 65536, 1024, {{4, 512}, {8, 512}, {16, 512}}},
@@ -153,6 +156,7 @@ int main(int argc, char** argv) {
       auto run = [&](const TopkParams& p, int cluster, int threads, cudaStream_t st) {
         if (cluster < 1) return moerouter::cuda::topk(p, ws, ws_bytes, st);
         if (threads == 1) return moerouter::cuda::topk_radix_grid(p, cluster, ws, ws_bytes, st);
+        if (threads == 2) return moerouter::cuda::topk_rows(p, st);
         return moerouter::cuda::topk_radix_config(p, cluster, threads, st);
       };
       // The same indices and values from topk's configuration and the first alternative, both
@@ -190,7 +194,9 @@ int main(int argc, char** argv) {
       std::string alts;
       for (const auto& a : sh.alts) {
         char buf[96];
-        if (a.second == 1) {
+        if (a.second == 2) {  // the short-row kernel: unsorted only
+          std::snprintf(buf, sizeof(buf), " rows: - %.1f;", time(a.first, a.second, false));
+        } else if (a.second == 1) {
           std::snprintf(buf, sizeof(buf), " grid %dx512: %.1f %.1f;", a.first,
                         time(a.first, a.second, true), time(a.first, a.second, false));
         } else {

@@ -94,6 +94,11 @@ Status topk(const TopkParams& p, void* workspace, std::size_t workspace_bytes,
 Status topk_radix_config(const TopkParams& p, int cluster, int threads = 0,
                          cudaStream_t stream = nullptr);
 
+/// topk() through the short-row kernel (kernels/radix_topk_rows.cuh: one block a row, the whole
+/// row in its shared memory), for tests and benchmarks: unsorted output and length <=
+/// kernels::kRowsMaxLen (8192) only; kUnsupported otherwise. topk() takes it for many such rows.
+Status topk_rows(const TopkParams& p, cudaStream_t stream = nullptr);
+
 /// topk() through the radix path in grid mode with `blocks` blocks per row (2..256, 512
 /// threads each), for tests and benchmarks; workspace as for topk() with a workspace, of
 /// topk_radix_grid_workspace_size(p, blocks) bytes. Needs k > 32 or unsorted output.

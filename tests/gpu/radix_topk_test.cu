@@ -94,6 +94,7 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
 
 // GPU == CPU backend bit for bit, sorted and unsorted; sorted also == the oracle's indices.
 // cluster >= 1: through cuda::topk_radix_config(cluster, threads) (threads 0: as topk chooses);
+// cluster 0: through cuda::topk_rows (the short-row kernel);
 // stride > len: rows `stride` apart (the gap holds values that must never be read as elements).
 // grid > 0: grid mode with `grid` blocks per row (cuda::topk_radix_grid); grid < 0: cuda::topk
 // with the workspace it asks for. Both run twice on one workspace (its counters zeroed once):
@@ -156,6 +157,7 @@ void check(std::int64_t n, std::int64_t len, int k, Data d, bool lengths, bool s
   auto run = [&]() -> Status {
     if (grid > 0) return cuda::topk_radix_grid(p, grid, ws.get(), ws_bytes);
     if (grid < 0) return cuda::topk(p, ws_bytes > 0 ? ws.get() : nullptr, ws_bytes);
+    if (cluster == 0) return cuda::topk_rows(p);
     return cluster >= 1 ? cuda::topk_radix_config(p, cluster, threads) : cuda::topk(p);
   };
   const Status st = run();
@@ -477,6 +479,49 @@ TEST_F(GpuRadixTopk, ManyRows) {
   check(n, 9000, 64, Data::kSpecial, true, false, 64, -1, 0, 9001);
   check(n, 40000, 700, Data::kHighSample, false, false, 65);
   check(n, 8192, 512, Data::kEqual, false, false, 66, 1, 256);  // every sample at one key
+  check(n, 8192, 512, Data::kRandom, true, false, 67);          // the short-row kernel
+  check(n, 5000, 1024, Data::kFewLevels, false, false, 68);
+  check(n, 8000, 700, Data::kLowSample, true, false, 69);
+}
+
+// The short-row kernel (cuda::topk_rows; topk's choice for many short rows, unsorted): every
+// layout (8, 16, 32 elements a thread), rows within and beyond the sample, k from 1 to 2048,
+// every kind of data, rows arranged against the sample (the exact path over the row's copy),
+// per-row lengths, and odd row strides (no bulk copy) as well as rows whose bytes are no
+// multiple of 16 (a bulk copy and the threads' tail).
+TEST_F(GpuRadixTopk, ShortRows) {
+  std::uint64_t seed = 9000;
+  for (const std::int64_t len : {1, 100, 1024, 1500, 2048, 3001, 4096, 5000, 8191, 8192}) {
+    for (const int k : {1, 33, 512, 2048}) {
+      for (const Data d :
+           {Data::kRandom, Data::kSorted, Data::kReverse, Data::kEqual, Data::kFewLevels,
+            Data::kSpecial, Data::kHighSample, Data::kLowSample, Data::kNearTies}) {
+        ++seed;
+        check(3, len, k, d, seed % 3 != 0, false, seed, 0, 0, seed % 4 == 0 ? len + 3 : 0);
+      }
+    }
+  }
+}
+
+TEST_F(GpuRadixTopk, ShortRowsArguments) {
+  TopkParams p;
+  DeviceBuffer<float> vals(4 * 9000);
+  DeviceBuffer<std::int32_t> idx(4 * 64);
+  vals.fill_bytes(0);
+  p.values = vals.get();
+  p.indices = idx.get();
+  p.n = 4;
+  p.length = 8192;
+  p.k = 64;
+  p.sorted = true;
+  EXPECT_EQ(cuda::topk_rows(p).code(), StatusCode::kUnsupported);  // sorted output
+  p.sorted = false;
+  EXPECT_TRUE(cuda::topk_rows(p).ok());
+  p.length = 8193;
+  EXPECT_EQ(cuda::topk_rows(p).code(), StatusCode::kUnsupported);  // too long a row
+  p.length = 8192;
+  p.k = 4096;
+  EXPECT_EQ(cuda::topk_rows(p).code(), StatusCode::kUnsupported);  // k > 2048
 }
 
 // Row stride: aligned (16-byte vector loads) and odd strides (scalar loads).
@@ -514,6 +559,9 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   check(5 * std::int64_t(sms), 3000, 64, Data::kRandom, true, false, 60);
   check(5 * std::int64_t(sms), 3000, 600, Data::kLowSample, false, true, 67);
+  check(3, 8192, 512, Data::kRandom, true, false, 68, 0);            // the short-row kernel
+  check(3, 8000, 512, Data::kLowSample, false, false, 69, 0);        // its exact path
+  check(3, 5000, 100, Data::kSpecial, true, false, 70, 0, 0, 5001);  // no bulk copy
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {
@@ -538,8 +586,8 @@ TEST_F(GpuRadixTopk, Bf16Rows) {
 }
 
 // bf16 rows `vals` (n x len, optional per-row lengths) on the GPU == the CPU backend, indices
-// and values: through cuda::topk_radix_config(cluster, threads) for cluster >= 1, else
-// cuda::topk.
+// and values: through cuda::topk_radix_config(cluster, threads) for cluster >= 1,
+// cuda::topk_rows for cluster 0, else cuda::topk.
 // grid > 0: grid mode with `grid` blocks a row; grid < 0: cuda::topk with the workspace it asks
 // for (each on a workspace whose counters alone were zeroed, called twice, the second checked).
 void check_bf16(const std::vector<bf16>& vals, std::int64_t n, std::int64_t len, int k, bool sorted,
@@ -585,7 +633,10 @@ void check_bf16(const std::vector<bf16>& vals, std::int64_t n, std::int64_t len,
       MOER_CUDA_OK(cudaDeviceSynchronize());
     }
   } else {
-    ASSERT_TRUE((cluster >= 1 ? cuda::topk_radix_config(p, cluster, threads) : cuda::topk(p)).ok())
+    ASSERT_TRUE((cluster == 0   ? cuda::topk_rows(p)
+                 : cluster >= 1 ? cuda::topk_radix_config(p, cluster, threads)
+                                : cuda::topk(p))
+                    .ok())
         << cfg;
   }
   EXPECT_EQ(d_idx.download(), cpu_idx) << cfg;
@@ -625,6 +676,31 @@ TEST_F(GpuRadixTopk, Bf16Grid) {
         const int k = seed % 2 == 0 ? 1024 : 512;
         check_bf16(vals, n, len, k, sorted, nullptr, -1, 0, len > 262144 ? 64 : 32);
         check_bf16(vals, n, len, k, sorted, &lens, -1, 0, -1);
+      }
+    }
+  }
+}
+
+// bf16 through the short-row kernel: random rows, ramps, few distinct values, per-row lengths.
+TEST_F(GpuRadixTopk, Bf16ShortRows) {
+  std::uint64_t seed = 90;
+  for (const std::int64_t len : {std::int64_t(100), std::int64_t(3001), std::int64_t(8192)}) {
+    for (int pattern = 0; pattern < 3; ++pattern) {
+      for (const int k : {64, 512, 2048}) {
+        ++seed;
+        const std::int64_t n = 4;
+        auto vals = testing::make_bf16(n * len, 1.0, seed);
+        for (std::int64_t i = 0; i < n * len; ++i) {
+          const float f = moerouter::detail::bf16_to_float(vals[std::size_t(i)]);
+          if (pattern == 1) {
+            vals[std::size_t(i)] = moerouter::detail::float_to_bf16(float(i % len) / float(len));
+          } else if (pattern == 2) {
+            vals[std::size_t(i)] = moerouter::detail::float_to_bf16(float(int(f * 2)));
+          }
+        }
+        const std::vector<std::int32_t> lens = {0, std::int32_t(k - 1), std::int32_t(len),
+                                                std::int32_t(len / 2 + 1)};
+        check_bf16(vals, n, len, k, false, seed % 2 == 0 ? &lens : nullptr, 0, 0);
       }
     }
   }

@@ -36,6 +36,10 @@ struct RadixTopkArgs {
   /// Each block asks L2 for the rest of its chunk once it has its sample, so that the chunk
   /// streams from HBM while the block selects the bound (few blocks, rows that fit in L2).
   bool l2_prefetch;
+  /// radix_topk_rows_kernel only: once its own row has arrived, a block asks L2 for row
+  /// row + rows_ahead (the resident blocks: the row of the block that takes this one's place in
+  /// the next wave); 0: none.
+  int rows_ahead;
 };
 
 namespace radix_detail {

@@ -219,6 +219,13 @@ __device__ __forceinline__ std::uint32_t key_of_bits(std::uint32_t bits) {
   return mag > 0x7f800000u ? 1u : mag == 0u ? 0x80000000u : k;
 }
 
+/// key_of_bits of a number or an infinity (not NaN): fewer instructions where NaN cannot occur
+/// (the candidates above a bound that is a number). Both zeros get +0's key, as there.
+__device__ __forceinline__ std::uint32_t key_of_number(std::uint32_t bits) {
+  const std::uint32_t k = bits ^ (std::uint32_t(std::int32_t(bits) >> 31) | 0x80000000u);
+  return (bits & 0x7fffffffu) == 0u ? 0x80000000u : k;
+}
+
 /// Bin of the select's first histogram: the key's top 16 bits as an offset from T0's
 /// (`base16`), clamped to 255 ("far above").
 __device__ __forceinline__ int top16_bin(std::uint32_t bits, std::uint32_t base16) {
@@ -324,19 +331,19 @@ __device__ __forceinline__ void pick_bucket2048(Cluster& cluster, int csize, int
   __syncthreads();
 }
 
-/// Ordered compaction of a list of n (bits, index) pairs in index order: an entry is kept if
-/// (key & mask) > prefix, or == prefix and fewer than `cap` such entries precede it;
-/// emit(slot, entry) with slot = kept entries before it. Each thread takes a contiguous run of
-/// the list; one block scan.
-template <int kT, typename Emit>
-__device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint32_t prefix,
-                                             std::uint32_t mask, int cap,
-                                             typename Scan<kT>::TempStorage& scan_tmp, Emit emit) {
+/// Ordered compaction of n (bits, index) pairs in index order, entry(i) the i-th, key_fn(bits)
+/// its order key: an entry is kept if (key & mask) > prefix, or == prefix and fewer than `cap`
+/// such entries precede it; emit(slot, entry) with slot = kept entries before it. Each thread
+/// takes a contiguous run of the entries; one block scan.
+template <int kT, typename Entry, typename KeyFn, typename Emit>
+__device__ __forceinline__ void compact_by(int n, Entry entry, KeyFn key_fn, std::uint32_t prefix,
+                                           std::uint32_t mask, int cap,
+                                           typename Scan<kT>::TempStorage& scan_tmp, Emit emit) {
   const int q = (n + kT - 1) / kT;
   const int lo = int(threadIdx.x) * q, hi = lo + q < n ? lo + q : n;
   int g = 0, e = 0;
   for (int i = lo; i < hi; ++i) {
-    const std::uint32_t m = key_of_bits(list[i].x) & mask;
+    const std::uint32_t m = key_fn(entry(i).x) & mask;
     g += m > prefix;
     e += m == prefix;
   }
@@ -344,16 +351,109 @@ __device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint
   Scan<kT>(scan_tmp).ExclusiveSum(g | (e << 16), pre);  // both counts < 2^16
   int og = pre & 0xffff, oe = pre >> 16;
   for (int i = lo; i < hi; ++i) {
-    const uint2 entry = list[i];
-    const std::uint32_t m = key_of_bits(entry.x) & mask;
+    const uint2 ent = entry(i);
+    const std::uint32_t m = key_fn(ent.x) & mask;
     if (m > prefix) {
-      emit(og + (oe < cap ? oe : cap), entry);
+      emit(og + (oe < cap ? oe : cap), ent);
       ++og;
     } else if (m == prefix) {
-      if (oe < cap) emit(og + oe, entry);
+      if (oe < cap) emit(og + oe, ent);
       ++oe;
     }
   }
+}
+
+/// compact_by over a list of n (bits, index) pairs in shared memory.
+template <int kT, typename Emit>
+__device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint32_t prefix,
+                                             std::uint32_t mask, int cap,
+                                             typename Scan<kT>::TempStorage& scan_tmp, Emit emit) {
+  compact_by<kT>(
+      n, [list](int i) { return list[i]; }, [](std::uint32_t b) { return key_of_bits(b); },
+      prefix, mask, cap, scan_tmp, emit);
+}
+
+/// The sampled bound T0 from four sampled keys a thread (0 = none) held in registers: 8-bit
+/// passes from the top (256-bin histograms, warp 0 picks the bucket), the second and third only
+/// while the bucket holds more than 8 samples beyond the rank `want`; the first pass aggregates
+/// the adds of a warp's lanes (few buckets take the sample). Both histograms zero and a block
+/// barrier passed since; on return one of them is zero, the other not.
+__device__ __forceinline__ std::uint32_t sampled_bound4(const std::uint32_t (&sk)[4], int want,
+                                                        int (*s_hist)[256], int* s_sel) {
+  std::uint32_t t0 = 0;
+#pragma unroll 1
+  for (int pass = 0; pass < 3; ++pass) {
+    const int shift = 24 - 8 * pass;
+    int* h = s_hist[pass & 1];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (pass == 0) {  // every lane: warp_hist_add needs all of them
+        warp_hist_add(h, sk[j] != 0u ? int(sk[j] >> 24) : -1);
+      } else if (sk[j] != 0u && (sk[j] >> (shift + 8)) == (t0 >> (shift + 8))) {
+        atomicAdd(&h[(sk[j] >> shift) & 0xffu], 1);
+      }
+    }
+    __syncthreads();
+    pick_bucket256(h, s_hist[(pass & 1) ^ 1], want, s_sel);
+    t0 |= std::uint32_t(s_sel[0]) << shift;
+    want = s_sel[1];
+    if (s_sel[2] <= want + 8) break;
+  }
+  return t0;
+}
+
+/// Step 4's 8-bit radix passes over n keys (`key(i)`: the i-th order key) from pass `pass`
+/// (bits 31 - 8 pass .. 24 - 8 pass) up to kPasses - 1, among the keys equal to fp under fm:
+/// the `take`-th largest's prefix fp under mask fm, and `take`, the keys equal to it under fm
+/// to take (in index order). s_hist[cur] is zero. The first two passes aggregate a warp's adds
+/// (from the top, few buckets take every key).
+template <int kT, int kPasses, typename Key>
+__device__ __forceinline__ void radix_passes(int n, int pass, int cur, Key key_at,
+                                             int (*s_hist)[256], int* s_sel, std::uint32_t& fp,
+                                             std::uint32_t& fm, int& take) {
+#pragma unroll 1
+  for (; pass < kPasses; ++pass, cur ^= 1) {
+    const int shift = 24 - 8 * pass;
+    int* h = s_hist[cur];
+    for (int i0 = 0; i0 < n; i0 += kT) {  // whole warps: warp_hist_add needs all lanes
+      const int i = i0 + int(threadIdx.x);
+      const std::uint32_t key = i < n ? key_at(i) : 0u;
+      const int bin = i < n && (key & fm) == fp ? int((key >> shift) & 0xffu) : -1;
+      if (pass < 2) {
+        warp_hist_add(h, bin);
+      } else if (bin >= 0) {
+        atomicAdd(&h[bin], 1);
+      }
+    }
+    __syncthreads();
+    pick_bucket256(h, s_hist[cur ^ 1], take, s_sel);
+    fp |= std::uint32_t(s_sel[0]) << shift;
+    fm |= 0xffu << shift;
+    take = s_sel[1];
+    if (s_sel[2] == take) break;
+  }
+}
+
+/// Step 4's select of the `take`-th largest among n candidates, all >= T0 (whose key's top 16
+/// bits are base16), their first histogram (top16_bin) in s_hist[0]: the bucket of the top 16
+/// bits, then bits 15..8 and 7..0 (f32; bf16's keys are decided by their top 16 bits), or from
+/// the top should the k-th largest be far above T0. fp, fm zero on entry; as radix_passes.
+template <int kT, int kPasses, typename Key>
+__device__ __forceinline__ void select_top16(int n, std::uint32_t base16, Key key_at,
+                                             int (*s_hist)[256], int* s_sel, std::uint32_t& fp,
+                                             std::uint32_t& fm, int& take) {
+  pick_bucket256(s_hist[0], s_hist[1], take, s_sel);
+  MOER_STREAM_STAMP(10);
+  int pass = 2;  // next: bits 15..8
+  if (s_sel[0] == 255) {
+    pass = 0;  // from the top
+  } else {
+    fp = (base16 + std::uint32_t(s_sel[0])) << 16;
+    fm = 0xffff0000u;
+    take = s_sel[1];
+    if (s_sel[2] == take) pass = 4;
+  }
+  radix_passes<kT, kPasses>(n, pass, 1, key_at, s_hist, s_sel, fp, fm, take);
 }
 
 }  // namespace radix_stream_detail
@@ -559,9 +659,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     } else if (aligned && !whole && size <= 4 * kT) {
       // Four consecutive sampled elements a thread (a 16-byte f32 or 8-byte bf16 load; runs
       // start at multiples of 8 elements), their keys kept in registers (0 = none): 8-bit
-      // passes from the top (256-bin histograms, warp 0 picks the bucket), the second and third
-      // only while the bucket holds more than 8 samples beyond the rank wanted. The first pass
-      // aggregates the adds of a warp's lanes (few buckets take the sample).
+      // passes from the top (sampled_bound4).
       for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
       std::uint32_t sk[4] = {0u, 0u, 0u, 0u};
       if (tid < size / 4) {
@@ -584,24 +682,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       __syncthreads();  // the histograms are zero
       prefetch_chunk();
       MOER_STREAM_STAMP(1);
-#pragma unroll 1
-      for (int pass = 0; pass < 3; ++pass) {
-        const int shift = 24 - 8 * pass;
-        int* h = s_hist[pass & 1];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          if (pass == 0) {  // every lane: warp_hist_add needs all of them
-            warp_hist_add(h, sk[j] != 0u ? int(sk[j] >> 24) : -1);
-          } else if (sk[j] != 0u && (sk[j] >> (shift + 8)) == (t0 >> (shift + 8))) {
-            atomicAdd(&h[(sk[j] >> shift) & 0xffu], 1);
-          }
-        }
-        __syncthreads();
-        pick_bucket256(h, s_hist[(pass & 1) ^ 1], want, s_sel);
-        t0 |= std::uint32_t(s_sel[0]) << shift;
-        want = s_sel[1];
-        if (s_sel[2] <= want + 8) break;
-      }
+      t0 = sampled_bound4(sk, want, s_hist, s_sel);
     } else {
       // The sample's keys (0 = none) and the first histogram in the list's memory; 16-byte
       // vectors where the row is aligned (4 in flight a thread), else 8 elements.
@@ -1117,45 +1198,14 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       }
       __syncthreads();
     }
-    pick_bucket256(s_hist[0], s_hist[1], take, s_sel);
-    MOER_STREAM_STAMP(10);
-    int pass = 2;  // next: bits 15..8
-    if (s_sel[0] == 255) {
-      pass = 0;  // from the top
-    } else {
-      fp = (base16 + std::uint32_t(s_sel[0])) << 16;
-      fm = 0xffff0000u;
-      take = s_sel[1];
-      if (s_sel[2] == take) pass = 4;
-    }
     // bf16 keys: all keys of one 16-bit bucket are the same number (a bf16's key has low bits
     // 0x0000, or 0xffff when negative; NaN is one key, 1), so the top 16 bits decide: no
     // passes over bits 15..0, which only piled every candidate into one bin twice. Measured on
     // an H100 (radix_topk_bench --quick, unsorted, two runs): bf16 1x262144 11.6 -> 10.1 us,
     // 64x65536 15.0 -> 13.4, 1024x8192 26.3 -> 22.4, 4096x16384 119.6 -> 106.8-107.4.
-    constexpr int kPasses = sizeof(T) == 2 ? 2 : 4;
-    int cur = 1;  // the histogram of the next pass (zeroed)
-#pragma unroll 1
-    for (; pass < kPasses; ++pass, cur ^= 1) {
-      const int shift = 24 - 8 * pass;
-      int* h = s_hist[cur];
-      for (int i0 = 0; i0 < total; i0 += kT) {  // whole warps: warp_hist_add needs all lanes
-        const int i = i0 + tid;
-        const std::uint32_t key = i < total ? key_of_bits(s_list[i].x) : 0u;
-        const int bin = i < total && (key & fm) == fp ? int((key >> shift) & 0xffu) : -1;
-        if (pass < 2) {  // from the top: few buckets take every candidate
-          warp_hist_add(h, bin);
-        } else if (bin >= 0) {
-          atomicAdd(&h[bin], 1);
-        }
-      }
-      __syncthreads();
-      pick_bucket256(h, s_hist[cur ^ 1], take, s_sel);
-      fp |= std::uint32_t(s_sel[0]) << shift;
-      fm |= 0xffu << shift;
-      take = s_sel[1];
-      if (s_sel[2] == take) break;
-    }
+    select_top16<kT, sizeof(T) == 2 ? 2 : 4>(
+        total, base16, [&](int i) { return key_of_bits(s_list[i].x); }, s_hist, s_sel, fp, fm,
+        take);
   }
   MOER_STREAM_STAMP(5);
   if (!a.sorted) {

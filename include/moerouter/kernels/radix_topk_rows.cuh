@@ -1,0 +1,244 @@
+// moerouter: large-k top-k for many short rows (at most kRowsMaxLen elements), unsorted output:
+// one block a row, the whole row in the block's shared memory.
+//
+// The streaming kernel (radix_topk_stream.cuh) keeps each row in registers a tile at a time and
+// its candidates as (value, index) pairs; for rows this short its per-row steps, repeated by
+// every warp, cost more than the elements (Nsight Compute's source counters on an H100, f32
+// 1024x8192, k = 512, 256 threads: 14.2 M warp instructions, per row ~3.9 k for the sample and
+// its bound, ~3.9 k the collect, ~2.4 k the select, ~2.4 k the compaction). Here:
+//   0. one bulk copy (TMA, cp.async.bulk) brings the row into shared memory (rows whose start
+//      is 16-byte aligned; else, and for the last bytes, the threads' loads), NaN past its end;
+//   1. the sampled bound as the streaming kernel's register path (32 runs of 32 consecutive
+//      elements, read from shared memory; the whole row if it has at most 1024 elements);
+//   2. each thread's `per` consecutive elements (8, 16 or 32, by the launch's length) compared
+//      with T0 into a bit mask, its 16-byte vectors read in a rotated order so that the lanes
+//      of a quarter warp meet distinct banks; one block scan of the masks' counts gives every
+//      thread its place and the total, before anything is written (so the list never
+//      overflows: too many or too few candidates go to the exact path); the list holds only
+//      indices (the values stay in the row's copy), each entry also counted into step 4's
+//      first histogram;
+//   3. step 4 of the streaming kernel: the exact k-th key among the candidates, and the ordered
+//      compaction, in ascending index order;
+//   exact path (the sample misled, or T0 is no number): 8-bit radix passes over the whole row's
+//   copy, then the ordered compaction of the row.
+// Keys: radix_detail::key_of_bits (NaN at 1). Rows with fewer valid elements than k pad with
+// index -1 and value -inf. No global workspace, no host sync.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cuda/ptx>
+#include <type_traits>
+
+#include "moerouter/kernels/radix_topk_stream.cuh"
+
+namespace moerouter {
+namespace kernels {
+
+/// Threads of radix_topk_rows_kernel.
+constexpr int kRowsThreads = 256;
+/// Longest row of radix_topk_rows_kernel: 32 elements a thread (one 32-bit mask).
+constexpr int kRowsMaxLen = kRowsThreads * 32;
+/// Elements of the sample that bounds the threshold (4 a thread, in registers).
+constexpr int kRowsSample = 4 * kRowsThreads;
+
+/// Consecutive elements of a row a thread holds for rows of `length` (8, 16 or 32).
+__host__ __device__ constexpr int rows_per_thread(std::int64_t length) {
+  return length <= 8 * kRowsThreads ? 8 : length <= 16 * kRowsThreads ? 16 : 32;
+}
+/// Entries of the candidate list (16-bit indices): the streaming kernel's capacity, or the row.
+__host__ __device__ constexpr int rows_list_entries(int k, std::int64_t length) {
+  return std::int64_t(stream_capacity(k)) < length ? stream_capacity(k) : int(length);
+}
+/// Dynamic shared memory of radix_topk_rows_kernel: the row's copy (kRowsThreads *
+/// rows_per_thread elements), then the list (2 bytes an entry: with the row's copy at 32 KB,
+/// five blocks fit an SM).
+__host__ __device__ constexpr std::size_t rows_smem_bytes(int k, std::int64_t length,
+                                                          std::size_t esize) {
+  return std::size_t(kRowsThreads) * std::size_t(rows_per_thread(length)) * esize +
+         (std::size_t(rows_list_entries(k, length)) * 2 + 15) / 16 * 16;
+}
+
+/// Grid: n blocks of kRowsThreads, dynamic shared memory rows_smem_bytes(k, length,
+/// sizeof(T)); length <= kRowsMaxLen; unsorted output only (a.sorted is ignored).
+template <typename T>
+__global__ void __launch_bounds__(kRowsThreads, 5) radix_topk_rows_kernel(RadixTopkArgs a) {
+  using namespace radix_detail;
+  using namespace radix_stream_detail;
+  constexpr int kT = kRowsThreads;
+  // Raw element bits in the row's copy; float bits of raw r: fbits(r).
+  using Raw = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint16_t>;
+  constexpr int kVecElems = 16 / int(sizeof(T));  // elements of a 16-byte vector
+  constexpr Raw kNaN = sizeof(T) == 4 ? Raw(0x7fffffffu) : Raw(0x7fffu);
+  auto fbits = [](Raw r) -> std::uint32_t {
+    return sizeof(T) == 4 ? std::uint32_t(r) : std::uint32_t(r) << 16;
+  };
+
+  extern __shared__ __align__(16) unsigned char rows_smem[];
+  __shared__ int s_hist[2][256];
+  __shared__ typename Scan<kT>::TempStorage scan_tmp;
+  __shared__ int s_sel[3];
+  __shared__ __align__(8) std::uint64_t s_bar;
+
+  const std::int64_t row = blockIdx.x;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const Raw* v = static_cast<const Raw*>(a.values) + row * a.values_stride;
+  const std::int64_t len64 = a.lengths ? a.lengths[row] : a.length;
+  const int len = int(len64 < 0 ? 0 : (len64 > a.length ? a.length : len64));  // <= 8192
+  const int k = a.k;
+  const int kk = len < k ? len : k;  // elements to choose
+  std::int32_t* out_idx = a.indices + row * a.indices_stride;
+  float* out_val = a.out_values ? a.out_values + row * a.out_values_stride : nullptr;
+  auto pad_from = [&](int first) {  // output slots [first, k): index -1, value -inf
+    for (int j = first + tid; j < k; j += kT) {
+      out_idx[j] = -1;
+      if (out_val) out_val[j] = -INFINITY;
+    }
+  };
+  if (kk == 0) {
+    pad_from(0);
+    return;
+  }
+
+  // 0. The row into shared memory: thread t's elements are [per t, per (t + 1)).
+  const int per = rows_per_thread(a.length);  // the copy's layout is the launch's
+  Raw* s_row = reinterpret_cast<Raw*>(rows_smem);
+  std::uint16_t* s_list =
+      reinterpret_cast<std::uint16_t*>(rows_smem + std::size_t(kT) * per * sizeof(T));
+  const bool aligned = (reinterpret_cast<std::uintptr_t>(v) & 15u) == 0;
+  const int bulk = aligned ? (len * int(sizeof(T))) & ~15 : 0;  // bytes of the bulk copy
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (tid == 0 && bulk > 0) {
+    ::cuda::ptx::mbarrier_init(&s_bar, 1);
+    ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);  // the init, seen by the copy
+    (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                                 ::cuda::ptx::space_shared, &s_bar, unsigned(bulk));
+    ::cuda::ptx::cp_async_bulk(::cuda::ptx::space_cluster, ::cuda::ptx::space_global, s_row, v,
+                               unsigned(bulk), &s_bar);
+  }
+#endif
+  // The rest of the row (all of it where unaligned), then NaN (no float compare takes it).
+  const int copied = bulk / int(sizeof(T));
+#pragma unroll 4
+  for (int i = copied + tid; i < kT * per; i += kT) s_row[i] = i < len ? __ldg(v + i) : kNaN;
+  s_hist[0][tid] = 0;  // kT = 256 bins
+  s_hist[1][tid] = 0;
+  __syncthreads();  // the barrier's init, the threads' part of the row, the histograms
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (bulk > 0) {
+    while (!::cuda::ptx::mbarrier_try_wait_parity(&s_bar, 0u)) {
+    }
+  }
+  // The next wave's row into L2 while this block selects (issued after this block's own row
+  // has arrived, so that the first wave's rows are not delayed by the prefetches).
+  if (tid == 0 && a.rows_ahead > 0 && row + a.rows_ahead < a.n) {
+    const Raw* next = v + a.rows_ahead * a.values_stride;
+    const std::uint32_t bytes = std::uint32_t(a.length * std::int64_t(sizeof(T))) & ~15u;
+    if ((reinterpret_cast<std::uintptr_t>(next) & 15u) == 0 && bytes != 0) {
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(next), "r"(bytes) : "memory");
+    }
+  }
+#endif
+
+  // 1. The sampled bound T0: every element of a short row, else 32 runs of 32 consecutive
+  //    elements spread over the row (warp w takes runs w, w + 8, ...: a lane an element).
+  std::uint32_t t0;
+  {
+    int want = kk;
+    std::uint32_t sk[4];
+    if (len <= kRowsSample) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int e = j * kT + tid;
+        sk[j] = e < len ? key_of_bits(fbits(s_row[e])) : 0u;
+      }
+    } else {
+      const float e = float(k) * float(kRowsSample) / float(len);
+      const int m = int(ceilf(e + 4.0f * sqrtf(e) + 8.0f));
+      want = m < kRowsSample ? m : kRowsSample;
+      const int step = stream_sample_step(2, len);  // 16 * 2 runs
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        sk[j] = key_of_bits(fbits(s_row[stream_sample_run_at(warp + 8 * j, step) + lane]));
+      }
+    }
+    t0 = sampled_bound4(sk, want, s_hist, s_sel);
+  }
+  s_hist[0][tid] = 0;  // step 4's first histogram (the bound's picks read it before a barrier)
+
+  // 2. This thread's elements >= T0 as a mask (bit i: element per * tid + i), their count.
+  const bool fast = t0 >= 0x00800000u;  // T0 is a number or an infinity
+  const float t0f = float_of_key(t0);
+  std::uint32_t mask = 0;
+  if (fast) {
+    const int vecs = per / kVecElems;  // a power of two
+    const uint4* mine = reinterpret_cast<const uint4*>(s_row + tid * per);
+#pragma unroll
+    for (int j = 0; j < 32 / kVecElems; ++j) {
+      if (j < vecs) {
+        const int p = (j + lane) & (vecs - 1);  // rotated by lane: distinct banks
+        const uint4 q = mine[p];
+        const std::uint32_t w[4] = {q.x, q.y, q.z, q.w};
+        std::uint32_t b = 0;
+#pragma unroll
+        for (int e = 0; e < kVecElems; ++e) {
+          b |= std::uint32_t(__uint_as_float(elem_bits<T>(w, e)) >= t0f) << e;
+        }
+        mask |= b << (p * kVecElems);
+      }
+    }
+  }
+  int off = 0, total = 0;
+  Scan<kT>(scan_tmp).ExclusiveSum(__popc(mask), off, total);
+  const int cap = rows_list_entries(k, a.length);
+  const auto emit = [&](int slot, uint2 entry) {
+    out_idx[slot] = std::int32_t(entry.y);
+    if (out_val) out_val[slot] = __uint_as_float(entry.x);
+  };
+  std::uint32_t fp = 0, fm = 0;
+  int take = kk;  // keys equal to the threshold (under fm) to take
+  constexpr int kPasses = sizeof(T) == 2 ? 2 : 4;
+  if (fast && total <= cap && total >= kk) {
+    // The list in index order (threads in order, each its bits in order), and step 4's first
+    // histogram: each key's top 16 bits as an offset from T0's.
+    const std::uint32_t base16 = t0 >> 16;
+    int o = off;
+    while (mask != 0u) {
+      const int i = __ffs(mask) - 1;
+      mask &= mask - 1u;
+      const int idx = tid * per + i;
+      s_list[o++] = std::uint16_t(idx);
+      const std::uint32_t off16 = (key_of_number(fbits(s_row[idx])) >> 16) - base16;
+      atomicAdd(&s_hist[0][off16 < 255u ? off16 : 255u], 1);
+    }
+    __syncthreads();
+    // 3. The exact k-th key among the candidates, then the ordered compaction.
+    if (total > kk) {
+      select_top16<kT, kPasses>(
+          total, base16, [&](int i) { return key_of_number(fbits(s_row[s_list[i]])); }, s_hist,
+          s_sel, fp, fm, take);
+    }
+    compact_by<kT>(
+        total,
+        [&](int i) {
+          const std::uint32_t x = s_list[i];
+          return make_uint2(fbits(s_row[x]), x);
+        },
+        [](std::uint32_t b) { return key_of_number(b); }, fp, fm, take, scan_tmp, emit);
+  } else {
+    // Exact path: 8-bit passes from the top over the whole row (s_hist[0] is zero and a barrier
+    // has passed since), then the row's ordered compaction.
+    radix_passes<kT, kPasses>(
+        len, 0, 0, [&](int i) { return key_of_bits(fbits(s_row[i])); }, s_hist, s_sel, fp, fm,
+        take);
+    compact_by<kT>(
+        len, [&](int i) { return make_uint2(fbits(s_row[i]), std::uint32_t(i)); },
+        [](std::uint32_t b) { return key_of_bits(b); }, fp, fm, take, scan_tmp, emit);
+  }
+  pad_from(kk);
+}
+
+}  // namespace kernels
+}  // namespace moerouter
