@@ -55,6 +55,21 @@ __device__ __forceinline__ std::uint32_t key_of(float f) {
   return k == 0u ? 1u : k;
 }
 
+/// Valid elements of row `row`: a.lengths[row] clamped to [0, a.length], or a.length.
+__device__ __forceinline__ int row_length(const RadixTopkArgs& a, std::int64_t row) {
+  const std::int64_t len = a.lengths ? a.lengths[row] : a.length;
+  return int(len < 0 ? 0 : (len > a.length ? a.length : len));  // a.length < 2^31
+}
+
+/// A row's output slots [first, k), thread `tid` of `threads`: index -1, value -inf.
+__device__ __forceinline__ void pad_row(std::int32_t* out_idx, float* out_val, int first, int k,
+                                        int tid, int threads) {
+  for (int j = first + tid; j < k; j += threads) {
+    out_idx[j] = -1;
+    if (out_val) out_val[j] = -INFINITY;
+  }
+}
+
 __device__ __forceinline__ float load_value(const float* v, std::int64_t i) { return v[i]; }
 __device__ __forceinline__ float load_value(const bf16* v, std::int64_t i) {
   return moerouter::detail::bf16_to_float(v[i]);

@@ -88,18 +88,12 @@ __global__ void __launch_bounds__(kRowsThreads, 5) radix_topk_rows_kernel(RadixT
   const std::int64_t row = blockIdx.x;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const Raw* v = static_cast<const Raw*>(a.values) + row * a.values_stride;
-  const std::int64_t len64 = a.lengths ? a.lengths[row] : a.length;
-  const int len = int(len64 < 0 ? 0 : (len64 > a.length ? a.length : len64));  // <= 8192
+  const int len = row_length(a, row);
   const int k = a.k;
   const int kk = len < k ? len : k;  // elements to choose
   std::int32_t* out_idx = a.indices + row * a.indices_stride;
   float* out_val = a.out_values ? a.out_values + row * a.out_values_stride : nullptr;
-  auto pad_from = [&](int first) {  // output slots [first, k): index -1, value -inf
-    for (int j = first + tid; j < k; j += kT) {
-      out_idx[j] = -1;
-      if (out_val) out_val[j] = -INFINITY;
-    }
-  };
+  auto pad_from = [&](int first) { pad_row(out_idx, out_val, first, k, tid, kT); };
   if (kk == 0) {
     pad_from(0);
     return;

@@ -514,19 +514,13 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   const std::int64_t row = blockIdx.x / unsigned(gsize);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const T* v = static_cast<const T*>(a.values) + row * a.values_stride;
-  const std::int64_t len64 = a.lengths ? a.lengths[row] : a.length;
-  const int len = int(len64 < 0 ? 0 : (len64 > a.length ? a.length : len64));  // < 2^31
+  const int len = row_length(a, row);
   const int k = a.k;
   const int kk = len < k ? len : k;  // elements to choose
   const int cap = stream_capacity(k);
   std::int32_t* out_idx = a.indices + row * a.indices_stride;
   float* out_val = a.out_values ? a.out_values + row * a.out_values_stride : nullptr;
-  auto pad_from = [&](int first) {  // output slots [first, k): index -1, value -inf
-    for (int j = first + tid; j < k; j += kT) {
-      out_idx[j] = -1;
-      if (out_val) out_val[j] = -INFINITY;
-    }
-  };
+  auto pad_from = [&](int first) { pad_row(out_idx, out_val, first, k, tid, kT); };
   MOER_STREAM_STAMP(0);
   if (kk == 0) {  // the same for every block of the cluster: nobody waits at a barrier
     if (grank == 0) pad_from(0);
