@@ -162,20 +162,17 @@ Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool 
 template <typename T, int kThreads, bool kGrid>
 Status launch_stream_tuned(const kernels::RadixTopkArgs& r, int per_row, cudaStream_t stream) {
   const StreamTuning t = stream_tuning<T>(r, per_row);
-  if constexpr (kThreads == 512) {
-    if (t.search) {
-      if constexpr (sizeof(T) == 2) {
-        if (t.alone) {
-          return launch_stream_variant<T, 512, kGrid, true, true>(r, per_row, t.l2_prefetch,
-                                                                  stream);
-        }
-      }
-      return launch_stream_variant<T, 512, kGrid, false, true>(r, per_row, t.l2_prefetch, stream);
+  if constexpr (sizeof(T) == 2 && kThreads == 512) {
+    if (t.alone) {  // bf16 at one block an SM, with or without the searched bound
+      return t.search
+                 ? launch_stream_variant<T, 512, kGrid, true, true>(r, per_row, t.l2_prefetch,
+                                                                    stream)
+                 : launch_stream_variant<T, 512, kGrid, true>(r, per_row, t.l2_prefetch, stream);
     }
   }
-  if constexpr (sizeof(T) == 2 && kThreads == 512) {
-    if (t.alone) {
-      return launch_stream_variant<T, kThreads, kGrid, true>(r, per_row, t.l2_prefetch, stream);
+  if constexpr (kThreads == 512) {
+    if (t.search) {
+      return launch_stream_variant<T, 512, kGrid, false, true>(r, per_row, t.l2_prefetch, stream);
     }
   }
   return launch_stream_variant<T, kThreads, kGrid, false>(r, per_row, t.l2_prefetch, stream);

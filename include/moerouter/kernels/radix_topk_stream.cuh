@@ -967,6 +967,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
         s_list[slot] = entry;
         atomicAdd(&s_hist[0][top16_bin(entry.x, base16)], 1);
       };
+      const int grouped = (kGather + 4 * kGroupRounds) * tpb;  // entries a list's group takes
       if (group) {
         const int o = s_off[b];
         const int n = (b + 1 < gsize ? s_off[b + 1] : sum) - o;
@@ -975,8 +976,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           if (t + j * tpb < n) put(o + t + j * tpb, e[j]);
         }
         // Longer lists: the rest, up to kGroupRounds rounds of four loads in flight a thread.
-        const int lim =
-            n < (kGather + 4 * kGroupRounds) * tpb ? n : (kGather + 4 * kGroupRounds) * tpb;
+        const int lim = n < grouped ? n : grouped;
 #pragma unroll 1
         for (int i0 = t + kGather * tpb; i0 < lim; i0 += 4 * tpb) {
           uint2 r[4];
@@ -993,7 +993,6 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       // Lists longer still (a row whose largest values sit together leaves most candidates in
       // one list): their excess over every thread of the block, not the list's group alone,
       // each entry's list found by a binary search over the excesses' offsets.
-      const int grouped = (kGather + 4 * kGroupRounds) * tpb;  // entries a list's group took
       int excess = 0;
       if (tid < gsize) {
         const int n = (tid + 1 < gsize ? s_off[tid + 1] : sum) - s_off[tid];
