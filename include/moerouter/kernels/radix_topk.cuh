@@ -40,6 +40,9 @@ struct RadixTopkArgs {
   /// row + rows_ahead (the resident blocks: the row of the block that takes this one's place in
   /// the next wave); 0: none.
   int rows_ahead;
+  /// radix_topk_rows_kernel only: the sample's rank wanted and the distance between its runs
+  /// for rows of a.length elements (from the host: the same for every such row); 0: computed.
+  int rows_want, rows_step;
 };
 
 namespace radix_detail {

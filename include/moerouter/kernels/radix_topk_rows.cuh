@@ -64,6 +64,14 @@ __host__ __device__ constexpr std::size_t rows_smem_bytes(int k, std::int64_t le
          (std::size_t(rows_list_entries(k, length)) * 2 + 15) / 16 * 16;
 }
 
+/// The rank wanted among the sampled keys of a row of len > kRowsSample elements: the sample's
+/// share of k plus 4 standard deviations and 8.
+__host__ __device__ inline int rows_sample_want(int k, int len) {
+  const float e = float(k) * float(kRowsSample) / float(len);
+  const int m = int(ceilf(e + 4.0f * sqrtf(e) + 8.0f));
+  return m < kRowsSample ? m : kRowsSample;
+}
+
 /// Grid: n blocks of kRowsThreads, dynamic shared memory rows_smem_bytes(k, length,
 /// sizeof(T)); length <= kRowsMaxLen; unsorted output only (a.sorted is ignored).
 template <typename T>
@@ -113,10 +121,14 @@ __global__ void __launch_bounds__(kRowsThreads, 5) radix_topk_rows_kernel(RadixT
 #pragma unroll
     for (int j = 0; j < 4; ++j) spos[j] = j * kT + tid < len ? j * kT + tid : -1;
   } else {
-    const float e = float(k) * float(kRowsSample) / float(len);
-    const int m = int(ceilf(e + 4.0f * sqrtf(e) + 8.0f));
-    want = m < kRowsSample ? m : kRowsSample;
-    const int step = stream_sample_step(2, len);  // 16 * 2 runs
+    int step;
+    if (len == a.length && a.rows_want > 0) {  // the host's, for rows of the launch's length
+      want = a.rows_want;
+      step = a.rows_step;
+    } else {
+      want = rows_sample_want(k, len);
+      step = stream_sample_step(2, len);  // 16 * 2 runs
+    }
 #pragma unroll
     for (int j = 0; j < 4; ++j) spos[j] = stream_sample_run_at(warp + 8 * j, step) + lane;
   }
@@ -207,6 +219,7 @@ __global__ void __launch_bounds__(kRowsThreads, 5) radix_topk_rows_kernel(RadixT
     // The list in index order (threads in order, each its bits in order), and step 4's first
     // histogram: each key's top 16 bits as an offset from T0's.
     const std::uint32_t base16 = t0 >> 16;
+    const auto key_at = [&](int i) { return key_of_number(fbits(s_row[s_list[i]])); };
     int o = off;
     while (mask != 0u) {
       const int i = __ffs(mask) - 1;
@@ -219,9 +232,7 @@ __global__ void __launch_bounds__(kRowsThreads, 5) radix_topk_rows_kernel(RadixT
     __syncthreads();
     // 3. The exact k-th key among the candidates, then the ordered compaction.
     if (total > kk) {
-      select_top16<kT, kPasses>(
-          total, base16, [&](int i) { return key_of_number(fbits(s_row[s_list[i]])); }, s_hist,
-          s_sel, fp, fm, take);
+      select_top16<kT, kPasses>(total, base16, key_at, s_hist, s_sel, fp, fm, take);
     }
     compact_by<kT>(
         total,
