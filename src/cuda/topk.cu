@@ -192,13 +192,17 @@ Status launch_grid(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
 }
 
 // The short-row kernel (kernels/radix_topk_rows.cuh, one block a row, the row in shared
-// memory) where rows are many (the streaming kernel would take 256-thread blocks, one a row),
-// at most kRowsMaxLen long, and the output unsorted. Measured on an H100 against the streaming
-// kernel's 256-thread blocks (radix_topk_bench --quick, unsorted us, two runs each, one call),
-// k = 512: f32 1024x8192 26.3-26.5 -> 22.9-23.0, 4096x4096 67.7 -> 52.1, 8192x2048 118.6 ->
-// 85.6-86.7; bf16 1024x8192 23.0 -> 17.5-17.6, 4096x4096 62.5 -> 44.9, 8192x2048 113.5 -> 76.2.
+// memory) for unsorted output over rows of at most kRowsMaxLen: there the streaming kernel runs
+// one block a row too (no cluster pays below 8192 elements a block). Measured on an H100
+// against the streaming kernel's 256-thread blocks (radix_topk_bench --quick, unsorted us, two
+// runs each, one call), k = 512: f32 1024x8192 26.3-26.5 -> 22.9-23.0, 4096x4096 67.7 -> 52.1,
+// 8192x2048 118.6 -> 85.6-86.7; bf16 1024x8192 23.0 -> 17.5-17.6, 4096x4096 62.5 -> 44.9,
+// 8192x2048 113.5 -> 76.2 (the kernel's first form). Against its 512-thread blocks (fewer
+// rows; final form, one run): f32 1x8192 6.7 -> 5.6, 8x8192 7.3 -> 6.3, 64x8192 7.9 -> 6.8,
+// 132x8192 8.6 -> 7.2, 200x8192 11.4 -> 8.7, 64x2048 7.3 -> 6.0, 64x4096 (k = 1024) 8.1 ->
+// 7.5; and 2048x1000 (k = 64) 29.1 -> 18.7, 4096x8192 (k = 2048) 214.8 -> 211.6.
 bool rows_kernel_fits(const TopkParams& p) {
-  return !p.sorted && p.length <= kernels::kRowsMaxLen && p.n >= 2 * detail::sm_count();
+  return !p.sorted && p.length <= kernels::kRowsMaxLen;
 }
 
 template <typename T>
