@@ -1,5 +1,6 @@
-// moerouter: large-k top-k for many short rows (at most kRowsMaxLen elements), unsorted output:
-// one block a row, the whole row in the block's shared memory.
+// moerouter: large-k top-k over short rows (at most kRowsMaxLen = 8192 elements), unsorted
+// output: one block a row, the whole row in the block's shared memory (cuda::topk's choice for
+// every such call; cuda::topk_rows forces it).
 //
 // The streaming kernel (radix_topk_stream.cuh) keeps each row in registers a tile at a time and
 // its candidates as (value, index) pairs; for rows this short its per-row steps, repeated by
