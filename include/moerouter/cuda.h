@@ -68,7 +68,7 @@ Status check_error_flag(const std::int32_t* d_error_flag, cudaStream_t stream = 
 /// (short rows) or a block (long rows) per row, in registers. k > 32 (up to 2048) or unsorted
 /// output: radix select by kernels/radix_topk_stream.cuh (each row streamed once by a cluster
 /// of 1..16 blocks, only the candidates above a sampled bound kept on chip, an exact select
-/// among them; any row length), or, unsorted over rows of at most 8192, by
+/// among them; any row length), or, over rows of at most 8192 (sorted: k <= 1024), by
 /// kernels/radix_topk_rows.cuh (the whole row in one block's shared memory); unsorted gives the
 /// chosen elements in ascending index order.
 /// Returns kUnsupported for k > 2048 (the chosen pairs are sorted in one block's shared memory).
@@ -97,9 +97,9 @@ Status topk_radix_config(const TopkParams& p, int cluster, int threads = 0,
                          cudaStream_t stream = nullptr);
 
 /// topk() through the short-row kernel (kernels/radix_topk_rows.cuh: one block a row, the whole
-/// row in its shared memory), for tests and benchmarks: unsorted output and length <=
-/// kernels::kRowsMaxLen (8192) only; kUnsupported otherwise. topk() takes it for every such
-/// call.
+/// row in its shared memory), for tests and benchmarks: length <= kernels::kRowsMaxLen (8192)
+/// and, for sorted output, k <= kernels::kRowsMaxSortedK (1024); kUnsupported otherwise. topk()
+/// takes it for every such call.
 Status topk_rows(const TopkParams& p, cudaStream_t stream = nullptr);
 
 /// topk() through the radix path in grid mode with `blocks` blocks per row (2..256, 512

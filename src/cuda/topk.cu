@@ -192,7 +192,8 @@ Status launch_grid(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
 }
 
 // The short-row kernel (kernels/radix_topk_rows.cuh, one block a row, the row in shared
-// memory) for unsorted output over rows of at most kRowsMaxLen: there the streaming kernel runs
+// memory) for rows of at most kRowsMaxLen, unsorted or sorted with k <= kRowsMaxSortedK (1024;
+// CUB's sort for larger k stays with the streaming kernel): there the streaming kernel runs
 // one block a row too (no cluster pays below 8192 elements a block). Measured on an H100
 // against the streaming kernel's 256-thread blocks (radix_topk_bench --quick, unsorted us, two
 // runs each, one call), k = 512: f32 1024x8192 26.3-26.5 -> 22.9-23.0, 4096x4096 67.7 -> 52.1,
@@ -200,23 +201,29 @@ Status launch_grid(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
 // 8192x2048 113.5 -> 76.2 (the kernel's first form). Against its 512-thread blocks (fewer
 // rows; final form, one run): f32 1x8192 6.7 -> 5.6, 8x8192 7.3 -> 6.3, 64x8192 7.9 -> 6.8,
 // 132x8192 8.6 -> 7.2, 200x8192 11.4 -> 8.7, 64x2048 7.3 -> 6.0, 64x4096 (k = 1024) 8.1 ->
-// 7.5; and 2048x1000 (k = 64) 29.1 -> 18.7, 4096x8192 (k = 2048) 214.8 -> 211.6.
+// 7.5; and 2048x1000 (k = 64) 29.1 -> 18.7, 4096x8192 (k = 2048) 214.8 -> 211.6. Sorted
+// output (k <= 1024, the bitonic network after the compaction; one run beside the streaming
+// kernel's 256-thread blocks): f32 1024x8192 40.8 -> 35.4, 4096x4096 122.0 -> 110.0, 8192x2048
+// 230.8 -> 202.3; bf16 1024x8192 36.8 -> 31.7, 4096x4096 115.2 -> 104.6, 8192x2048 219.2 ->
+// 193.9.
 bool rows_kernel_fits(const TopkParams& p) {
-  return !p.sorted && p.length <= kernels::kRowsMaxLen;
+  return (!p.sorted || p.k <= kernels::kRowsMaxSortedK) && p.length <= kernels::kRowsMaxLen;
 }
 
-template <typename T>
+template <typename T, bool kSorted>
 Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
-  (void)detail::per_device(0, 0, [](int) {
+  const auto kernel = kernels::radix_topk_rows_kernel<T, kSorted>;
+  (void)detail::per_device(0, 0, [&](int) {
     (void)cudaFuncSetAttribute(
-        kernels::radix_topk_rows_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-        int(kernels::rows_smem_bytes(kernels::kRadixMaxK, kernels::kRowsMaxLen, sizeof(T))));
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        int(kernels::rows_smem_bytes(kSorted ? kernels::kRowsMaxSortedK : kernels::kRadixMaxK,
+                                     kernels::kRowsMaxLen, sizeof(T), kSorted)));
     return 0;
   });
   if (r.n > 0x7fffffffLL) {
     return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
   }
-  const std::size_t smem = kernels::rows_smem_bytes(r.k, r.length, sizeof(T));
+  const std::size_t smem = kernels::rows_smem_bytes(r.k, r.length, sizeof(T), kSorted);
   kernels::RadixTopkArgs args = r;
   // The sample's plan for rows of r.length, once here rather than in every block (a float
   // division, a square root, an integer division). Measured on an H100 (radix_topk_bench
@@ -231,17 +238,21 @@ Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
   // Blocks resident at once for this shared memory size (cached per size and device).
   args.rows_ahead = detail::per_device(int(smem), 0, [&](int dev) {
     int per_sm = 0, sms = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernels::radix_topk_rows_kernel<T>,
-                                                      kernels::kRowsThreads, smem) != cudaSuccess ||
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kernels::kRowsThreads,
+                                                      smem) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
       (void)cudaGetLastError();
       return 0;
     }
     return per_sm * sms;
   });
-  return detail::launch_kernel(kernels::radix_topk_rows_kernel<T>, dim3(unsigned(r.n)),
-                               dim3(kernels::kRowsThreads), smem, stream, false, args,
-                               "topk: radix_topk_rows_kernel launch");
+  return detail::launch_kernel(kernel, dim3(unsigned(r.n)), dim3(kernels::kRowsThreads), smem,
+                               stream, false, args, "topk: radix_topk_rows_kernel launch");
+}
+
+template <typename T>
+Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
+  return r.sorted ? launch_rows<T, true>(r, stream) : launch_rows<T, false>(r, stream);
 }
 
 kernels::RadixTopkArgs radix_args(const TopkParams& p) {
@@ -342,7 +353,11 @@ Status topk_radix_config(const TopkParams& p, int cluster, int threads, cudaStre
 Status topk_rows(const TopkParams& p, cudaStream_t stream) {
   MOER_RETURN_IF_ERROR_CUDA(check_common(p, "topk"));
   if (p.n == 0) return Status::success();
-  if (p.sorted) return Status(StatusCode::kUnsupported, "topk_rows: needs unsorted output");
+  if (p.sorted && p.k > kernels::kRowsMaxSortedK) {
+    return Status(StatusCode::kUnsupported, "topk_rows: sorted output needs k <= " +
+                                                std::to_string(kernels::kRowsMaxSortedK) +
+                                                ", got " + std::to_string(p.k));
+  }
   if (p.length > kernels::kRowsMaxLen) {
     return Status(StatusCode::kUnsupported,
                   "topk_rows: length must be <= " + std::to_string(kernels::kRowsMaxLen) +

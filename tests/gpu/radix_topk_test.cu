@@ -13,6 +13,7 @@
 #include "gpu_testbed.h"
 #include "moerouter/cpu.h"
 #include "moerouter/cuda.h"
+#include "moerouter/kernels/radix_topk_rows.cuh"
 #include "moerouter/kernels/radix_topk_stream.cuh"
 #include "moerouter/oracle.h"
 #include "moerouter/synthetic.h"
@@ -484,20 +485,22 @@ TEST_F(GpuRadixTopk, ManyRows) {
   check(n, 8000, 700, Data::kLowSample, true, false, 69);
 }
 
-// The short-row kernel (cuda::topk_rows; topk's choice for many short rows, unsorted): every
-// layout (8, 16, 32 elements a thread), rows within and beyond the sample, k from 1 to 2048,
-// every kind of data, rows arranged against the sample (the exact path over the row's copy),
-// per-row lengths, and odd row strides (no bulk copy) as well as rows whose bytes are no
-// multiple of 16 (a bulk copy and the threads' tail).
+// The short-row kernel (cuda::topk_rows; topk's choice for rows of at most 8192, unsorted, or
+// sorted with k <= 1024): every layout (8, 16, 32 elements a thread), rows within and beyond
+// the sample, k from 1 to 2048, both orders (sorted for k <= 1024: the bitonic network's one,
+// two and four pairs a thread), every kind of data, rows arranged against the sample (the exact
+// path over the row's copy), per-row lengths, and odd row strides (no bulk copy) as well as
+// rows whose bytes are no multiple of 16 (a bulk copy and the threads' tail).
 TEST_F(GpuRadixTopk, ShortRows) {
   std::uint64_t seed = 9000;
   for (const std::int64_t len : {1, 100, 1024, 1500, 2048, 3001, 4096, 5000, 8191, 8192}) {
-    for (const int k : {1, 33, 512, 2048}) {
+    for (const int k : {1, 33, 512, 1000, 2048}) {
       for (const Data d :
            {Data::kRandom, Data::kSorted, Data::kReverse, Data::kEqual, Data::kFewLevels,
             Data::kSpecial, Data::kHighSample, Data::kLowSample, Data::kNearTies}) {
         ++seed;
-        check(3, len, k, d, seed % 3 != 0, false, seed, 0, 0, seed % 4 == 0 ? len + 3 : 0);
+        const bool sorted = k <= kernels::kRowsMaxSortedK && seed % 2 == 0;
+        check(3, len, k, d, seed % 3 != 0, sorted, seed, 0, 0, seed % 4 == 0 ? len + 3 : 0);
       }
     }
   }
@@ -514,8 +517,11 @@ TEST_F(GpuRadixTopk, ShortRowsArguments) {
   p.length = 8192;
   p.k = 64;
   p.sorted = true;
-  EXPECT_EQ(cuda::topk_rows(p).code(), StatusCode::kUnsupported);  // sorted output
+  EXPECT_TRUE(cuda::topk_rows(p).ok());
+  p.k = 1500;
+  EXPECT_EQ(cuda::topk_rows(p).code(), StatusCode::kUnsupported);  // sorted, k > 1024
   p.sorted = false;
+  p.k = 64;
   EXPECT_TRUE(cuda::topk_rows(p).ok());
   p.length = 8193;
   EXPECT_EQ(cuda::topk_rows(p).code(), StatusCode::kUnsupported);  // too long a row
@@ -562,6 +568,7 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(3, 8192, 512, Data::kRandom, true, false, 68, 0);            // the short-row kernel
   check(3, 8000, 512, Data::kLowSample, false, false, 69, 0);        // its exact path
   check(3, 5000, 100, Data::kSpecial, true, false, 70, 0, 0, 5001);  // no bulk copy
+  check(3, 8192, 700, Data::kFewLevels, true, true, 71, 0);          // sorted: four pairs
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {
@@ -700,7 +707,8 @@ TEST_F(GpuRadixTopk, Bf16ShortRows) {
         }
         const std::vector<std::int32_t> lens = {0, std::int32_t(k - 1), std::int32_t(len),
                                                 std::int32_t(len / 2 + 1)};
-        check_bf16(vals, n, len, k, false, seed % 2 == 0 ? &lens : nullptr, 0, 0);
+        check_bf16(vals, n, len, k, k <= kernels::kRowsMaxSortedK && seed % 3 == 0,
+                   seed % 2 == 0 ? &lens : nullptr, 0, 0);
       }
     }
   }

@@ -1,6 +1,6 @@
-// moerouter: large-k top-k over short rows (at most kRowsMaxLen = 8192 elements), unsorted
-// output: one block a row, the whole row in the block's shared memory (cuda::topk's choice for
-// every such call; cuda::topk_rows forces it).
+// moerouter: large-k top-k over short rows (at most kRowsMaxLen = 8192 elements), unsorted or
+// sorted (k <= 1024): one block a row, the whole row in the block's shared memory (cuda::topk's
+// choice for every such call; cuda::topk_rows forces it).
 //
 // The streaming kernel (radix_topk_stream.cuh) keeps each row in registers a tile at a time and
 // its candidates as (value, index) pairs; for rows this short its per-row steps, repeated by
@@ -22,7 +22,8 @@
 //      indices (the values stay in the row's copy), each entry also counted into step 4's
 //      first histogram;
 //   3. step 4 of the streaming kernel: the exact k-th key among the candidates, and the ordered
-//      compaction, in ascending index order;
+//      compaction, in ascending index order (sorted output: into shared memory, then the
+//      bitonic network of kernels/radix_topk.cuh);
 //   exact path (the sample misled, or T0 is no number): 8-bit radix passes over the whole row's
 //   copy, then the ordered compaction of the row.
 // Keys: radix_detail::key_of_bits (NaN at 1). Rows with fewer valid elements than k pad with
@@ -56,13 +57,26 @@ __host__ __device__ constexpr int rows_per_thread(std::int64_t length) {
 __host__ __device__ constexpr int rows_list_entries(int k, std::int64_t length) {
   return std::int64_t(stream_capacity(k)) < length ? stream_capacity(k) : int(length);
 }
+/// Largest k of radix_topk_rows_kernel's sorted output (the bitonic network of kernels/
+/// radix_topk.cuh, four pairs a thread).
+constexpr int kRowsMaxSortedK = 4 * kRowsThreads;
+/// Bytes of the row's copy in radix_topk_rows_kernel's shared memory; sorted output: at least
+/// the bitonic network's k pairs of 8 bytes (the copy is dead by then).
+__host__ __device__ constexpr std::size_t rows_copy_bytes(int k, std::int64_t length,
+                                                          std::size_t esize, bool sorted) {
+  const std::size_t copy = std::size_t(kRowsThreads) * std::size_t(rows_per_thread(length)) * esize;
+  const int pairs = k <= kRowsThreads ? 1 : k <= 2 * kRowsThreads ? 2 : 4;  // a thread's
+  const std::size_t net = sorted ? std::size_t(pairs) * kRowsThreads * 8 : 0;
+  return copy > net ? copy : net;
+}
 /// Dynamic shared memory of radix_topk_rows_kernel: the row's copy (kRowsThreads *
 /// rows_per_thread elements), then the list (2 bytes an entry: with the row's copy at 32 KB,
-/// five blocks fit an SM).
+/// five blocks fit an SM); sorted output: then the k chosen keys and indices.
 __host__ __device__ constexpr std::size_t rows_smem_bytes(int k, std::int64_t length,
-                                                          std::size_t esize) {
-  return std::size_t(kRowsThreads) * std::size_t(rows_per_thread(length)) * esize +
-         (std::size_t(rows_list_entries(k, length)) * 2 + 15) / 16 * 16;
+                                                          std::size_t esize, bool sorted = false) {
+  return rows_copy_bytes(k, length, esize, sorted) +
+         (std::size_t(rows_list_entries(k, length)) * 2 + 15) / 16 * 16 +
+         (sorted ? std::size_t(k) * 8 : 0);
 }
 
 /// The rank wanted among the sampled keys of a row of len > kRowsSample elements: the sample's
@@ -73,10 +87,12 @@ __host__ __device__ inline int rows_sample_want(int k, int len) {
   return m < kRowsSample ? m : kRowsSample;
 }
 
-/// Grid: n blocks of kRowsThreads, dynamic shared memory rows_smem_bytes(k, length,
-/// sizeof(T)); length <= kRowsMaxLen; unsorted output only (a.sorted is ignored).
-template <typename T>
-__global__ void __launch_bounds__(kRowsThreads, 5) radix_topk_rows_kernel(RadixTopkArgs a) {
+/// Grid: n blocks of kRowsThreads, dynamic shared memory rows_smem_bytes(k, length, sizeof(T),
+/// kSorted); length <= kRowsMaxLen; kSorted (k <= kRowsMaxSortedK): rank order, else ascending
+/// index order (a.sorted is not read).
+template <typename T, bool kSorted = false>
+__global__ void __launch_bounds__(kRowsThreads, kSorted ? 4 : 5)
+    radix_topk_rows_kernel(RadixTopkArgs a) {
   using namespace radix_detail;
   using namespace radix_stream_detail;
   constexpr int kT = kRowsThreads;
@@ -111,8 +127,12 @@ __global__ void __launch_bounds__(kRowsThreads, 5) radix_topk_rows_kernel(RadixT
   // 0. The row into shared memory: thread t's elements are [per t, per (t + 1)).
   const int per = rows_per_thread(a.length);  // the copy's layout is the launch's
   Raw* s_row = reinterpret_cast<Raw*>(rows_smem);
-  std::uint16_t* s_list =
-      reinterpret_cast<std::uint16_t*>(rows_smem + std::size_t(kT) * per * sizeof(T));
+  const std::size_t copy_bytes = rows_copy_bytes(k, a.length, sizeof(T), kSorted);
+  std::uint16_t* s_list = reinterpret_cast<std::uint16_t*>(rows_smem + copy_bytes);
+  // Sorted output: the chosen keys and indices, after the list.
+  std::uint32_t* s_sort_key = reinterpret_cast<std::uint32_t*>(
+      rows_smem + copy_bytes + (std::size_t(rows_list_entries(k, a.length)) * 2 + 15) / 16 * 16);
+  std::int32_t* s_sort_idx = reinterpret_cast<std::int32_t*>(s_sort_key + k);
   // The sample's positions (-1: none): every element of a short row, else 32 runs of 32
   // consecutive elements spread over the row (warp w takes runs w, w + 8, ...: a lane an
   // element), and the rank wanted among them.
@@ -210,8 +230,13 @@ __global__ void __launch_bounds__(kRowsThreads, 5) radix_topk_rows_kernel(RadixT
   Scan<kT>(scan_tmp).ExclusiveSum(__popc(mask), off, total);
   const int cap = rows_list_entries(k, a.length);
   const auto emit = [&](int slot, uint2 entry) {
-    out_idx[slot] = std::int32_t(entry.y);
-    if (out_val) out_val[slot] = __uint_as_float(entry.x);
+    if constexpr (kSorted) {
+      s_sort_key[slot] = key_of_bits(entry.x);
+      s_sort_idx[slot] = std::int32_t(entry.y);
+    } else {
+      out_idx[slot] = std::int32_t(entry.y);
+      if (out_val) out_val[slot] = __uint_as_float(entry.x);
+    }
   };
   std::uint32_t fp = 0, fm = 0;
   int take = kk;  // keys equal to the threshold (under fm) to take
@@ -252,7 +277,22 @@ __global__ void __launch_bounds__(kRowsThreads, 5) radix_topk_rows_kernel(RadixT
         len, [&](int i) { return make_uint2(fbits(s_row[i]), std::uint32_t(i)); },
         [](std::uint32_t b) { return key_of_bits(b); }, fp, fm, take, scan_tmp, emit);
   }
-  pad_from(kk);
+  if constexpr (kSorted) {
+    // The kk chosen pairs sorted by the bitonic network (padding past kk), its exchanges in the
+    // row's copy (dead now; the values come from global memory).
+    __syncthreads();
+    unsigned long long* net = reinterpret_cast<unsigned long long*>(rows_smem);
+    const T* vt = static_cast<const T*>(a.values) + row * a.values_stride;
+    if (k <= kT) {
+      bitonic_output<1, kT>(net, s_sort_key, s_sort_idx, kk, k, vt, out_idx, out_val);
+    } else if (k <= 2 * kT) {
+      bitonic_output<2, kT>(net, s_sort_key, s_sort_idx, kk, k, vt, out_idx, out_val);
+    } else {
+      bitonic_output<4, kT>(net, s_sort_key, s_sort_idx, kk, k, vt, out_idx, out_val);
+    }
+  } else {
+    pad_from(kk);
+  }
 }
 
 }  // namespace kernels
