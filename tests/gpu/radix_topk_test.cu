@@ -448,6 +448,47 @@ TEST(RadixTopkWorkspace, SizeByShape) {
 // 8 (16-byte vectors on aligned rows), increasing, the last one inside the row, spread over
 // it (the gap to the row's end below one step plus 8), for every run count the kernel uses
 // and lengths up to 2^31 - 1.
+// The short-row kernel's layout (host-side sizes): a thread's elements, the list's 16-bit
+// indices, the bitonic network's room in the row's copy (sorted output), and the f32 8192-long
+// k = 512 launch's 39 KB of dynamic shared memory (five blocks an SM).
+TEST(RadixTopkRows, LayoutAndSharedMemory) {
+  EXPECT_EQ(kernels::rows_per_thread(1), 8);
+  EXPECT_EQ(kernels::rows_per_thread(2048), 8);
+  EXPECT_EQ(kernels::rows_per_thread(2049), 16);
+  EXPECT_EQ(kernels::rows_per_thread(4096), 16);
+  EXPECT_EQ(kernels::rows_per_thread(4097), 32);
+  EXPECT_EQ(kernels::rows_per_thread(kernels::kRowsMaxLen), 32);
+  EXPECT_EQ(kernels::kRowsMaxLen, kernels::kRowsThreads * 32);  // one 32-bit mask a thread
+  EXPECT_EQ(kernels::rows_smem_bytes(512, 8192, 4), 32768u + 3584u * 2u);
+  for (const std::int64_t len : {1, 100, 2048, 2049, 4096, 5000, 8192}) {
+    for (const int k : {1, 32, 256, 257, 512, 513, 1000, 1024, 2048}) {
+      const int entries = kernels::rows_list_entries(k, len);
+      EXPECT_LE(entries, 65536) << len << " " << k;  // 16-bit indices
+      EXPECT_EQ(entries, std::min<std::int64_t>(len, kernels::stream_capacity(k)));
+      for (const std::size_t esize : {std::size_t(2), std::size_t(4)}) {
+        const std::size_t copy =
+            std::size_t(kernels::kRowsThreads) * std::size_t(kernels::rows_per_thread(len)) * esize;
+        EXPECT_EQ(kernels::rows_copy_bytes(k, len, esize, false), copy);
+        if (k <= kernels::kRowsMaxSortedK) {
+          const std::size_t pairs = k <= 256 ? 1 : k <= 512 ? 2 : 4;  // bitonic_output's kN
+          EXPECT_GE(kernels::rows_copy_bytes(k, len, esize, true), pairs * 256 * 8);
+          EXPECT_EQ(kernels::rows_smem_bytes(k, len, esize, true),
+                    kernels::rows_copy_bytes(k, len, esize, true) +
+                        (std::size_t(entries) * 2 + 15) / 16 * 16 + std::size_t(k) * 8);
+        }
+      }
+    }
+  }
+  for (const int len : {1025, 2048, 4096, 8192}) {
+    for (const int k : {1, 64, 512, 1024, 2048}) {
+      const int want = kernels::rows_sample_want(k, len);
+      const double share = double(k) * kernels::kRowsSample / len;
+      EXPECT_GE(want, std::min(int(share), kernels::kRowsSample)) << len << " " << k;
+      EXPECT_LE(want, kernels::kRowsSample) << len << " " << k;
+    }
+  }
+}
+
 TEST(RadixTopkSample, RunsAreAlignedInsideTheRowAndSpread) {
   for (const int len : {1025, 4097, 8192, 65536, 262143, 262144, 1048576, 600000, 0x7fffffff}) {
     const int runs = kernels::stream_sample_runs(len);
