@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "moerouter/status.h"
@@ -74,13 +75,14 @@ Value per_device(const Key& key, Value fallback, Compute compute) {
   return v;
 }
 
-/// Blocks of `kernel` (at `threads` per block) that fill the current device once, cached per
-/// (kernel, threads, device): a grid-stride kernel launches no more than this.
-inline int resident_blocks(const void* kernel, int threads) {
-  return per_device(std::make_pair(kernel, threads), 1, [&](int dev) {
+/// Blocks of `kernel` (at `threads` per block and `smem` bytes of dynamic shared memory) that
+/// fill the current device once, cached per (kernel, threads, smem, device): a grid-stride
+/// kernel launches no more than this.
+inline int resident_blocks(const void* kernel, int threads, std::size_t smem = 0) {
+  return per_device(std::make_tuple(kernel, threads, smem), 1, [&](int dev) {
     int sms = 1, per_sm = 1;
     if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) sms = 1;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) !=
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) !=
             cudaSuccess ||
         per_sm < 1) {
       per_sm = 1;

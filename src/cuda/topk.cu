@@ -236,16 +236,8 @@ Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
     args.rows_step = kernels::stream_sample_step(2, int(r.length));
   }
   // Blocks resident at once for this shared memory size (cached per size and device).
-  args.rows_ahead = detail::per_device(int(smem), 0, [&](int dev) {
-    int per_sm = 0, sms = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kernels::kRowsThreads,
-                                                      smem) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return 0;
-    }
-    return per_sm * sms;
-  });
+  args.rows_ahead =
+      detail::resident_blocks(reinterpret_cast<const void*>(kernel), kernels::kRowsThreads, smem);
   return detail::launch_kernel(kernel, dim3(unsigned(r.n)), dim3(kernels::kRowsThreads), smem,
                                stream, false, args, "topk: radix_topk_rows_kernel launch");
 }

@@ -610,6 +610,8 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(3, 8000, 512, Data::kLowSample, false, false, 69, 0);        // its exact path
   check(3, 5000, 100, Data::kSpecial, true, false, 70, 0, 0, 5001);  // no bulk copy
   check(3, 8192, 700, Data::kFewLevels, true, true, 71, 0);          // sorted: four pairs
+  check(3, 2000, 2048, Data::kSpecial, true, false, 72, 0);          // every element chosen
+  check(3, 1000, 1000, Data::kFewLevels, false, true, 73, 0);        // and sorted
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {

@@ -238,6 +238,16 @@ __device__ __forceinline__ float float_of_key(std::uint32_t key) {
   return __uint_as_float(key & 0x80000000u ? key & 0x7fffffffu : ~key);
 }
 
+/// Asks L2 for `bytes` (a multiple of 16) from p (16-byte aligned): cp.async.bulk.prefetch.
+__device__ __forceinline__ void prefetch_l2(const void* p, std::uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 /// Histogram increment aggregated over the lanes of a warp that hit the same bin (the
 /// candidates crowd into few bins). Every lane of the warp must call it; `bin` < 0 = none.
 __device__ __forceinline__ void warp_hist_add(int* h, int bin) {
@@ -579,10 +589,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     if (a.l2_prefetch && aligned && tid == 0 && from < c_end) {
       const std::int64_t want = std::int64_t(c_end - from) * std::int64_t(sizeof(T));
       const std::uint32_t bytes = std::uint32_t(want < (1 << 30) ? want : (1 << 30)) & ~15u;
-      if (bytes != 0) {
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(v + from), "r"(bytes)
-                     : "memory");
-      }
+      if (bytes != 0) prefetch_l2(v + from, bytes);
     }
   };
 
