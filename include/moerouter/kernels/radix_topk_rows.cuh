@@ -19,8 +19,8 @@
 //      of a quarter warp meet distinct banks; one block scan of the masks' counts gives every
 //      thread its place and the total, before anything is written (so the list never
 //      overflows: too many or too few candidates go to the exact path); the list holds only
-//      indices (the values stay in the row's copy), each entry also counted into step 4's
-//      first histogram;
+//      indices (each candidate's order key takes its value's place in the row's copy), each
+//      entry also counted into step 4's first histogram;
 //   3. step 4 of the streaming kernel: the exact k-th key among the candidates, and the ordered
 //      compaction, in ascending index order (sorted output: into shared memory, then the
 //      bitonic network of kernels/radix_topk.cuh);
