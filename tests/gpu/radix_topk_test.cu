@@ -38,7 +38,11 @@ enum class Data {
   kSpecial,
   kHighSample,
   kLowSample,
-  kNearTies  // normal values on a grid of 1/256: a few exact ties at every key near the k-th
+  kNearTies,        // normal values on a grid of 1/256: a few exact ties at every key near the k-th
+  kSomeHighSample,  // the sample's first 120 elements hold the row's largest values: its bound
+                    // is too high, at twice the rank (the short-row kernel's retry) it is not
+  kSomeLowSample    // all but the sample's first 120 elements are -100: its bound is too low, at
+                    // half the rank (the retry) it is not
 };
 
 std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint64_t seed) {
@@ -65,6 +69,8 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
           break;
         case Data::kHighSample:
         case Data::kLowSample:
+        case Data::kSomeHighSample:
+        case Data::kSomeLowSample:
           x = float(rng.normal());
           break;
         case Data::kNearTies:
@@ -81,11 +87,18 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
       }
     }
     const int runs = kernels::stream_sample_runs(len);
-    if ((d == Data::kHighSample || d == Data::kLowSample) && len > 512 * runs) {
+    if ((d == Data::kHighSample || d == Data::kLowSample || d == Data::kSomeHighSample ||
+         d == Data::kSomeLowSample) &&
+        len > 512 * runs) {
       for (int g = 0; g < 16 * runs; ++g) {
         for (int l = 0; l < 32; ++l) {
           const std::int64_t i = kernels::stream_sample_run(g, runs, len) + l;
-          v[r * len + i] = d == Data::kHighSample ? 100.0f + float(g * 32 + l) : -100.0f;
+          const int s = g * 32 + l;  // its place in the sample
+          if ((d == Data::kSomeHighSample && s >= 120) || (d == Data::kSomeLowSample && s < 120)) {
+            continue;
+          }
+          v[r * len + i] =
+              d == Data::kLowSample || d == Data::kSomeLowSample ? -100.0f : 100.0f + float(s);
         }
       }
     }
@@ -529,16 +542,17 @@ TEST_F(GpuRadixTopk, ManyRows) {
 // The short-row kernel (cuda::topk_rows; topk's choice for rows of at most 8192, unsorted, or
 // sorted with k <= 1024): every layout (8, 16, 32 elements a thread), rows within and beyond
 // the sample, k from 1 to 2048, both orders (sorted for k <= 1024: the bitonic network's one,
-// two and four pairs a thread), every kind of data, rows arranged against the sample (the exact
-// path over the row's copy), per-row lengths, and odd row strides (no bulk copy) as well as
-// rows whose bytes are no multiple of 16 (a bulk copy and the threads' tail).
+// two and four pairs a thread), every kind of data, rows arranged against the sample (the bound
+// again at another rank of the sample, or the exact path over the row's copy), per-row lengths,
+// and odd row strides (no bulk copy) as well as rows whose bytes are no multiple of 16 (a bulk
+// copy and the threads' tail).
 TEST_F(GpuRadixTopk, ShortRows) {
   std::uint64_t seed = 9000;
   for (const std::int64_t len : {1, 100, 1024, 1500, 2048, 3001, 4096, 5000, 8191, 8192}) {
     for (const int k : {1, 33, 512, 1000, 2048}) {
-      for (const Data d :
-           {Data::kRandom, Data::kSorted, Data::kReverse, Data::kEqual, Data::kFewLevels,
-            Data::kSpecial, Data::kHighSample, Data::kLowSample, Data::kNearTies}) {
+      for (const Data d : {Data::kRandom, Data::kSorted, Data::kReverse, Data::kEqual,
+                           Data::kFewLevels, Data::kSpecial, Data::kHighSample, Data::kLowSample,
+                           Data::kNearTies, Data::kSomeHighSample, Data::kSomeLowSample}) {
         ++seed;
         const bool sorted = k <= kernels::kRowsMaxSortedK && seed % 2 == 0;
         check(3, len, k, d, seed % 3 != 0, sorted, seed, 0, 0, seed % 4 == 0 ? len + 3 : 0);
@@ -612,6 +626,10 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(3, 8192, 700, Data::kFewLevels, true, true, 71, 0);          // sorted: four pairs
   check(3, 2000, 2048, Data::kSpecial, true, false, 72, 0);          // every element chosen
   check(3, 1000, 1000, Data::kFewLevels, false, true, 73, 0);        // and sorted
+  check(3, 8192, 512, Data::kSomeHighSample, false, false, 74, 0);   // the bound's retry
+  check(3, 6000, 700, Data::kSomeHighSample, false, true, 75, 0);    // and sorted
+  check(3, 8192, 512, Data::kSomeLowSample, true, false, 76, 0);     // at half the rank
+  check(3, 6000, 700, Data::kSomeLowSample, false, true, 77, 0);     // and sorted
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {

@@ -80,10 +80,14 @@ __host__ __device__ constexpr std::size_t rows_smem_bytes(int k, std::int64_t le
 }
 
 /// The rank wanted among the sampled keys of a row of len > kRowsSample elements: the sample's
-/// share of k plus 4 standard deviations and 8.
+/// share of k plus 2.5 standard deviations and 4 (a row the sample misleads tries again at
+/// another rank). Measured on an H100 against 4 and 8, with the retry (radix_topk_bench --quick,
+/// unsorted us, two runs each, one call): f32 1024x8192 22.1-22.2 -> 21.4-21.5, 4096x4096 50.2
+/// -> 49.0-49.1, bf16 1024x8192 16.3-16.5 -> 16.0; 3 and 4: 21.5-21.6, 2 and 4: 22.1 (rows try
+/// again: at 1024x8192, 0 rows at 2.5 and 4 (rank 88), 3-5 at rank 84, ~60 at rank 76).
 __host__ __device__ inline int rows_sample_want(int k, int len) {
   const float e = float(k) * float(kRowsSample) / float(len);
-  const int m = int(ceilf(e + 4.0f * sqrtf(e) + 8.0f));
+  const int m = int(ceilf(e + 2.5f * sqrtf(e) + 4.0f));
   return m < kRowsSample ? m : kRowsSample;
 }
 
@@ -173,11 +177,11 @@ __global__ void __launch_bounds__(kRowsThreads, kSorted ? 4 : 5)
   // element), and the rank wanted among them.
   int spos[4];
   int want = kk;
+  int step = 0;
   if (len <= kRowsSample) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) spos[j] = j * kT + tid < len ? j * kT + tid : -1;
   } else {
-    int step;
     if (len == a.length && a.rows_want > 0) {  // the host's, for rows of the launch's length
       want = a.rows_want;
       step = a.rows_step;
@@ -241,7 +245,7 @@ __global__ void __launch_bounds__(kRowsThreads, kSorted ? 4 : 5)
   s_hist[0][tid] = 0;  // step 4's first histogram (the bound's picks read it before a barrier)
 
   // 2. This thread's elements >= T0 as a mask (bit i: element per * tid + i), their count.
-  const bool fast = t0 >= 0x00800000u;  // T0 is a number or an infinity
+  bool fast = t0 >= 0x00800000u;  // T0 is a number or an infinity
   const float t0f = float_of_key(t0);
   std::uint32_t mask =
       fast ? radix_rows_detail::mask_at_least<T>(s_row + tid * per, per, t0f, lane) : 0u;
@@ -260,6 +264,30 @@ __global__ void __launch_bounds__(kRowsThreads, kSorted ? 4 : 5)
   std::uint32_t fp = 0, fm = 0;
   int take = kk;  // keys equal to the threshold (under fm) to take
   constexpr int kPasses = sizeof(T) == 2 ? 2 : 4;
+  // The sample misled a row longer than it (fewer than kk or more than cap candidates): once
+  // more at another rank of the sample (twice the rank plus 16, or half of it; the sample read
+  // from the row's copy) before the exact path, whose passes over a whole row of 8192 cost its
+  // block ~10 us on an H100 (one such row in 1024 made the launch take 30-37 us instead of 20;
+  // with the retry 19-20). Rows whose sample holds their 120 largest: every row tries again,
+  // 28 us at warm L2.
+  if (fast && (total > cap || total < kk) && len > kRowsSample) {
+    want =
+        total < kk ? (2 * want + 16 < kRowsSample ? 2 * want + 16 : kRowsSample) : (want + 1) / 2;
+    s_hist[1][tid] = 0;
+    __syncthreads();  // both histograms zero, scan_tmp read
+    std::uint32_t sk[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      sk[j] = key_of_bits(fbits(s_row[stream_sample_run_at(warp + 8 * j, step) + lane]));
+    }
+    t0 = sampled_bound4(sk, want, s_hist, s_sel);
+    s_hist[0][tid] = 0;
+    fast = t0 >= 0x00800000u;
+    mask = fast
+               ? radix_rows_detail::mask_at_least<T>(s_row + tid * per, per, float_of_key(t0), lane)
+               : 0u;
+    Scan<kT>(scan_tmp).ExclusiveSum(__popc(mask), off, total);
+  }
   if (fast && total <= cap && total >= kk) {
     // The list in index order (threads in order, each its bits in order), and step 4's first
     // histogram: each key's top 16 bits as an offset from T0's. Each candidate's order key
