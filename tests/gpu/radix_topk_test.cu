@@ -38,11 +38,10 @@ enum class Data {
   kSpecial,
   kHighSample,
   kLowSample,
-  kNearTies,        // normal values on a grid of 1/256: a few exact ties at every key near the k-th
-  kSomeHighSample,  // the sample's first 120 elements hold the row's largest values: its bound
-                    // is too high, at twice the rank (the short-row kernel's retry) it is not
-  kSomeLowSample    // all but the sample's first 120 elements are -100: its bound is too low, at
-                    // half the rank (the retry) it is not
+  kNearTies,     // normal values on a grid of 1/256: a few exact ties at every key near the k-th
+  kSampleAbove,  // normal values, the sample's 0.4 higher: at 8192 and k = 512 its bound leaves
+                 // ~370 candidates, the short-row kernel's retry at a scaled rank ~1000
+  kSampleBelow   // the sample's 0.7 lower: ~1900 candidates (more than its list holds), then ~1100
 };
 
 std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint64_t seed) {
@@ -69,8 +68,8 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
           break;
         case Data::kHighSample:
         case Data::kLowSample:
-        case Data::kSomeHighSample:
-        case Data::kSomeLowSample:
+        case Data::kSampleAbove:
+        case Data::kSampleBelow:
           x = float(rng.normal());
           break;
         case Data::kNearTies:
@@ -87,18 +86,18 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
       }
     }
     const int runs = kernels::stream_sample_runs(len);
-    if ((d == Data::kHighSample || d == Data::kLowSample || d == Data::kSomeHighSample ||
-         d == Data::kSomeLowSample) &&
+    if ((d == Data::kHighSample || d == Data::kLowSample || d == Data::kSampleAbove ||
+         d == Data::kSampleBelow) &&
         len > 512 * runs) {
       for (int g = 0; g < 16 * runs; ++g) {
         for (int l = 0; l < 32; ++l) {
           const std::int64_t i = kernels::stream_sample_run(g, runs, len) + l;
-          const int s = g * 32 + l;  // its place in the sample
-          if ((d == Data::kSomeHighSample && s >= 120) || (d == Data::kSomeLowSample && s < 120)) {
-            continue;
+          float& x = v[r * len + i];
+          if (d == Data::kSampleAbove || d == Data::kSampleBelow) {
+            x += d == Data::kSampleAbove ? 0.4f : -0.7f;
+          } else {
+            x = d == Data::kHighSample ? 100.0f + float(g * 32 + l) : -100.0f;
           }
-          v[r * len + i] =
-              d == Data::kLowSample || d == Data::kSomeLowSample ? -100.0f : 100.0f + float(s);
         }
       }
     }
@@ -472,12 +471,12 @@ TEST(RadixTopkRows, LayoutAndSharedMemory) {
   EXPECT_EQ(kernels::rows_per_thread(4097), 32);
   EXPECT_EQ(kernels::rows_per_thread(kernels::kRowsMaxLen), 32);
   EXPECT_EQ(kernels::kRowsMaxLen, kernels::kRowsThreads * 32);  // one 32-bit mask a thread
-  EXPECT_EQ(kernels::rows_smem_bytes(512, 8192, 4), 32768u + 3584u * 2u);
+  EXPECT_EQ(kernels::rows_smem_bytes(512, 8192, 4), 32768u + 1280u * 2u);
   for (const std::int64_t len : {1, 100, 2048, 2049, 4096, 5000, 8192}) {
     for (const int k : {1, 32, 256, 257, 512, 513, 1000, 1024, 2048}) {
       const int entries = kernels::rows_list_entries(k, len);
       EXPECT_LE(entries, 65536) << len << " " << k;  // 16-bit indices
-      EXPECT_EQ(entries, std::min<std::int64_t>(len, kernels::stream_capacity(k)));
+      EXPECT_EQ(entries, std::min<std::int64_t>(len, 2 * k + 256));
       for (const std::size_t esize : {std::size_t(2), std::size_t(4)}) {
         const std::size_t copy =
             std::size_t(kernels::kRowsThreads) * std::size_t(kernels::rows_per_thread(len)) * esize;
@@ -552,7 +551,7 @@ TEST_F(GpuRadixTopk, ShortRows) {
     for (const int k : {1, 33, 512, 1000, 2048}) {
       for (const Data d : {Data::kRandom, Data::kSorted, Data::kReverse, Data::kEqual,
                            Data::kFewLevels, Data::kSpecial, Data::kHighSample, Data::kLowSample,
-                           Data::kNearTies, Data::kSomeHighSample, Data::kSomeLowSample}) {
+                           Data::kNearTies, Data::kSampleAbove, Data::kSampleBelow}) {
         ++seed;
         const bool sorted = k <= kernels::kRowsMaxSortedK && seed % 2 == 0;
         check(3, len, k, d, seed % 3 != 0, sorted, seed, 0, 0, seed % 4 == 0 ? len + 3 : 0);
@@ -626,10 +625,10 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(3, 8192, 700, Data::kFewLevels, true, true, 71, 0);          // sorted: four pairs
   check(3, 2000, 2048, Data::kSpecial, true, false, 72, 0);          // every element chosen
   check(3, 1000, 1000, Data::kFewLevels, false, true, 73, 0);        // and sorted
-  check(3, 8192, 512, Data::kSomeHighSample, false, false, 74, 0);   // the bound's retry
-  check(3, 6000, 700, Data::kSomeHighSample, false, true, 75, 0);    // and sorted
-  check(3, 8192, 512, Data::kSomeLowSample, true, false, 76, 0);     // at half the rank
-  check(3, 6000, 700, Data::kSomeLowSample, false, true, 77, 0);     // and sorted
+  check(3, 8192, 512, Data::kSampleAbove, false, false, 74, 0);      // the bound's retry
+  check(3, 6000, 700, Data::kSampleAbove, false, true, 75, 0);       // and sorted
+  check(3, 8192, 512, Data::kSampleBelow, true, false, 76, 0);       // from too many
+  check(3, 6000, 700, Data::kSampleBelow, false, true, 77, 0);       // and sorted
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {

@@ -53,9 +53,13 @@ constexpr int kRowsSample = 4 * kRowsThreads;
 __host__ __device__ constexpr int rows_per_thread(std::int64_t length) {
   return length <= 8 * kRowsThreads ? 8 : length <= 16 * kRowsThreads ? 16 : 32;
 }
-/// Entries of the candidate list (16-bit indices): the streaming kernel's capacity, or the row.
+/// Entries of the candidate list (16-bit indices): 2k + 256, or the row. The sampled bound
+/// (rows_sample_want) expects k plus a few standard deviations; a row with more candidates (or
+/// fewer than k) tries again at a scaled rank. Small, so that six blocks fit an H100's SM for
+/// rows of 8192 f32 elements and k <= 592: 32 KB of row, the list, 2.2 KB of static shared
+/// memory and 1 KB reserved, 38 KB each (the stream kernels' 3k + 2048 left room for five).
 __host__ __device__ constexpr int rows_list_entries(int k, std::int64_t length) {
-  return std::int64_t(stream_capacity(k)) < length ? stream_capacity(k) : int(length);
+  return std::int64_t(2 * k + 256) < length ? 2 * k + 256 : int(length);
 }
 /// Largest k of radix_topk_rows_kernel's sorted output (the bitonic network of kernels/
 /// radix_topk.cuh, four pairs a thread).
@@ -70,8 +74,8 @@ __host__ __device__ constexpr std::size_t rows_copy_bytes(int k, std::int64_t le
   return copy > net ? copy : net;
 }
 /// Dynamic shared memory of radix_topk_rows_kernel: the row's copy (kRowsThreads *
-/// rows_per_thread elements), then the list (2 bytes an entry: with the row's copy at 32 KB,
-/// five blocks fit an SM); sorted output: then the k chosen keys and indices.
+/// rows_per_thread elements), then the list (2 bytes an entry); sorted output: then the k chosen
+/// keys and indices.
 __host__ __device__ constexpr std::size_t rows_smem_bytes(int k, std::int64_t length,
                                                           std::size_t esize, bool sorted = false) {
   return rows_copy_bytes(k, length, esize, sorted) +
@@ -129,9 +133,15 @@ __device__ __forceinline__ std::uint32_t mask_at_least(const Raw* mine, int per,
 
 /// Grid: n blocks of kRowsThreads, dynamic shared memory rows_smem_bytes(k, length, sizeof(T),
 /// kSorted); length <= kRowsMaxLen; kSorted (k <= kRowsMaxSortedK): rank order, else ascending
-/// index order (a.sorted is not read).
+/// index order (a.sorted is not read). Unsorted: six blocks an SM (40 registers, no spills; the
+/// list and the scans' storage as small as rows_list_entries says). Measured on an H100 against
+/// five (48 registers, the stream kernels' list, the scans' storage apart; radix_topk_bench
+/// --quick, unsorted us, two runs each, one call): f32 1024x8192 21.3-21.5 -> 20.6-20.7,
+/// 4096x4096 48.9-49.2 -> 46.9, 8192x2048 82.6-83.1 -> 78.2-80.4; bf16 1024x8192 15.8-15.9 ->
+/// 15.4-15.5, 8192x2048 75.4-75.6 -> 70.7-71.1; sorted the same. CUB's warp-scans algorithm
+/// instead of raking (a smaller storage apart) was slower: 8192x2048 84.9-85.5.
 template <typename T, bool kSorted = false>
-__global__ void __launch_bounds__(kRowsThreads, kSorted ? 4 : 5)
+__global__ void __launch_bounds__(kRowsThreads, kSorted ? 4 : 6)
     radix_topk_rows_kernel(RadixTopkArgs a) {
   using namespace radix_detail;
   using namespace radix_stream_detail;
@@ -144,8 +154,18 @@ __global__ void __launch_bounds__(kRowsThreads, kSorted ? 4 : 5)
   };
 
   extern __shared__ __align__(16) unsigned char rows_smem[];
-  __shared__ int s_hist[2][256];
-  __shared__ typename Scan<kT>::TempStorage scan_tmp;
+  // The two 256-bin histograms; the block scans' storage overlaps the second (free whenever a
+  // scan runs: the bound's picks and the select's first zeroes it before its use).
+  struct HistAndScan {
+    int h0[256];
+    typename Scan<kRowsThreads>::TempStorage scan;
+  };
+  __shared__ union {
+    int hist[2][256];
+    HistAndScan hs;
+  } s_u;
+  int(*s_hist)[256] = s_u.hist;
+  typename Scan<kRowsThreads>::TempStorage& scan_tmp = s_u.hs.scan;
   __shared__ int s_sel[3];
   __shared__ __align__(8) std::uint64_t s_bar;
 
@@ -265,16 +285,17 @@ __global__ void __launch_bounds__(kRowsThreads, kSorted ? 4 : 5)
   int take = kk;  // keys equal to the threshold (under fm) to take
   constexpr int kPasses = sizeof(T) == 2 ? 2 : 4;
   // The sample misled a row longer than it (fewer than kk or more than cap candidates): once
-  // more at another rank of the sample (twice the rank plus 16, or half of it; the sample read
-  // from the row's copy) before the exact path, whose passes over a whole row of 8192 cost its
-  // block ~10 us on an H100 (one such row in 1024 made the launch take 30-37 us instead of 20;
-  // with the retry 19-20). Rows whose sample holds their 120 largest: every row tries again,
-  // 28 us at warm L2.
+  // more before the exact path, at the rank of the sample that scales this count to the middle
+  // of [kk, cap] (the sample read from the row's copy). The exact path's passes over a whole row
+  // of 8192 cost its block ~10 us on an H100: one such row in 1024 made the launch take 30-37 us
+  // instead of 20; with the retry 19-20.
   if (fast && (total > cap || total < kk) && len > kRowsSample) {
-    want =
-        total < kk ? (2 * want + 16 < kRowsSample ? 2 * want + 16 : kRowsSample) : (want + 1) / 2;
+    const long long scaled =
+        total > 0 ? (long long)want * ((kk + cap) / 2) / total : (long long)kRowsSample;
+    want = scaled < 1 ? 1 : scaled > kRowsSample ? kRowsSample : int(scaled);
+    __syncthreads();  // the scan's storage (over s_hist[1]) read
     s_hist[1][tid] = 0;
-    __syncthreads();  // both histograms zero, scan_tmp read
+    __syncthreads();  // both histograms zero
     std::uint32_t sk[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
