@@ -139,9 +139,12 @@ __device__ __forceinline__ std::uint32_t mask_at_least(const Raw* mine, int per,
 /// --quick, unsorted us, two runs each, one call): f32 1024x8192 21.3-21.5 -> 20.6-20.7,
 /// 4096x4096 48.9-49.2 -> 46.9, 8192x2048 82.6-83.1 -> 78.2-80.4; bf16 1024x8192 15.8-15.9 ->
 /// 15.4-15.5, 8192x2048 75.4-75.6 -> 70.7-71.1; sorted the same. CUB's warp-scans algorithm
-/// instead of raking (a smaller storage apart) was slower: 8192x2048 84.9-85.5.
+/// instead of raking (a smaller storage apart) was slower: 8192x2048 84.9-85.5. Sorted: five
+/// (48 registers, no spills; k = 512 at 8192 elements) against four (55 registers; sorted us,
+/// two runs each, one call): f32 1024x8192 34.3-34.4 -> 33.5, 4096x4096 107.3-107.4 -> 103.0,
+/// 8192x2048 198.7-199.3 -> 189.5-190.4; bf16 8192x2048 189.5-190.3 -> 182.5-183.1.
 template <typename T, bool kSorted = false>
-__global__ void __launch_bounds__(kRowsThreads, kSorted ? 4 : 6)
+__global__ void __launch_bounds__(kRowsThreads, kSorted ? 5 : 6)
     radix_topk_rows_kernel(RadixTopkArgs a) {
   using namespace radix_detail;
   using namespace radix_stream_detail;
