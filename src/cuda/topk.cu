@@ -235,9 +235,16 @@ Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
     args.rows_want = kernels::rows_sample_want(r.k, int(r.length));
     args.rows_step = kernels::stream_sample_step(2, int(r.length));
   }
-  // Blocks resident at once for this shared memory size (cached per size and device).
-  args.rows_ahead =
+  // Blocks resident at once for this shared memory size (cached per size and device): the
+  // distance of the next wave's rows asked of L2, where the rows make at least two waves. With
+  // fewer, the prefetches compete with the first wave's rows. Measured on an H100 against
+  // prefetching at every n (radix_topk_bench --quick, unsorted us, two runs each, one call): f32
+  // 1024x8192 (1.3 waves) 20.6-20.8 -> 20.1; without prefetches at every n, 8192x2048 (10 waves)
+  // took 79.3-79.5 against 77.7, bf16 8192x2048 71.5 against 70.7-70.9, and 4096x4096 (5 waves)
+  // 46.7-46.8 against 46.8-47.0. Two waves is the limit chosen between 1.3 and 5 (not measured).
+  const int resident =
       detail::resident_blocks(reinterpret_cast<const void*>(kernel), kernels::kRowsThreads, smem);
+  args.rows_ahead = r.n >= 2 * std::int64_t(resident) ? resident : 0;
   return detail::launch_kernel(kernel, dim3(unsigned(r.n)), dim3(kernels::kRowsThreads), smem,
                                stream, false, args, "topk: radix_topk_rows_kernel launch");
 }

@@ -38,7 +38,7 @@ struct RadixTopkArgs {
   bool l2_prefetch;
   /// radix_topk_rows_kernel only: once its own row has arrived, a block asks L2 for row
   /// row + rows_ahead (the resident blocks: the row of the block that takes this one's place in
-  /// the next wave); 0: none.
+  /// the next wave); 0: none (topk_rows: fewer than two waves of rows).
   int rows_ahead;
   /// radix_topk_rows_kernel only: the sample's rank wanted and the distance between its runs
   /// for rows of a.length elements (from the host: the same for every such row); 0: computed.
