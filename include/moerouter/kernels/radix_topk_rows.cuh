@@ -10,7 +10,7 @@
 //   0. one bulk copy (TMA, cp.async.bulk) brings the row into shared memory (rows whose start
 //      is 16-byte aligned; else, and for the last bytes, the threads' loads), NaN past its end;
 //      once it has arrived, the block asks L2 for the row of the block that takes its place in
-//      the next wave;
+//      the next wave (where the rows make at least two waves);
 //   1. meanwhile the sampled bound as the streaming kernel's register path (32 runs of 32
 //      consecutive elements, or the whole row if it has at most 1024 elements, four a thread,
 //      loaded from global memory before the bulk copy is issued);
@@ -18,14 +18,16 @@
 //      with T0 into a bit mask, its 16-byte vectors read in a rotated order so that the lanes
 //      of a quarter warp meet distinct banks; one block scan of the masks' counts gives every
 //      thread its place and the total, before anything is written (so the list never
-//      overflows: too many or too few candidates go to the exact path); the list holds only
+//      overflows: with too many or too few candidates the bound is taken once more from the
+//      sample at a scaled rank, then the exact path); the list (2k + 256 entries) holds only
 //      indices (each candidate's order key takes its value's place in the row's copy), each
 //      entry also counted into step 4's first histogram;
 //   3. step 4 of the streaming kernel: the exact k-th key among the candidates, and the ordered
 //      compaction, in ascending index order (sorted output: into shared memory, then the
 //      bitonic network of kernels/radix_topk.cuh);
-//   exact path (the sample misled, or T0 is no number): 8-bit radix passes over the whole row's
-//   copy, then the ordered compaction of the row.
+//   exact path (the sample misled twice, or T0 is no number): 8-bit radix passes over the whole
+//   row's copy, then the ordered compaction of the row.
+// Six unsorted blocks an SM (five sorted) for rows of 8192 f32 elements and k = 512.
 // Keys: radix_detail::key_of_bits (NaN at 1). Rows with fewer valid elements than k pad with
 // index -1 and value -inf. No global workspace, no host sync.
 #pragma once
