@@ -58,8 +58,9 @@ __host__ __device__ constexpr int rows_per_thread(std::int64_t length) {
 /// Entries of the candidate list (16-bit indices): 2k + 256, or the row. The sampled bound
 /// (rows_sample_want) expects k plus a few standard deviations; a row with more candidates (or
 /// fewer than k) tries again at a scaled rank. Small, so that six blocks fit an H100's SM for
-/// rows of 8192 f32 elements and k <= 592: 32 KB of row, the list, 2.2 KB of static shared
-/// memory and 1 KB reserved, 38 KB each (the stream kernels' 3k + 2048 left room for five).
+/// rows of 8192 f32 elements and k <= 592 (counted; measured at k = 512): 32 KB of row, the
+/// list, 2.2 KB of static shared memory and 1 KB reserved, 38 KB each (the stream kernels'
+/// 3k + 2048 left room for five).
 __host__ __device__ constexpr int rows_list_entries(int k, std::int64_t length) {
   return std::int64_t(2 * k + 256) < length ? 2 * k + 256 : int(length);
 }
@@ -88,9 +89,10 @@ __host__ __device__ constexpr std::size_t rows_smem_bytes(int k, std::int64_t le
 /// The rank wanted among the sampled keys of a row of len > kRowsSample elements: the sample's
 /// share of k plus 2.5 standard deviations and 4 (a row the sample misleads tries again at
 /// another rank). Measured on an H100 against 4 and 8, with the retry (radix_topk_bench --quick,
-/// unsorted us, two runs each, one call): f32 1024x8192 22.1-22.2 -> 21.4-21.5, 4096x4096 50.2
-/// -> 49.0-49.1, bf16 1024x8192 16.3-16.5 -> 16.0; 3 and 4: 21.5-21.6, 2 and 4: 22.1 (rows try
-/// again: at 1024x8192, 0 rows at 2.5 and 4 (rank 88), 3-5 at rank 84, ~60 at rank 76).
+/// unsorted us, two runs each, one call): f32 1024x8192 22.1-22.2 -> 21.4-21.5, 4096x4096
+/// 49.9-50.2 -> 49.0-49.1, bf16 1024x8192 16.3-16.5 -> 16.0; 3 and 4: 21.5-21.6, 2 and 4:
+/// 22.3-22.4 (rows that try again, of 1024 at 1024x8192 and k = 512: 0-1 at rank 88 (2.5 and
+/// 4), 3-5 at rank 84, ~60 at rank 76; one costs a launch ~1-2 us).
 __host__ __device__ inline int rows_sample_want(int k, int len) {
   const float e = float(k) * float(kRowsSample) / float(len);
   const int m = int(ceilf(e + 2.5f * sqrtf(e) + 4.0f));
@@ -141,7 +143,7 @@ __device__ __forceinline__ std::uint32_t mask_at_least(const Raw* mine, int per,
 /// --quick, unsorted us, two runs each, one call): f32 1024x8192 21.3-21.5 -> 20.6-20.7,
 /// 4096x4096 48.9-49.2 -> 46.9, 8192x2048 82.6-83.1 -> 78.2-80.4; bf16 1024x8192 15.8-15.9 ->
 /// 15.4-15.5, 8192x2048 75.4-75.6 -> 70.7-71.1; sorted the same. CUB's warp-scans algorithm
-/// instead of raking (a smaller storage apart) was slower: 8192x2048 84.9-85.5. Sorted: five
+/// instead of raking (a smaller storage apart) was slower: 8192x2048 84.9-86.5. Sorted: five
 /// (48 registers, no spills; k = 512 at 8192 elements) against four (55 registers; sorted us,
 /// two runs each, one call): f32 1024x8192 34.3-34.4 -> 33.5, 4096x4096 107.3-107.4 -> 103.0,
 /// 8192x2048 198.7-199.3 -> 189.5-190.4; bf16 8192x2048 189.5-190.3 -> 182.5-183.1.
@@ -295,8 +297,8 @@ __global__ void __launch_bounds__(kRowsThreads, kSorted ? 5 : 6)
   // of 8192 cost its block ~10 us on an H100: one such row in 1024 made the launch take 30-37 us
   // instead of 20; with the retry 19-20.
   if (fast && (total > cap || total < kk) && len > kRowsSample) {
-    const long long scaled =
-        total > 0 ? (long long)want * ((kk + cap) / 2) / total : (long long)kRowsSample;
+    const std::int64_t scaled =
+        total > 0 ? std::int64_t(want) * ((kk + cap) / 2) / total : std::int64_t(kRowsSample);
     want = scaled < 1 ? 1 : scaled > kRowsSample ? kRowsSample : int(scaled);
     __syncthreads();  // the scan's storage (over s_hist[1]) read
     s_hist[1][tid] = 0;
