@@ -501,6 +501,37 @@ TEST(RadixTopkRows, LayoutAndSharedMemory) {
   }
 }
 
+// The short-row kernel's second bound: its rank moves the way the count must (up for too few
+// candidates, down for too many), and where the count is proportional to the rank (a sample
+// that misled by its density only) it lands in [kk, cap]; clamped to the sample.
+TEST(RadixTopkRows, RetryRankScalesTheCountIntoTheList) {
+  static_assert(kernels::rows_retry_want(88, 507, 512, 1280) == 155);  // 88 * 896 / 507
+  EXPECT_EQ(kernels::rows_retry_want(88, 0, 512, 1280), kernels::kRowsSample);
+  EXPECT_EQ(kernels::rows_retry_want(1, 8192, 512, 1280), 1);
+  EXPECT_EQ(kernels::rows_retry_want(1000, 10, 512, 1280), kernels::kRowsSample);
+  for (const int k : {1, 33, 512, 1000, 2048}) {
+    for (const int len : {1025, 3001, 8192}) {
+      const int kk = std::min(k, len);
+      const int cap = kernels::rows_list_entries(k, len);
+      const int want = kernels::rows_sample_want(k, len);
+      for (int total = 0; total <= len; total += 7) {
+        if (total >= kk && total <= cap) continue;  // no retry
+        const int w = kernels::rows_retry_want(want, total, kk, cap);
+        ASSERT_GE(w, 1);
+        ASSERT_LE(w, kernels::kRowsSample);
+        if (total < kk) ASSERT_GE(w, want) << k << " " << len << " " << total;
+        if (total > cap) ASSERT_LE(w, want) << k << " " << len << " " << total;
+        // Count proportional to the rank (total / want a sampled key), unless clamped.
+        if (total > 0 && w > 1 && w < kernels::kRowsSample) {
+          const double count = double(total) * w / want;
+          EXPECT_GE(count, kk - double(total) / want) << k << " " << len << " " << total;
+          EXPECT_LE(count, cap) << k << " " << len << " " << total;
+        }
+      }
+    }
+  }
+}
+
 TEST(RadixTopkSample, RunsAreAlignedInsideTheRowAndSpread) {
   for (const int len : {1025, 4097, 8192, 65536, 262143, 262144, 1048576, 600000, 0x7fffffff}) {
     const int runs = kernels::stream_sample_runs(len);

@@ -99,6 +99,16 @@ __host__ __device__ inline int rows_sample_want(int k, int len) {
   return m < kRowsSample ? m : kRowsSample;
 }
 
+/// The sample's rank for a row's second bound, where the first (at rank `want`) left `total`
+/// candidates, fewer than kk or more than cap: `want` scaled so that the count, were it
+/// proportional to the rank, would land mid-way in [kk, cap]; clamped to [1, kRowsSample]
+/// (the whole sample where none was counted).
+__host__ __device__ constexpr int rows_retry_want(int want, int total, int kk, int cap) {
+  const std::int64_t scaled =
+      total > 0 ? std::int64_t(want) * ((kk + cap) / 2) / total : std::int64_t(kRowsSample);
+  return scaled < 1 ? 1 : scaled > kRowsSample ? kRowsSample : int(scaled);
+}
+
 namespace radix_rows_detail {
 
 /// Bit i set where element i of a thread's `per` consecutive elements in shared memory (raw
@@ -297,9 +307,7 @@ __global__ void __launch_bounds__(kRowsThreads, kSorted ? 5 : 6)
   // of 8192 cost its block ~10 us on an H100: one such row in 1024 made the launch take 30-37 us
   // instead of 20; with the retry 19-20.
   if (fast && (total > cap || total < kk) && len > kRowsSample) {
-    const std::int64_t scaled =
-        total > 0 ? std::int64_t(want) * ((kk + cap) / 2) / total : std::int64_t(kRowsSample);
-    want = scaled < 1 ? 1 : scaled > kRowsSample ? kRowsSample : int(scaled);
+    want = rows_retry_want(want, total, kk, cap);
     __syncthreads();  // the scan's storage (over s_hist[1]) read
     s_hist[1][tid] = 0;
     __syncthreads();  // both histograms zero
