@@ -27,7 +27,8 @@
 //      bitonic network of kernels/radix_topk.cuh);
 //   exact path (the sample misled twice, or T0 is no number): 8-bit radix passes over the whole
 //   row's copy, then the ordered compaction of the row.
-// Six unsorted blocks an SM (five sorted) for rows of 8192 f32 elements and k = 512.
+// Six unsorted blocks an SM for rows of 8192 f32 elements and k = 512, eight for bf16, five
+// sorted.
 // Keys: radix_detail::key_of_bits (NaN at 1). Rows with fewer valid elements than k pad with
 // index -1 and value -inf. No global workspace, no host sync.
 #pragma once
@@ -156,9 +157,16 @@ __device__ __forceinline__ std::uint32_t mask_at_least(const Raw* mine, int per,
 /// instead of raking (a smaller storage apart) was slower: 8192x2048 84.9-86.5. Sorted: five
 /// (48 registers, no spills; k = 512 at 8192 elements) against four (55 registers; sorted us,
 /// two runs each, one call): f32 1024x8192 34.3-34.4 -> 33.5, 4096x4096 107.3-107.4 -> 103.0,
-/// 8192x2048 198.7-199.3 -> 189.5-190.4; bf16 8192x2048 189.5-190.3 -> 182.5-183.1.
+/// 8192x2048 198.7-199.3 -> 189.5-190.4; bf16 8192x2048 189.5-190.3 -> 182.5-183.1. bf16
+/// unsorted: eight (32 registers, no spills; a row of 8192 is a 16 KB copy), so that 1024 rows
+/// make one wave, against six (unsorted us, two runs each, one call): 1024x8192 15.4-15.5 ->
+/// 14.6-14.8, 4096x4096 41.2-41.3 -> 39.3-39.6, 8192x2048 70.6-70.7 -> 67.2-67.6. f32 at eight
+/// too (32 registers, no spills; rows of 8192 stay at six, by shared memory): 4096x4096
+/// 46.9-47.2 -> 45.0-45.1, 8192x2048 77.9-78.1 -> 72.5, but 1024x8192 19.7-19.9 -> 19.9 (not
+/// kept: issue 7's target shape; a separate instantiation for rows of at most 4096 would take
+/// both).
 template <typename T, bool kSorted = false>
-__global__ void __launch_bounds__(kRowsThreads, kSorted ? 5 : 6)
+__global__ void __launch_bounds__(kRowsThreads, kSorted ? 5 : (sizeof(T) == 2 ? 8 : 6))
     radix_topk_rows_kernel(RadixTopkArgs a) {
   using namespace radix_detail;
   using namespace radix_stream_detail;
