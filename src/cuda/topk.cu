@@ -228,9 +228,7 @@ Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
                                      kernels::kRowsMaxLen, sizeof(T), kSorted)));
     return 0;
   });
-  if (r.n > 0x7fffffffLL) {
-    return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(r.n));
-  }
+  // (radix_topk, its only caller, has checked that n blocks fit a grid.)
   const std::size_t smem = kernels::rows_smem_bytes(r.k, r.length, sizeof(T), kSorted);
   kernels::RadixTopkArgs args = r;
   // The sample's plan for rows of r.length, once here rather than in every block (a float
@@ -282,7 +280,8 @@ kernels::RadixTopkArgs radix_args(const TopkParams& p) {
 }
 
 // The radix path: the streaming kernel with `cluster` blocks per row (< 0: chosen by shape) of
-// `threads` threads (0: chosen by shape; else 256 or 512).
+// `threads` threads (0: chosen by shape; else 256 or 512); with neither forced, the short-row
+// kernel where it fits (rows_kernel_fits). Checks n for every launcher.
 Status radix_topk(const TopkParams& p, int cluster, int threads, cudaStream_t stream) {
   if (p.n > 0x7fffffffLL) {
     return Status(StatusCode::kUnsupported, "topk: n too large, got " + std::to_string(p.n));
@@ -373,9 +372,7 @@ Status topk_rows(const TopkParams& p, cudaStream_t stream) {
                   "topk_rows: length must be <= " + std::to_string(kernels::kRowsMaxLen) +
                       ", got " + std::to_string(p.length));
   }
-  const kernels::RadixTopkArgs r = radix_args(p);
-  return MOER_DISPATCH_REAL_DTYPE(p.values_dtype, T, "topk: values_dtype",
-                                  [&] { return launch_rows<T>(r, stream); });
+  return radix_topk(p, -1, 0, stream);  // rows_kernel_fits(p) holds
 }
 
 std::size_t topk_radix_grid_workspace_size(const TopkParams& p, int blocks) {
