@@ -206,12 +206,14 @@ Status launch_grid(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
 // kernel's 256-thread blocks): f32 1024x8192 40.8 -> 35.4, 4096x4096 122.0 -> 110.0, 8192x2048
 // 230.8 -> 202.3; bf16 1024x8192 36.8 -> 31.7, 4096x4096 115.2 -> 104.6, 8192x2048 219.2 ->
 // 193.9.
-// Unsorted f32 rows of at most this many elements take the short-row kernel at eight blocks an
-// SM (32 registers; longer rows stay at six, their copies fill the shared memory). Measured on
-// an H100 against six (radix_topk_bench --quick, unsorted us, two runs each, one call):
-// 8192x2048 77.8-78.0 -> 72.0-72.5, 4096x4096 46.8-46.9 -> 44.9-46.1. Longer rows keep the
-// six-block instantiation: their 32 KB copies leave room for six blocks anyway, and at 32
-// registers 1024x8192 took 19.9 against 19.7-19.9.
+// f32 rows of at most this many elements take the short-row kernel at eight blocks an SM (32
+// registers; sorted: a few bytes spilled). Measured on an H100 (radix_topk_bench --quick, us,
+// two runs each, one call), unsorted against six blocks: 8192x2048 77.8-78.0 -> 72.0-72.5,
+// 4096x4096 46.8-46.9 -> 44.9-46.1; sorted against five (48 registers): 8192x2048 189.6-189.7
+// -> 180.8, 4096x4096 102.8-103.0 -> 99.6-99.7 (six, 40 registers: 184.4-184.5 and
+// 100.2-100.6). Longer rows keep their instantiations: their 32 KB copies leave room for six
+// blocks (five sorted) anyway, and at 32 registers unsorted 1024x8192 took 19.9 against
+// 19.7-19.9.
 constexpr std::int64_t kRowsEightMaxLen = 4096;
 
 bool rows_kernel_fits(const TopkParams& p) {
@@ -258,7 +260,9 @@ Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
 template <typename T>
 Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
   if constexpr (sizeof(T) == 4) {
-    if (!r.sorted && r.length <= kRowsEightMaxLen) return launch_rows<T, false, 8>(r, stream);
+    if (r.length <= kRowsEightMaxLen) {
+      return r.sorted ? launch_rows<T, true, 8>(r, stream) : launch_rows<T, false, 8>(r, stream);
+    }
   }
   return r.sorted ? launch_rows<T, true>(r, stream) : launch_rows<T, false>(r, stream);
 }
