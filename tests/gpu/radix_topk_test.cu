@@ -41,7 +41,11 @@ enum class Data {
   kNearTies,     // normal values on a grid of 1/256: a few exact ties at every key near the k-th
   kSampleAbove,  // normal values, the sample's 0.4 higher: at 8192 and k = 512 its bound leaves
                  // ~370 candidates, the short-row kernel's retry at a scaled rank ~1000
-  kSampleBelow   // the sample's 0.7 lower: ~1900 candidates (more than its list holds), then ~1100
+  kSampleBelow,  // the sample's 0.7 lower: ~1900 candidates (more than its list holds), then ~1100
+  kLowBits       // bit patterns: values that differ only in their low 16 bits (~20%, just above
+                 // 1), both zeros and the tiniest values of both signs (~40%), NaNs whose top 16
+                 // bits are an infinity's (~5%), the rest in (-4, -1]: every bit of the keys
+                 // decides, zeros tie, NaNs rank last whatever their payload
 };
 
 std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint64_t seed) {
@@ -75,6 +79,19 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
         case Data::kNearTies:
           x = float(std::round(rng.normal() * 256.0) / 256.0);
           break;
+        case Data::kLowBits: {
+          const double u = rng.uniform();
+          const std::uint32_t low = std::uint32_t(rng.below(0x10000));
+          const std::uint32_t sign = rng.below(2) != 0 ? 0x80000000u : 0u;
+          const std::uint32_t bits =
+              u < 0.2    ? 0x3f800000u | low                 // 1 + low / 2^23
+              : u < 0.3  ? sign                              // -0, +0
+              : u < 0.6  ? sign | low                        // tiniest, both signs
+              : u < 0.65 ? sign | 0x7f800000u | (low | 1u)   // NaN
+                         : 0x80000000u | (0x3f800000u + std::uint32_t(rng.below(1u << 24)));
+          std::memcpy(&x, &bits, 4);
+          break;
+        }
         case Data::kSpecial: {
           const double u = rng.uniform();
           x = u < 0.1    ? testing::kNaN
@@ -218,7 +235,7 @@ TEST_F(GpuRadixTopk, SweepAgainstCpuAndOracle) {
                              std::int64_t(k) + 1, std::int64_t(8192)}) {
       if (len < 1) continue;
       for (Data d : {Data::kRandom, Data::kSorted, Data::kReverse, Data::kEqual, Data::kFewLevels,
-                     Data::kSpecial}) {
+                     Data::kSpecial, Data::kLowBits}) {
         for (bool sorted : {true, false}) {
           ++seed;
           check(64, len, k, d, /*lengths=*/seed % 2 == 0, sorted, seed);
@@ -316,7 +333,7 @@ TEST_F(GpuRadixTopk, GridConfigs) {
 // clusters and grid mode, sorted and unsorted.
 TEST_F(GpuRadixTopk, NearThresholdTies) {
   std::uint64_t seed = 9000;
-  for (Data d : {Data::kNearTies, Data::kRandom, Data::kFewLevels}) {
+  for (Data d : {Data::kNearTies, Data::kRandom, Data::kFewLevels, Data::kLowBits}) {
     for (int k : {33, 512, 2048}) {
       for (bool sorted : {false, true}) {
         ++seed;
@@ -582,7 +599,8 @@ TEST_F(GpuRadixTopk, ShortRows) {
     for (const int k : {1, 33, 512, 1000, 2048}) {
       for (const Data d : {Data::kRandom, Data::kSorted, Data::kReverse, Data::kEqual,
                            Data::kFewLevels, Data::kSpecial, Data::kHighSample, Data::kLowSample,
-                           Data::kNearTies, Data::kSampleAbove, Data::kSampleBelow}) {
+                           Data::kNearTies, Data::kSampleAbove, Data::kSampleBelow,
+                           Data::kLowBits}) {
         ++seed;
         const bool sorted = k <= kernels::kRowsMaxSortedK && seed % 2 == 0;
         check(3, len, k, d, seed % 3 != 0, sorted, seed, 0, 0, seed % 4 == 0 ? len + 3 : 0);
