@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -81,6 +82,25 @@ inline std::string config(std::int64_t n, std::int64_t e, int k, const std::stri
   std::ostringstream os;
   os << "N=" << n << " E=" << e << " k=" << k << (extra.empty() ? "" : " ") << extra;
   return os.str();
+}
+
+/// A float from bit patterns where every bit of the order key decides: ~20% just above 1 and
+/// differing only in the low 16 bits, ~10% zeros of both signs, ~30% the tiniest values of both
+/// signs (subnormal, below 2^-133), ~5% NaNs of either sign whose top 16 bits are an
+/// infinity's, the rest in (-4, -1].
+inline float low_bits_value(SeededRng& rng) {
+  const double u = rng.uniform();
+  const std::uint32_t low = std::uint32_t(rng.below(0x10000));
+  const std::uint32_t sign = rng.below(2) != 0 ? 0x80000000u : 0u;
+  const std::uint32_t bits = u < 0.2   ? 0x3f800000u | low
+                             : u < 0.3 ? sign
+                             : u < 0.6 ? sign | low
+                             : u < 0.65
+                                 ? sign | 0x7f800000u | (low | 1u)
+                                 : 0x80000000u | (0x3f800000u + std::uint32_t(rng.below(1u << 24)));
+  float x;
+  std::memcpy(&x, &bits, 4);
+  return x;
 }
 
 }  // namespace testing

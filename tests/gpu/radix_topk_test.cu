@@ -42,10 +42,8 @@ enum class Data {
   kSampleAbove,  // normal values, the sample's 0.4 higher: at 8192 and k = 512 its bound leaves
                  // ~370 candidates, the short-row kernel's retry at a scaled rank ~1000
   kSampleBelow,  // the sample's 0.7 lower: ~1900 candidates (more than its list holds), then ~1100
-  kLowBits       // bit patterns: values that differ only in their low 16 bits (~20%, just above
-                 // 1), both zeros and the tiniest values of both signs (~40%), NaNs whose top 16
-                 // bits are an infinity's (~5%), the rest in (-4, -1]: every bit of the keys
-                 // decides, zeros tie, NaNs rank last whatever their payload
+  kLowBits       // testing::low_bits_value: every bit of the keys decides, zeros tie, NaNs rank
+                 // last whatever their sign and payload
 };
 
 std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint64_t seed) {
@@ -79,19 +77,9 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
         case Data::kNearTies:
           x = float(std::round(rng.normal() * 256.0) / 256.0);
           break;
-        case Data::kLowBits: {
-          const double u = rng.uniform();
-          const std::uint32_t low = std::uint32_t(rng.below(0x10000));
-          const std::uint32_t sign = rng.below(2) != 0 ? 0x80000000u : 0u;
-          const std::uint32_t bits =
-              u < 0.2    ? 0x3f800000u | low                 // 1 + low / 2^23
-              : u < 0.3  ? sign                              // -0, +0
-              : u < 0.6  ? sign | low                        // tiniest, both signs
-              : u < 0.65 ? sign | 0x7f800000u | (low | 1u)   // NaN
-                         : 0x80000000u | (0x3f800000u + std::uint32_t(rng.below(1u << 24)));
-          std::memcpy(&x, &bits, 4);
+        case Data::kLowBits:
+          x = testing::low_bits_value(rng);
           break;
-        }
         case Data::kSpecial: {
           const double u = rng.uniform();
           x = u < 0.1    ? testing::kNaN
