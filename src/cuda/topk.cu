@@ -206,23 +206,11 @@ Status launch_grid(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
 // kernel's 256-thread blocks): f32 1024x8192 40.8 -> 35.4, 4096x4096 122.0 -> 110.0, 8192x2048
 // 230.8 -> 202.3; bf16 1024x8192 36.8 -> 31.7, 4096x4096 115.2 -> 104.6, 8192x2048 219.2 ->
 // 193.9.
-// f32 rows of at most this many elements take the short-row kernel at eight blocks an SM (32
-// registers; sorted: a few bytes spilled). Measured on an H100 (radix_topk_bench --quick, us,
-// two runs each, one call), unsorted against six blocks: 8192x2048 77.8-78.0 -> 72.0-72.5,
-// 4096x4096 46.8-46.9 -> 44.9-46.1; sorted against five (48 registers): 8192x2048 189.6-189.7
-// -> 180.8, 4096x4096 102.8-103.0 -> 99.6-99.7 (six, 40 registers: 184.4-184.5 and
-// 100.2-100.6). Longer rows keep their instantiations: their 32 KB copies leave room for six
-// blocks (five sorted) anyway, and at 32 registers unsorted 1024x8192 took 19.9 against
-// 19.7-19.9. bf16 rows (a copy of 16 KB at most) take eight sorted as well as unsorted: sorted
-// against five (48 registers; 32 at eight, no spills): 1024x8192 29.8-29.9 -> 28.7, 4096x4096
-// 98.6 -> 93.5, 8192x2048 182.6-182.9 -> 173.0-173.3 (six, 40 registers: 29.2, 95.6,
-// 176.5-176.9).
-constexpr std::int64_t kRowsEightMaxLen = 4096;
-
 bool rows_kernel_fits(const TopkParams& p) {
   return (!p.sorted || p.k <= kernels::kRowsMaxSortedK) && p.length <= kernels::kRowsMaxLen;
 }
 
+// One instantiation of the short-row kernel (kBlocks: its blocks an SM; 0: the kernel's own).
 template <typename T, bool kSorted, int kBlocks = 0>
 Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
   const auto kernel = kernels::radix_topk_rows_kernel<T, kSorted, kBlocks>;
@@ -259,6 +247,19 @@ Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
   return detail::launch_kernel(kernel, dim3(unsigned(r.n)), dim3(kernels::kRowsThreads), smem,
                                stream, false, args, "topk: radix_topk_rows_kernel launch");
 }
+
+// f32 rows of at most this many elements take the short-row kernel at eight blocks an SM (32
+// registers; sorted: a few bytes spilled). Measured on an H100 (radix_topk_bench --quick, us,
+// two runs each, one call), unsorted against six blocks: 8192x2048 77.8-78.0 -> 72.0-72.5,
+// 4096x4096 46.8-46.9 -> 44.9-46.1; sorted against five (48 registers): 8192x2048 189.6-189.7
+// -> 180.8, 4096x4096 102.8-103.0 -> 99.6-99.7 (six, 40 registers: 184.4-184.5 and
+// 100.2-100.6). Longer rows keep their instantiations: their 32 KB copies leave room for six
+// blocks (five sorted) anyway, and at 32 registers unsorted 1024x8192 took 19.9 against
+// 19.7-19.9. bf16 rows (a copy of 16 KB at most) take eight sorted as well as unsorted: sorted
+// against five (48 registers; 32 at eight, no spills): 1024x8192 29.8-29.9 -> 28.7, 4096x4096
+// 98.6 -> 93.5, 8192x2048 182.6-182.9 -> 173.0-173.3 (six, 40 registers: 29.2, 95.6,
+// 176.5-176.9).
+constexpr std::int64_t kRowsEightMaxLen = 4096;
 
 template <typename T>
 Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
