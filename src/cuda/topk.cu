@@ -255,24 +255,22 @@ Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
 // -> 180.8, 4096x4096 102.8-103.0 -> 99.6-99.7 (six, 40 registers: 184.4-184.5 and
 // 100.2-100.6). Longer rows keep their instantiations: their 32 KB copies leave room for six
 // blocks (five sorted) anyway, and at 32 registers unsorted 1024x8192 took 19.9 against
-// 19.7-19.9. bf16 rows (a copy of 16 KB at most) take eight sorted as well as unsorted: sorted
-// against five (48 registers; 32 at eight, no spills): 1024x8192 29.8-29.9 -> 28.7, 4096x4096
+// 19.7-19.9. bf16 rows (a copy of 16 KB at most) take eight sorted as well as unsorted (the
+// kernel's own bound): sorted against five (48 registers; 32 at eight, no spills): 1024x8192 29.8-29.9 -> 28.7, 4096x4096
 // 98.6 -> 93.5, 8192x2048 182.6-182.9 -> 173.0-173.3 (six, 40 registers: 29.2, 95.6,
 // 176.5-176.9).
 constexpr std::int64_t kRowsEightMaxLen = 4096;
 
 template <typename T>
 Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
-  // Eight blocks an SM for bf16 rows (unsorted: the kernel's own bound) and f32 rows of at most
-  // kRowsEightMaxLen; the kernel's own six (five sorted) for longer f32 rows.
-  if constexpr (sizeof(T) == 2) {
-    return r.sorted ? launch_rows<T, true, 8>(r, stream) : launch_rows<T, false>(r, stream);
-  } else {
+  // Eight blocks an SM for f32 rows of at most kRowsEightMaxLen; else the kernel's own bound
+  // (bf16 eight, f32 six unsorted and five sorted).
+  if constexpr (sizeof(T) == 4) {
     if (r.length <= kRowsEightMaxLen) {
       return r.sorted ? launch_rows<T, true, 8>(r, stream) : launch_rows<T, false, 8>(r, stream);
     }
-    return r.sorted ? launch_rows<T, true>(r, stream) : launch_rows<T, false>(r, stream);
   }
+  return r.sorted ? launch_rows<T, true>(r, stream) : launch_rows<T, false>(r, stream);
 }
 
 kernels::RadixTopkArgs radix_args(const TopkParams& p) {

@@ -28,7 +28,8 @@
 //   exact path (the sample misled twice, or T0 is no number): 8-bit radix passes over the whole
 //   row's copy, then the ordered compaction of the row.
 // Six unsorted blocks an SM for rows of 8192 f32 elements and k = 512 (five sorted); eight for
-// bf16 rows and f32 rows of at most 4096 (the host's kRowsEightMaxLen), sorted or not.
+// bf16 rows and (kBlocks = 8, the host's kRowsEightMaxLen) f32 rows of at most 4096, sorted or
+// not.
 // Keys: radix_detail::key_of_bits (NaN at 1). Rows with fewer valid elements than k pad with
 // index -1 and value -inf. No global workspace, no host sync.
 #pragma once
@@ -163,12 +164,13 @@ __device__ __forceinline__ std::uint32_t mask_at_least(const Raw* mine, int per,
 /// 14.6-14.8, 4096x4096 41.2-41.3 -> 39.3-39.6, 8192x2048 70.6-70.7 -> 67.2-67.6. f32 at eight
 /// too (32 registers, no spills; rows of 8192 stay at six, by shared memory): 4096x4096
 /// 46.9-47.2 -> 45.0-45.1, 8192x2048 77.9-78.1 -> 72.5, but 1024x8192 19.7-19.9 -> 19.9; so
-/// f32 rows of at most 4096 take eight, sorted too, and bf16 rows sorted (kBlocks = 8,
-/// instantiations of their own: the host's kRowsEightMaxLen, which has the measurements).
-/// kBlocks: the blocks an SM of __launch_bounds__ (0: as said above).
+/// f32 rows of at most 4096 take eight, sorted too (kBlocks = 8, instantiations of their own:
+/// the host's kRowsEightMaxLen, which has the measurements), and bf16 rows eight sorted as
+/// well (measured there too). kBlocks: the blocks an SM of __launch_bounds__ (0: bf16 eight,
+/// f32 six unsorted and five sorted).
 template <typename T, bool kSorted = false, int kBlocks = 0>
 __global__ void __launch_bounds__(kRowsThreads,
-                                  kBlocks > 0 ? kBlocks : kSorted ? 5 : (sizeof(T) == 2 ? 8 : 6))
+                                  kBlocks > 0 ? kBlocks : sizeof(T) == 2 ? 8 : (kSorted ? 5 : 6))
     radix_topk_rows_kernel(RadixTopkArgs a) {
   using namespace radix_detail;
   using namespace radix_stream_detail;
