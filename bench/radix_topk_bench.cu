@@ -7,7 +7,7 @@
 // (>= 3x L2 in total, so reads come from HBM), time per launch = graph time / launches, median
 // of 15 replays. Values: normal random (hash-based), fp32 and bf16.
 //
-// Usage: radix_topk_bench [--quick]
+// Usage: radix_topk_bench [--quick] [ROWSxLEN ...]  (shapes given: only those, both dtypes)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -83,6 +83,8 @@ struct Shape {
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  std::vector<std::string> only;  // "ROWSxLEN" of the shapes to run (none: all)
+  for (int i = quick ? 2 : 1; i < argc; ++i) only.emplace_back(argv[i]);
   Ctx c;
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -111,6 +113,11 @@ int main(int argc, char** argv) {
               "unsorted", "floor", "other blocks per row x threads: sorted, unsorted");
   for (const bool bf16 : {false, true}) {
     for (const Shape& sh : shapes) {
+      if (!only.empty() && std::find(only.begin(), only.end(),
+                                     std::to_string(sh.rows) + "x" + std::to_string(sh.len)) ==
+                               only.end()) {
+        continue;
+      }
       const std::size_t esize = bf16 ? 2 : 4;
       const std::size_t bytes = std::size_t(sh.rows * sh.len) * esize;
       const int sets =

@@ -51,11 +51,16 @@ int probe_max_cluster(Kernel kernel, int threads, std::size_t smem) {
 
 // The streaming kernel: its shared memory limit (for the largest k, sorted) set once per device,
 // and its largest cluster there (grid mode, kGrid: no clusters, 1).
-template <typename T, int kThreads, bool kGrid = false, bool kAlone = false, bool kSearch = false>
+template <typename T, int kThreads, bool kGrid = false, bool kAlone = false, bool kSearch = false,
+          bool kStage = false>
 int stream_setup() {
   return detail::per_device(0, 8, [](int) {
-    const auto kernel = kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone, kSearch>;
-    const std::size_t smem = kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
+    const auto kernel =
+        kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone, kSearch, kStage>;
+    const std::size_t smem =
+        kStage ? kernels::stream_stage_offset(kernels::kRadixMaxK, true, 1 << 30) +
+                     kernels::kStreamStageBytes
+               : kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
     (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     return kGrid ? 1 : probe_max_cluster(kernel, kThreads, smem);
   });
@@ -119,27 +124,46 @@ int stream_threads(std::int64_t n, int cluster) {
 // Not used: chunks of four tiles (4x1048576 20.8 -> 21.8-22.3), two-block clusters (64x65536
 // unchanged), four blocks an SM (1024x8192 26.6 -> 27.1, 4096x16384 126.4 -> 128.2; their issue
 // slots are the limit).
+// kStage (f32 where the L2 prefetch would be asked for, clusters of two or more blocks without
+// kSearch, rows sampled in registers: at most 4 x 512 sampled elements, and chunks of 1, 2 or
+// 4 whole tiles): each block's chunk copied into shared memory from the kernel's start.
+// Measured on an H100 (radix_topk_bench --quick, us, two runs each, one call): f32 64x65536
+// unsorted 15.1 -> 14.2-14.3, sorted 17.6-17.7 -> 16.7-16.8; every other row unchanged. Stamps
+// of a probe build (64x65536, cold rows, us from the first block's start): the prefetched
+// stream's last tile was collected at 9.3 (the sample arrived at 2.5, the prefetch after it);
+// the staged chunks landed at 7.1 (their copies issued at 1.3) and were collected by 8.4. A
+// plain kernel reads the same 16 MB in 6.0-6.4 us from its start. Collecting the four staged
+// tiles only once all had landed (one 64-bit mask a thread) took until 9.4: tile by tile as
+// they land it is.
 struct StreamTuning {
   bool alone;
   bool l2_prefetch;
   bool search;  // kSearch: rows few and of several blocks, the bound's latency is the kernel's
+  bool stage;   // kStage
 };
 
 template <typename T>
-StreamTuning stream_tuning(const kernels::RadixTopkArgs& r, int per_row) {
+StreamTuning stream_tuning(const kernels::RadixTopkArgs& r, int per_row, int threads) {
   const bool few = r.n * per_row <= detail::sm_count();
   const double bytes = double(r.n) * double(r.length) * double(sizeof(T));
   const std::int64_t chunk = (r.length + per_row - 1) / per_row;
-  return {few && sizeof(T) == 2, few && bytes <= 0.5 * double(detail::l2_bytes()),
-          few && per_row >= 4 && chunk <= 2 * 512 * kernels::kStreamPer};
+  const bool l2_prefetch = few && bytes <= 0.5 * double(detail::l2_bytes());
+  const bool search = few && per_row >= 4 && chunk <= 2 * 512 * kernels::kStreamPer;
+  const std::int64_t tiles = kernels::stream_chunk_tiles(r.length, per_row);
+  const bool stage = sizeof(T) == 4 && threads == 512 && l2_prefetch && !search && per_row > 1 &&
+                     r.length > 512 * kernels::stream_sample_runs(int(r.length)) &&
+                     kernels::stream_sample_runs(int(r.length)) <= 4 &&
+                     (tiles == 1 || tiles == 2 || tiles == 4);
+  return {few && sizeof(T) == 2, l2_prefetch, search, stage};
 }
 
 // One variant of the streaming kernel, per_row blocks a row (a cluster of that many, or grid
 // mode's blocks): its shared-memory limit set once per device, the cluster size checked.
-template <typename T, int kThreads, bool kGrid, bool kAlone, bool kSearch = false>
+template <typename T, int kThreads, bool kGrid, bool kAlone, bool kSearch = false,
+          bool kStage = false>
 Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool l2_prefetch,
                              cudaStream_t stream) {
-  const int max_cluster = stream_setup<T, kThreads, kGrid, kAlone, kSearch>();
+  const int max_cluster = stream_setup<T, kThreads, kGrid, kAlone, kSearch, kStage>();
   if (!kGrid && per_row > max_cluster) {
     return Status(StatusCode::kUnsupported,
                   "topk: this device does not run clusters of " + std::to_string(per_row));
@@ -149,10 +173,12 @@ Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool 
   }
   kernels::RadixTopkArgs args = r;
   args.l2_prefetch = l2_prefetch;
+  const std::size_t smem =
+      kStage ? kernels::stream_stage_offset(r.k, r.sorted, r.length) + kernels::kStreamStageBytes
+             : kernels::stream_smem_bytes(r.k, r.sorted, r.length);
   return detail::launch_kernel(
-      kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone, kSearch>,
-      dim3(unsigned(r.n * per_row)), dim3(kThreads),
-      kernels::stream_smem_bytes(r.k, r.sorted, r.length), stream, false, args,
+      kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone, kSearch, kStage>,
+      dim3(unsigned(r.n * per_row)), dim3(kThreads), smem, stream, false, args,
       kGrid ? "topk: radix_topk_stream_kernel (grid) launch"
             : "topk: radix_topk_stream_kernel launch",
       kGrid ? 0 : per_row);
@@ -161,13 +187,19 @@ Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool 
 // The streaming kernel with stream_tuning's choices for this launch.
 template <typename T, int kThreads, bool kGrid>
 Status launch_stream_tuned(const kernels::RadixTopkArgs& r, int per_row, cudaStream_t stream) {
-  const StreamTuning t = stream_tuning<T>(r, per_row);
+  const StreamTuning t = stream_tuning<T>(r, per_row, kThreads);
   if constexpr (sizeof(T) == 2 && kThreads == 512) {
     if (t.alone) {  // bf16 at one block an SM, with or without the searched bound
       return t.search
                  ? launch_stream_variant<T, 512, kGrid, true, true>(r, per_row, t.l2_prefetch,
                                                                     stream)
                  : launch_stream_variant<T, 512, kGrid, true>(r, per_row, t.l2_prefetch, stream);
+    }
+  }
+  if constexpr (sizeof(T) == 4 && kThreads == 512 && !kGrid) {
+    if (t.stage) {
+      return launch_stream_variant<T, 512, false, false, false, true>(r, per_row, t.l2_prefetch,
+                                                                       stream);
     }
   }
   if constexpr (kThreads == 512) {

@@ -666,6 +666,31 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(3, 6000, 700, Data::kSampleAbove, false, true, 75, 0);       // and sorted
   check(3, 8192, 512, Data::kSampleBelow, true, false, 76, 0);       // from too many
   check(3, 6000, 700, Data::kSampleBelow, false, true, 77, 0);       // and sorted
+  check(2, 32768, 512, Data::kRandom, true, false, 78, 2, 512);      // staged chunks (kStage)
+  check(2, 65536, 600, Data::kLowSample, false, true, 79, 2, 512);   // and the exact fallback
+  check(2, 65536, 300, Data::kSpecial, false, false, 80, 2, 512, 65537);  // unaligned rows
+}
+
+// Staged chunks (kStage: f32 rows of few 512-thread clusters of two or more blocks, each block
+// copying its chunk of 1, 2 or 4 whole tiles into shared memory from the kernel's start), by
+// topk's own choice: 64 rows of 65536 (two blocks of four tiles) and 40 of 32768 (two of two),
+// every data kind, rows arranged against the sample (the exact fallback reads global memory
+// once the copies have landed), per-row lengths (short rows and partial chunks take the
+// streaming collect), rows that start unaligned (no copies), sorted and unsorted, k from 33 to
+// 2048.
+TEST_F(GpuRadixTopk, StagedChunks) {
+  std::uint64_t seed = 9700;
+  for (Data d : {Data::kRandom, Data::kSorted, Data::kReverse, Data::kEqual, Data::kFewLevels,
+                 Data::kSpecial, Data::kNearTies, Data::kLowBits, Data::kHighSample,
+                 Data::kLowSample}) {
+    for (int k : {33, 512, 2048}) {
+      ++seed;
+      if (k != 33) check(64, 65536, k, d, seed % 3 == 0, seed % 2 == 0, seed);
+      check(40, 32768, k, d, seed % 3 == 1, seed % 2 == 1, seed);
+    }
+  }
+  check(40, 32768, 512, Data::kRandom, false, false, 9800, -1, 0, 32769);  // unaligned rows
+  check(40, 32768, 512, Data::kLowBits, true, true, 9801, -1, 0, 32772);   // aligned, strided
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {

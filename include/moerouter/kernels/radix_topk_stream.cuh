@@ -25,7 +25,10 @@
 // 2. Collect: each block streams its chunk in tiles of 16 consecutive elements a thread (bf16:
 //    the next tile's loads in flight while one is processed) and appends every element >= T0
 //    (a float compare) to a list of (value bits, index) in shared memory, in index order:
-//    per-thread counts, a warp scan, one block barrier a tile.
+//    per-thread counts, a warp scan, one block barrier a tile. Staged (kStage: f32, few rows of
+//    2..16-block clusters, chunks of 1, 2 or 4 tiles): the chunk arrives in shared memory by
+//    bulk copies issued right after the sample's loads, each tile's compares run as it lands,
+//    and one scan of the tiles' packed counts places the candidates.
 // 3. Merge: the blocks publish their counts (one cluster barrier). If a list overflowed or fewer
 //    than k elements reached T0 (the sample misled, or ties crowd at T0), every block computes
 //    the exact threshold by up to three 11-bit histogram passes over its chunk, merged over the
@@ -92,6 +95,20 @@ __host__ __device__ constexpr std::size_t stream_smem_bytes(int k, bool sorted,
       4;
   return list > sample ? list : sample;
 }
+/// Staged chunks (radix_topk_stream_kernel's kStage): bytes of a 512-thread f32 block's chunk
+/// copy (at most four tiles) and where it starts in the dynamic shared memory (after the list,
+/// at a 128-byte boundary).
+constexpr std::size_t kStreamStageBytes = std::size_t(4) * 512 * kStreamPer * 4;
+__host__ __device__ constexpr std::size_t stream_stage_offset(int k, bool sorted,
+                                                              std::int64_t length) {
+  return (stream_smem_bytes(k, sorted, length) + 127) / 128 * 128;
+}
+/// Tiles (of 512 threads) in each block's chunk where rows of len have `blocks` blocks each.
+__host__ __device__ constexpr std::int64_t stream_chunk_tiles(std::int64_t len, int blocks) {
+  constexpr std::int64_t kTile = 512 * kStreamPer;
+  return ((len + kTile - 1) / kTile + blocks - 1) / blocks;
+}
+
 /// Distance between the starts of two sampled runs in a row of len elements (len > 512 * runs).
 __host__ __device__ constexpr int stream_sample_step(int runs, int len) {
   return (len - 32) / (16 * runs - 1);
@@ -481,7 +498,13 @@ __device__ __forceinline__ void select_top16(int n, std::uint32_t base16, Key ke
 /// kSearch (512 threads): the bound by a bit-by-bit search over each thread's largest sampled
 /// key (step 1) instead of histograms. A template parameter, so that the other launches' code
 /// stays as it was (its branch, never taken, made bf16 256x262144 k = 2048 78.4 -> 80.9 us).
-template <typename T, int kT, bool kGrid = false, bool kAlone = false, bool kSearch = false>
+/// kStage (f32, 512 threads, clusters, the sample's register path; dynamic shared memory
+/// stream_stage_offset + kStreamStageBytes): a block whose chunk is 1, 2 or 4 whole tiles of
+/// an aligned row has it copied into shared memory by bulk copies (one a tile), issued right
+/// after the sample's loads, and collects each tile as it lands; step 2's stream then runs
+/// from the kernel's start instead of from the sample's arrival (and its L2 prefetch).
+template <typename T, int kT, bool kGrid = false, bool kAlone = false, bool kSearch = false,
+          bool kStage = false>
 __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     radix_topk_stream_kernel(RadixTopkArgs a) {
   namespace cg = cooperative_groups;
@@ -570,13 +593,50 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   const bool aligned = (reinterpret_cast<std::uintptr_t>(v) & 15u) == 0;
   // The current tile (and with kPrefetch the next one), loads issued before the sample's.
   std::uint32_t raw[kW], nxt[kPrefetch ? kW : 1];
+  // kStage: the chunk's copy (tile t at s_stage + t * kTile), a barrier a tile; staged once the
+  // copies are issued.
+  static_assert(!kStage || (sizeof(T) == 4 && kT == 512 && !kGrid && !kSearch),
+                "kStage: f32, 512 threads, clusters, the sample's register path");
+  __shared__ __align__(8) std::uint64_t s_stage_bar[kStage ? 4 : 1];
+  __shared__ std::uint64_t s_stage_warp[kStage ? kWarpsT : 1];
+  std::uint32_t* s_stage = reinterpret_cast<std::uint32_t*>(
+      reinterpret_cast<unsigned char*>(s_list) + stream_stage_offset(k, a.sorted, a.length));
+  const int stage_tiles = (c_end - c_begin) / kTile;
+  // (The sample's register path: more than 512 * runs elements, runs <= 4; step 1.)
+  const bool stage_ok = kStage && aligned && len > 512 * stream_sample_runs(len) &&
+                        stream_sample_runs(len) <= 4 && c_end > c_begin &&
+                        (c_end - c_begin) % kTile == 0 &&
+                        (stage_tiles == 1 || stage_tiles == 2 || stage_tiles == 4);
+  bool staged = false;
+  auto issue_stage = [&] {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (tid == 0) {
+      for (int t = 0; t < stage_tiles; ++t) ::cuda::ptx::mbarrier_init(&s_stage_bar[t], 1);
+      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);  // the inits, seen by the copies
+      for (int t = 0; t < stage_tiles; ++t) {
+        (void)::cuda::ptx::mbarrier_arrive_expect_tx(
+            ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
+            &s_stage_bar[t], unsigned(kTile) * 4u);
+        ::cuda::ptx::cp_async_bulk(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                   s_stage + t * kTile, v + c_begin + t * kTile,
+                                   unsigned(kTile) * 4u, &s_stage_bar[t]);
+      }
+    }
+#endif
+  };
+  auto wait_stage = [&](int t) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    while (!::cuda::ptx::mbarrier_try_wait_parity(&s_stage_bar[t], 0u)) {
+    }
+#endif
+  };
   auto load_first = [&] {
     if (c_begin < c_end) load_run(v, c_begin + kPer * tid, c_end, aligned, raw);
     if constexpr (kPrefetch) {
       if (c_begin + kTile < c_end) load_run(v, c_begin + kTile + kPer * tid, c_end, aligned, nxt);
     }
   };
-  load_first();
+  if (!stage_ok) load_first();  // (kStage: the first tile only if the chunk is not staged)
 
   // a.l2_prefetch: the chunk past the tiles in flight, asked of L2 (one bulk prefetch) once the
   // sample has arrived. Issued with the first tile's loads instead, its traffic delayed the
@@ -585,6 +645,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   // 256-thread kernels keep their code (with it, 4096x16384 +0.5..1%).
   auto prefetch_chunk = [&] {
     if constexpr (kT != 512) return;
+    if (staged) return;  // the whole chunk is on its way
     const int from = c_begin + (kPrefetch ? 2 : 1) * kTile;
     if (a.l2_prefetch && aligned && tid == 0 && from < c_end) {
       const std::int64_t want = std::int64_t(c_end - from) * std::int64_t(sizeof(T));
@@ -663,9 +724,9 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       // passes from the top (sampled_bound4).
       for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
       std::uint32_t sk[4] = {0u, 0u, 0u, 0u};
+      std::uint32_t w[4] = {0u, 0u, 0u, 0u};
       if (tid < size / 4) {
         const T* src = v + stream_sample_run_at(tid / 8, step) + (tid % 8) * 4;
-        std::uint32_t w[4];
         if constexpr (sizeof(T) == 4) {
           const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
           w[0] = u.x;
@@ -677,6 +738,18 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           w[0] = u.x;
           w[1] = u.y;
         }
+      }
+      if constexpr (kStage) {
+        // The chunk's copies once every warp has issued its sample's loads (a barrier does not
+        // wait for loads), so that the sample is not queued behind them.
+        if (stage_ok) {
+          __syncthreads();
+          issue_stage();
+          MOER_STREAM_STAMP(12);
+          staged = true;
+        }
+      }
+      if (tid < size / 4) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) sk[j] = key_of_bits(elem_bits<T>(w, j));
       }
@@ -790,6 +863,72 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     constexpr bool kTies = kForm == 2;
     G = 0;
     E = 0;
+    if constexpr (kStage) {
+      if (staged) {
+        if constexpr (kForm == 0) {
+          // Each tile as it lands: this thread's 16 elements (four 16-byte vectors read in an
+          // order rotated by lane / 2, so that a quarter warp meets distinct banks) into bits
+          // 16 t.. of m64, their count into the 16-bit field t of cnt; after the last tile one
+          // block scan of the packed counts (a field's prefix is at most a tile, 8192) places
+          // every candidate, in index order (tile, thread, element).
+          std::uint64_t m64 = 0, cnt = 0;
+#pragma unroll 1
+          for (int t = 0; t < stage_tiles; ++t) {
+            wait_stage(t);
+            const uint4* mine = reinterpret_cast<const uint4*>(s_stage + t * kTile) + tid * 4;
+            std::uint32_t b = 0;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              const int q = (j + (lane >> 1)) & 3;
+              const uint4 u = mine[q];
+              b |= (std::uint32_t(__uint_as_float(u.x) >= t0f) |
+                    std::uint32_t(__uint_as_float(u.y) >= t0f) << 1 |
+                    std::uint32_t(__uint_as_float(u.z) >= t0f) << 2 |
+                    std::uint32_t(__uint_as_float(u.w) >= t0f) << 3)
+                   << (4 * q);
+            }
+            m64 |= std::uint64_t(b) << (16 * t);
+            cnt |= std::uint64_t(__popc(b)) << (16 * t);
+          }
+          MOER_STREAM_STAMP(13);
+          std::uint64_t incl = cnt;  // inclusive warp scan, then the warps' totals
+#pragma unroll
+          for (int d = 1; d < 32; d <<= 1) {
+            const std::uint64_t o = __shfl_up_sync(kAll, incl, d);
+            if (lane >= d) incl += o;
+          }
+          if (lane == 31) s_stage_warp[warp] = incl;
+          __syncthreads();
+          std::uint64_t pre = incl - cnt, tot = 0;
+#pragma unroll
+          for (int w = 0; w < kWarpsT; ++w) {
+            const std::uint64_t x = s_stage_warp[w];
+            tot += x;
+            pre += w < warp ? x : 0u;
+          }
+          int first = 0;  // the list's entries of the tiles before t
+#pragma unroll 1
+          for (int t = 0; t < stage_tiles; ++t) {
+            int o = first + int((pre >> (16 * t)) & 0xffffu);
+            std::uint32_t b = std::uint32_t(m64 >> (16 * t)) & 0xffffu;
+            const std::uint32_t* mine = s_stage + t * kTile + tid * kPer;
+            const std::uint32_t idx0 = std::uint32_t(c_begin + t * kTile + tid * kPer);
+            while (b != 0u) {
+              const int i = __ffs(int(b)) - 1;
+              b &= b - 1u;
+              if (o < cap) s_list[o] = make_uint2(mine[i], idx0 + std::uint32_t(i));
+              ++o;
+            }
+            first += int((tot >> (16 * t)) & 0xffffu);
+          }
+          G = first;
+          return;
+        } else {
+          // The exact form reads global memory; the copies land before the block may exit.
+          for (int t = 0; t < stage_tiles; ++t) wait_stage(t);
+        }
+      }
+    }
     int buf = 0;
 #pragma unroll 1
     for (int base = c_begin; base < c_end; base += kTile, buf ^= 1) {
@@ -877,6 +1016,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   } else if (fast) {
     collect(std::false_type{});
   } else {
+    if (staged) load_first();   // (the exact form's first tile in registers)
     collect(std::true_type{});  // key > T0, and the first k keys == T0
   }
 
