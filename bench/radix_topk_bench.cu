@@ -113,9 +113,9 @@ int main(int argc, char** argv) {
               "unsorted", "floor", "other blocks per row x threads: sorted, unsorted");
   for (const bool bf16 : {false, true}) {
     for (const Shape& sh : shapes) {
-      if (!only.empty() && std::find(only.begin(), only.end(),
-                                     std::to_string(sh.rows) + "x" + std::to_string(sh.len)) ==
-                               only.end()) {
+      if (!only.empty() &&
+          std::find(only.begin(), only.end(),
+                    std::to_string(sh.rows) + "x" + std::to_string(sh.len)) == only.end()) {
         continue;
       }
       const std::size_t esize = bf16 ? 2 : 4;

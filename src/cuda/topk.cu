@@ -199,7 +199,7 @@ Status launch_stream_tuned(const kernels::RadixTopkArgs& r, int per_row, cudaStr
   if constexpr (sizeof(T) == 4 && kThreads == 512 && !kGrid) {
     if (t.stage) {
       return launch_stream_variant<T, 512, false, false, false, true>(r, per_row, t.l2_prefetch,
-                                                                       stream);
+                                                                      stream);
     }
   }
   if constexpr (kThreads == 512) {

@@ -680,9 +680,9 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
 // 2048.
 TEST_F(GpuRadixTopk, StagedChunks) {
   std::uint64_t seed = 9700;
-  for (Data d : {Data::kRandom, Data::kSorted, Data::kReverse, Data::kEqual, Data::kFewLevels,
-                 Data::kSpecial, Data::kNearTies, Data::kLowBits, Data::kHighSample,
-                 Data::kLowSample}) {
+  for (Data d :
+       {Data::kRandom, Data::kSorted, Data::kReverse, Data::kEqual, Data::kFewLevels,
+        Data::kSpecial, Data::kNearTies, Data::kLowBits, Data::kHighSample, Data::kLowSample}) {
     for (int k : {33, 512, 2048}) {
       ++seed;
       if (k != 33) check(64, 65536, k, d, seed % 3 == 0, seed % 2 == 0, seed);
