@@ -899,13 +899,16 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           }
           if (lane == 31) s_stage_warp[warp] = incl;
           __syncthreads();
-          std::uint64_t pre = incl - cnt, tot = 0;
-#pragma unroll
-          for (int w = 0; w < kWarpsT; ++w) {
-            const std::uint64_t x = s_stage_warp[w];
-            tot += x;
-            pre += w < warp ? x : 0u;
-          }
+          // Lane w holds warp w's totals; two 32-bit halves (tiles 0-1, 2-3) reduce without a
+          // carry across fields (a field's sum is at most a tile).
+          const std::uint64_t wt = lane < kWarpsT ? s_stage_warp[lane] : 0u;
+          const std::uint32_t wlo = std::uint32_t(wt), whi = std::uint32_t(wt >> 32);
+          const std::uint64_t before =
+              std::uint64_t(__reduce_add_sync(kAll, lane < warp ? wlo : 0u)) |
+              std::uint64_t(__reduce_add_sync(kAll, lane < warp ? whi : 0u)) << 32;
+          const std::uint64_t tot = std::uint64_t(__reduce_add_sync(kAll, wlo)) |
+                                    std::uint64_t(__reduce_add_sync(kAll, whi)) << 32;
+          const std::uint64_t pre = before + incl - cnt;
           int first = 0;  // the list's entries of the tiles before t
 #pragma unroll 1
           for (int t = 0; t < stage_tiles; ++t) {
