@@ -555,6 +555,31 @@ TEST(RadixTopkSample, RunsAreAlignedInsideTheRowAndSpread) {
   }
 }
 
+// Staged chunks' layout (kStage): the copy starts 128-byte aligned past everything else of the
+// dynamic shared memory, holds four 512-thread f32 tiles, and with the largest k sorted still
+// leaves room in an H100's 227 KB for the kernel's static shared memory (4.6 KB); chunk tiles by
+// row length and blocks a row (1, 2 and 4: staged; others stream).
+TEST(RadixTopkStage, LayoutAndChunkTiles) {
+  EXPECT_EQ(kernels::kStreamStageBytes, std::size_t(4) * 512 * kernels::kStreamPer * 4);
+  for (int k : {1, 33, 512, 1024, 2048}) {
+    for (bool sorted : {false, true}) {
+      for (std::int64_t len : {std::int64_t(16385), std::int64_t(65536), std::int64_t(131071)}) {
+        const std::size_t at = kernels::stream_stage_offset(k, sorted, len);
+        EXPECT_EQ(at % 128, 0u) << k;
+        EXPECT_GE(at, kernels::stream_smem_bytes(k, sorted, len)) << k;
+        EXPECT_LT(at - kernels::stream_smem_bytes(k, sorted, len), 128u) << k;
+        EXPECT_LE(at + kernels::kStreamStageBytes + 8 * 1024, std::size_t(227) * 1024) << k;
+      }
+    }
+  }
+  EXPECT_EQ(kernels::stream_chunk_tiles(65536, 2), 4);
+  EXPECT_EQ(kernels::stream_chunk_tiles(32768, 2), 2);
+  EXPECT_EQ(kernels::stream_chunk_tiles(8192, 2), 1);
+  EXPECT_EQ(kernels::stream_chunk_tiles(20000, 2), 2);  // three tiles: 2 + 1 (partial)
+  EXPECT_EQ(kernels::stream_chunk_tiles(100000, 2), 7);
+  EXPECT_EQ(kernels::stream_chunk_tiles(65536, 4), 2);
+}
+
 // Many rows (one 256-thread block each, the sample's keys in registers where a vector a thread
 // holds it): per-row lengths (rows no longer than their sample), an odd stride (scalar loads),
 // the sample arranged against the row in every row (the exact fallback), both orders, CUB's
