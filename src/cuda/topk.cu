@@ -59,7 +59,7 @@ int stream_setup() {
         kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone, kSearch, kStage>;
     const std::size_t smem =
         kStage ? kernels::stream_stage_offset(kernels::kRadixMaxK, true, 1 << 30) +
-                     kernels::kStreamStageBytes
+                     kernels::stream_stage_bytes(sizeof(T))
                : kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
     (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     return kGrid ? 1 : probe_max_cluster(kernel, kThreads, smem);
@@ -124,13 +124,14 @@ int stream_threads(std::int64_t n, int cluster) {
 // Not used: chunks of four tiles (4x1048576 20.8 -> 21.8-22.3), two-block clusters (64x65536
 // unchanged), four blocks an SM (1024x8192 26.6 -> 27.1, 4096x16384 126.4 -> 128.2; their issue
 // slots are the limit).
-// kStage (f32 where the L2 prefetch would be asked for, clusters of two or more blocks without
+// kStage (where the L2 prefetch would be asked for, clusters of two or more blocks without
 // kSearch, rows sampled in registers: at most 4 x 512 sampled elements, and chunks of 1, 2 or
-// 4 whole tiles): each block's chunk copied into shared memory from the kernel's start.
-// Measured on an H100 (radix_topk_bench --quick, us, two runs each, one call): f32 64x65536
-// unsorted 15.1 -> 14.2-14.3, sorted 17.6-17.7 -> 16.7-16.8; every other row unchanged; with
-// the warps' totals summed by four warp reductions instead of a loop over the warps (three
-// runs each, one call): 14.1 -> 13.8-13.9, sorted 16.6-16.7 -> 16.4-16.5. Stamps
+// 4 whole tiles): each block's chunk copied into shared memory from the kernel's start (f32
+// and, with kAlone, bf16). Measured on an H100 (radix_topk_bench --quick, us, two runs each,
+// one call): f32 64x65536 unsorted 15.1 -> 14.2-14.3, sorted 17.6-17.7 -> 16.7-16.8; every
+// other row unchanged; with the warps' totals summed by four warp reductions instead of a loop
+// over the warps (three runs each, one call): 14.1 -> 13.8-13.9, sorted 16.6-16.7 -> 16.4-16.5.
+// bf16 64x65536 (three runs each, one call): 12.3 -> 10.6-10.7, sorted 14.8 -> 13.1. Stamps
 // of a probe build (64x65536, cold rows, us from the first block's start): the prefetched
 // stream's last tile was collected at 9.3 (the sample arrived at 2.5, the prefetch after it);
 // the staged chunks landed at 7.1 (their copies issued at 1.3) and were collected by 8.4. A
@@ -152,7 +153,7 @@ StreamTuning stream_tuning(const kernels::RadixTopkArgs& r, int per_row, int thr
   const bool l2_prefetch = few && bytes <= 0.5 * double(detail::l2_bytes());
   const bool search = few && per_row >= 4 && chunk <= 2 * 512 * kernels::kStreamPer;
   const std::int64_t tiles = kernels::stream_chunk_tiles(r.length, per_row);
-  const bool stage = sizeof(T) == 4 && threads == 512 && l2_prefetch && !search && per_row > 1 &&
+  const bool stage = threads == 512 && l2_prefetch && !search && per_row > 1 &&
                      r.length > 512 * kernels::stream_sample_runs(int(r.length)) &&
                      kernels::stream_sample_runs(int(r.length)) <= 4 &&
                      (tiles == 1 || tiles == 2 || tiles == 4);
@@ -175,9 +176,9 @@ Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool 
   }
   kernels::RadixTopkArgs args = r;
   args.l2_prefetch = l2_prefetch;
-  const std::size_t smem =
-      kStage ? kernels::stream_stage_offset(r.k, r.sorted, r.length) + kernels::kStreamStageBytes
-             : kernels::stream_smem_bytes(r.k, r.sorted, r.length);
+  const std::size_t smem = kStage ? kernels::stream_stage_offset(r.k, r.sorted, r.length) +
+                                        kernels::stream_stage_bytes(sizeof(T))
+                                  : kernels::stream_smem_bytes(r.k, r.sorted, r.length);
   return detail::launch_kernel(
       kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone, kSearch, kStage>,
       dim3(unsigned(r.n * per_row)), dim3(kThreads), smem, stream, false, args,
@@ -191,7 +192,13 @@ template <typename T, int kThreads, bool kGrid>
 Status launch_stream_tuned(const kernels::RadixTopkArgs& r, int per_row, cudaStream_t stream) {
   const StreamTuning t = stream_tuning<T>(r, per_row, kThreads);
   if constexpr (sizeof(T) == 2 && kThreads == 512) {
-    if (t.alone) {  // bf16 at one block an SM, with or without the searched bound
+    if (t.alone) {  // bf16 at one block an SM, with or without the searched bound, or staged
+      if constexpr (!kGrid) {
+        if (t.stage) {
+          return launch_stream_variant<T, 512, false, true, false, true>(r, per_row,
+                                                                         t.l2_prefetch, stream);
+        }
+      }
       return t.search
                  ? launch_stream_variant<T, 512, kGrid, true, true>(r, per_row, t.l2_prefetch,
                                                                     stream)

@@ -556,11 +556,12 @@ TEST(RadixTopkSample, RunsAreAlignedInsideTheRowAndSpread) {
 }
 
 // Staged chunks' layout (kStage): the copy starts 128-byte aligned past everything else of the
-// dynamic shared memory, holds four 512-thread f32 tiles, and with the largest k sorted still
-// leaves room in an H100's 227 KB for the kernel's static shared memory (4.6 KB); chunk tiles by
-// row length and blocks a row (1, 2 and 4: staged; others stream).
+// dynamic shared memory, holds four 512-thread tiles (f32 or bf16), and with the largest k
+// sorted still leaves room in an H100's 227 KB for the kernel's static shared memory (4.6 KB);
+// chunk tiles by row length and blocks a row (1, 2 and 4: staged; others stream).
 TEST(RadixTopkStage, LayoutAndChunkTiles) {
-  EXPECT_EQ(kernels::kStreamStageBytes, std::size_t(4) * 512 * kernels::kStreamPer * 4);
+  EXPECT_EQ(kernels::stream_stage_bytes(4), std::size_t(4) * 512 * kernels::kStreamPer * 4);
+  EXPECT_EQ(kernels::stream_stage_bytes(2), std::size_t(4) * 512 * kernels::kStreamPer * 2);
   for (int k : {1, 33, 512, 1024, 2048}) {
     for (bool sorted : {false, true}) {
       for (std::int64_t len : {std::int64_t(16385), std::int64_t(65536), std::int64_t(131071)}) {
@@ -568,7 +569,7 @@ TEST(RadixTopkStage, LayoutAndChunkTiles) {
         EXPECT_EQ(at % 128, 0u) << k;
         EXPECT_GE(at, kernels::stream_smem_bytes(k, sorted, len)) << k;
         EXPECT_LT(at - kernels::stream_smem_bytes(k, sorted, len), 128u) << k;
-        EXPECT_LE(at + kernels::kStreamStageBytes + 8 * 1024, std::size_t(227) * 1024) << k;
+        EXPECT_LE(at + kernels::stream_stage_bytes(4) + 8 * 1024, std::size_t(227) * 1024) << k;
       }
     }
   }
@@ -804,6 +805,33 @@ TEST_F(GpuRadixTopk, Bf16ManyRows) {
   MOER_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const std::int64_t n = 6 * std::int64_t(sms), len = 9000;
   check_bf16(testing::make_bf16(n * len, 1.0, 8), n, len, 512, false, nullptr, -1, 0);
+}
+
+// bf16 staged chunks (kStage, as StagedChunks for f32): 64x65536 and 40x32768 by topk's choice,
+// random rows and few distinct values, per-row lengths (short rows and partial chunks stream),
+// k from 33 to 2048, both orders.
+TEST_F(GpuRadixTopk, Bf16StagedChunks) {
+  std::uint64_t seed = 9900;
+  for (const std::int64_t len : {std::int64_t(65536), std::int64_t(32768)}) {
+    const std::int64_t n = len == 65536 ? 64 : 40;
+    for (int k : {33, 512, 2048}) {
+      for (bool sorted : {false, true}) {
+        ++seed;
+        auto vals = testing::make_bf16(n * len, 1.0, seed);
+        if (seed % 2 == 0) {  // few distinct values: ties at the threshold across the chunks
+          for (auto& b : vals) {
+            b = moerouter::detail::float_to_bf16(float(int(moerouter::detail::bf16_to_float(b) * 2)));
+          }
+        }
+        std::vector<std::int32_t> lens(static_cast<std::size_t>(n));
+        for (std::int64_t r = 0; r < n; ++r) {
+          const std::int64_t choices[] = {len, 0, k - 1, len / 2 + 3, len, k + 1};
+          lens[r] = std::int32_t(choices[r % 6]);
+        }
+        check_bf16(vals, n, len, k, sorted, seed % 3 == 0 ? &lens : nullptr, -1, 0);
+      }
+    }
+  }
 }
 
 // bf16 through the cluster sizes and block sizes, ties straddling chunks (few levels), lengths.

@@ -25,8 +25,8 @@
 // 2. Collect: each block streams its chunk in tiles of 16 consecutive elements a thread (bf16:
 //    the next tile's loads in flight while one is processed) and appends every element >= T0
 //    (a float compare) to a list of (value bits, index) in shared memory, in index order:
-//    per-thread counts, a warp scan, one block barrier a tile. Staged (kStage: f32, few rows of
-//    2..16-block clusters, chunks of 1, 2 or 4 tiles): the chunk arrives in shared memory by
+//    per-thread counts, a warp scan, one block barrier a tile. Staged (kStage: few rows of 2..16-block
+//    clusters, chunks of 1, 2 or 4 tiles): the chunk arrives in shared memory by
 //    bulk copies issued right after the sample's loads, each tile's compares run as it lands,
 //    and one scan of the tiles' packed counts places the candidates.
 // 3. Merge: the blocks publish their counts (one cluster barrier). If a list overflowed or fewer
@@ -95,10 +95,12 @@ __host__ __device__ constexpr std::size_t stream_smem_bytes(int k, bool sorted,
       4;
   return list > sample ? list : sample;
 }
-/// Staged chunks (radix_topk_stream_kernel's kStage): bytes of a 512-thread f32 block's chunk
-/// copy (at most four tiles) and where it starts in the dynamic shared memory (after the list,
-/// at a 128-byte boundary).
-constexpr std::size_t kStreamStageBytes = std::size_t(4) * 512 * kStreamPer * 4;
+/// Staged chunks (radix_topk_stream_kernel's kStage): bytes of a 512-thread block's chunk copy
+/// (at most four tiles of elements of esize bytes) and where it starts in the dynamic shared
+/// memory (after the list, at a 128-byte boundary).
+__host__ __device__ constexpr std::size_t stream_stage_bytes(std::size_t esize) {
+  return std::size_t(4) * 512 * kStreamPer * esize;
+}
 __host__ __device__ constexpr std::size_t stream_stage_offset(int k, bool sorted,
                                                               std::int64_t length) {
   return (stream_smem_bytes(k, sorted, length) + 127) / 128 * 128;
@@ -498,8 +500,8 @@ __device__ __forceinline__ void select_top16(int n, std::uint32_t base16, Key ke
 /// kSearch (512 threads): the bound by a bit-by-bit search over each thread's largest sampled
 /// key (step 1) instead of histograms. A template parameter, so that the other launches' code
 /// stays as it was (its branch, never taken, made bf16 256x262144 k = 2048 78.4 -> 80.9 us).
-/// kStage (f32, 512 threads, clusters, the sample's register path; dynamic shared memory
-/// stream_stage_offset + kStreamStageBytes): a block whose chunk is 1, 2 or 4 whole tiles of
+/// kStage (512 threads, clusters, the sample's register path; dynamic shared memory
+/// stream_stage_offset + stream_stage_bytes): a block whose chunk is 1, 2 or 4 whole tiles of
 /// an aligned row has it copied into shared memory by bulk copies (one a tile), issued right
 /// after the sample's loads, and collects each tile as it lands; step 2's stream then runs
 /// from the kernel's start instead of from the sample's arrival (and its L2 prefetch).
@@ -595,8 +597,9 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   std::uint32_t raw[kW], nxt[kPrefetch ? kW : 1];
   // kStage: the chunk's copy (tile t at s_stage + t * kTile), a barrier a tile; staged once the
   // copies are issued.
-  static_assert(!kStage || (sizeof(T) == 4 && kT == 512 && !kGrid && !kSearch),
-                "kStage: f32, 512 threads, clusters, the sample's register path");
+  static_assert(!kStage || (kT == 512 && !kGrid && !kSearch),
+                "kStage: 512 threads, clusters, the sample's register path");
+  constexpr int kTileWords = kTile * int(sizeof(T)) / 4;  // a tile's copy, 32-bit words
   __shared__ __align__(8) std::uint64_t s_stage_bar[kStage ? 4 : 1];
   __shared__ std::uint64_t s_stage_warp[kStage ? kWarpsT : 1];
   std::uint32_t* s_stage = reinterpret_cast<std::uint32_t*>(
@@ -616,10 +619,10 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       for (int t = 0; t < stage_tiles; ++t) {
         (void)::cuda::ptx::mbarrier_arrive_expect_tx(
             ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
-            &s_stage_bar[t], unsigned(kTile) * 4u);
+            &s_stage_bar[t], unsigned(kTileWords) * 4u);
         ::cuda::ptx::cp_async_bulk(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
-                                   s_stage + t * kTile, v + c_begin + t * kTile,
-                                   unsigned(kTile) * 4u, &s_stage_bar[t]);
+                                   s_stage + t * kTileWords, v + c_begin + t * kTile,
+                                   unsigned(kTileWords) * 4u, &s_stage_bar[t]);
       }
     }
 #endif
@@ -866,26 +869,40 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     if constexpr (kStage) {
       if (staged) {
         if constexpr (kForm == 0) {
-          // Each tile as it lands: this thread's 16 elements (four 16-byte vectors read in an
-          // order rotated by lane / 2, so that a quarter warp meets distinct banks) into bits
-          // 16 t.. of m64, their count into the 16-bit field t of cnt; after the last tile one
-          // block scan of the packed counts (a field's prefix is at most a tile, 8192) places
-          // every candidate, in index order (tile, thread, element).
+          // Each tile as it lands: this thread's 16 elements (16-byte vectors: four f32 or two
+          // bf16, read in an order rotated by lane / 2 or lane / 4, so that a quarter warp meets
+          // distinct banks) into bits 16 t.. of m64, their count into the 16-bit field t of
+          // cnt; after the last tile one block scan of the packed counts (a field's prefix is
+          // at most a tile, 8192) places every candidate, in index order (tile, thread,
+          // element).
+          constexpr int kVecs = kPer * int(sizeof(T)) / 16;  // a thread's vectors in a tile
           std::uint64_t m64 = 0, cnt = 0;
 #pragma unroll 1
           for (int t = 0; t < stage_tiles; ++t) {
             wait_stage(t);
-            const uint4* mine = reinterpret_cast<const uint4*>(s_stage + t * kTile) + tid * 4;
+            const uint4* mine =
+                reinterpret_cast<const uint4*>(s_stage + t * kTileWords) + tid * kVecs;
             std::uint32_t b = 0;
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              const int q = (j + (lane >> 1)) & 3;
+            for (int j = 0; j < kVecs; ++j) {
+              const int q = (j + (lane >> (kVecs == 4 ? 1 : 2))) & (kVecs - 1);
               const uint4 u = mine[q];
-              b |= (std::uint32_t(__uint_as_float(u.x) >= t0f) |
-                    std::uint32_t(__uint_as_float(u.y) >= t0f) << 1 |
-                    std::uint32_t(__uint_as_float(u.z) >= t0f) << 2 |
-                    std::uint32_t(__uint_as_float(u.w) >= t0f) << 3)
-                   << (4 * q);
+              if constexpr (sizeof(T) == 4) {
+                b |= (std::uint32_t(__uint_as_float(u.x) >= t0f) |
+                      std::uint32_t(__uint_as_float(u.y) >= t0f) << 1 |
+                      std::uint32_t(__uint_as_float(u.z) >= t0f) << 2 |
+                      std::uint32_t(__uint_as_float(u.w) >= t0f) << 3)
+                     << (4 * q);
+              } else {
+                constexpr int kVecElems = 16 / int(sizeof(T));
+                const std::uint32_t w[4] = {u.x, u.y, u.z, u.w};
+                std::uint32_t bq = 0;
+#pragma unroll
+                for (int e = 0; e < kVecElems; ++e) {
+                  bq |= std::uint32_t(__uint_as_float(elem_bits<T>(w, e)) >= t0f) << e;
+                }
+                b |= bq << (kVecElems * q);
+              }
             }
             m64 |= std::uint64_t(b) << (16 * t);
             cnt |= std::uint64_t(__popc(b)) << (16 * t);
@@ -914,12 +931,15 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           for (int t = 0; t < stage_tiles; ++t) {
             int o = first + int((pre >> (16 * t)) & 0xffffu);
             std::uint32_t b = std::uint32_t(m64 >> (16 * t)) & 0xffffu;
-            const std::uint32_t* mine = s_stage + t * kTile + tid * kPer;
+            const std::uint32_t* mine = s_stage + t * kTileWords + tid * kW;
             const std::uint32_t idx0 = std::uint32_t(c_begin + t * kTile + tid * kPer);
             while (b != 0u) {
               const int i = __ffs(int(b)) - 1;
               b &= b - 1u;
-              if (o < cap) s_list[o] = make_uint2(mine[i], idx0 + std::uint32_t(i));
+              if (o < cap) {
+                s_list[o] = make_uint2(sizeof(T) == 4 ? mine[i] : elem_bits<T>(mine, i),
+                                       idx0 + std::uint32_t(i));
+              }
               ++o;
             }
             first += int((tot >> (16 * t)) & 0xffffu);
