@@ -195,8 +195,8 @@ Status launch_stream_tuned(const kernels::RadixTopkArgs& r, int per_row, cudaStr
     if (t.alone) {  // bf16 at one block an SM, with or without the searched bound, or staged
       if constexpr (!kGrid) {
         if (t.stage) {
-          return launch_stream_variant<T, 512, false, true, false, true>(r, per_row,
-                                                                         t.l2_prefetch, stream);
+          return launch_stream_variant<T, 512, false, true, false, true>(r, per_row, t.l2_prefetch,
+                                                                         stream);
         }
       }
       return t.search
@@ -297,9 +297,9 @@ Status launch_rows(const kernels::RadixTopkArgs& r, cudaStream_t stream) {
 // 100.2-100.6). Longer rows keep their instantiations: their 32 KB copies leave room for six
 // blocks (five sorted) anyway, and at 32 registers unsorted 1024x8192 took 19.9 against
 // 19.7-19.9. bf16 rows (a copy of 16 KB at most) take eight sorted as well as unsorted (the
-// kernel's own bound): sorted against five (48 registers; 32 at eight, no spills): 1024x8192 29.8-29.9 -> 28.7, 4096x4096
-// 98.6 -> 93.5, 8192x2048 182.6-182.9 -> 173.0-173.3 (six, 40 registers: 29.2, 95.6,
-// 176.5-176.9).
+// kernel's own bound): sorted against five (48 registers; 32 at eight, no spills): 1024x8192
+// 29.8-29.9 -> 28.7, 4096x4096 98.6 -> 93.5, 8192x2048 182.6-182.9 -> 173.0-173.3 (six, 40
+// registers: 29.2, 95.6, 176.5-176.9).
 constexpr std::int64_t kRowsEightMaxLen = 4096;
 
 template <typename T>

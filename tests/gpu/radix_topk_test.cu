@@ -820,7 +820,8 @@ TEST_F(GpuRadixTopk, Bf16StagedChunks) {
         auto vals = testing::make_bf16(n * len, 1.0, seed);
         if (seed % 2 == 0) {  // few distinct values: ties at the threshold across the chunks
           for (auto& b : vals) {
-            b = moerouter::detail::float_to_bf16(float(int(moerouter::detail::bf16_to_float(b) * 2)));
+            b = moerouter::detail::float_to_bf16(
+                float(int(moerouter::detail::bf16_to_float(b) * 2)));
           }
         }
         std::vector<std::int32_t> lens(static_cast<std::size_t>(n));

@@ -25,8 +25,8 @@
 // 2. Collect: each block streams its chunk in tiles of 16 consecutive elements a thread (bf16:
 //    the next tile's loads in flight while one is processed) and appends every element >= T0
 //    (a float compare) to a list of (value bits, index) in shared memory, in index order:
-//    per-thread counts, a warp scan, one block barrier a tile. Staged (kStage: few rows of 2..16-block
-//    clusters, chunks of 1, 2 or 4 tiles): the chunk arrives in shared memory by
+//    per-thread counts, a warp scan, one block barrier a tile. Staged (kStage: few rows of
+//    2..16-block clusters, chunks of 1, 2 or 4 tiles): the chunk arrives in shared memory by
 //    bulk copies issued right after the sample's loads, each tile's compares run as it lands,
 //    and one scan of the tiles' packed counts places the candidates.
 // 3. Merge: the blocks publish their counts (one cluster barrier). If a list overflowed or fewer
@@ -595,8 +595,8 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   const bool aligned = (reinterpret_cast<std::uintptr_t>(v) & 15u) == 0;
   // The current tile (and with kPrefetch the next one), loads issued before the sample's.
   std::uint32_t raw[kW], nxt[kPrefetch ? kW : 1];
-  // kStage: the chunk's copy (tile t at s_stage + t * kTile), a barrier a tile; staged once the
-  // copies are issued.
+  // kStage: the chunk's copy (tile t at s_stage + t * kTileWords), a barrier a tile; staged once
+  // the copies are issued.
   static_assert(!kStage || (kT == 512 && !kGrid && !kSearch),
                 "kStage: 512 threads, clusters, the sample's register path");
   constexpr int kTileWords = kTile * int(sizeof(T)) / 4;  // a tile's copy, 32-bit words
