@@ -58,9 +58,7 @@ int stream_setup() {
     const auto kernel =
         kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone, kSearch, kStage>;
     const std::size_t smem =
-        kStage ? kernels::stream_stage_offset(kernels::kRadixMaxK, true, 1 << 30) +
-                     kernels::stream_stage_bytes(sizeof(T))
-               : kernels::stream_smem_bytes(kernels::kRadixMaxK, true, 1 << 30);
+        kernels::stream_launch_smem_bytes(kernels::kRadixMaxK, true, 1 << 30, kStage, sizeof(T));
     (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     return kGrid ? 1 : probe_max_cluster(kernel, kThreads, smem);
   });
@@ -154,8 +152,7 @@ StreamTuning stream_tuning(const kernels::RadixTopkArgs& r, int per_row, int thr
   const bool search = few && per_row >= 4 && chunk <= 2 * 512 * kernels::kStreamPer;
   const std::int64_t tiles = kernels::stream_chunk_tiles(r.length, per_row);
   const bool stage = threads == 512 && l2_prefetch && !search && per_row > 1 &&
-                     r.length > 512 * kernels::stream_sample_runs(int(r.length)) &&
-                     kernels::stream_sample_runs(int(r.length)) <= 4 &&
+                     kernels::stream_sample_in_registers(int(r.length)) &&
                      (tiles == 1 || tiles == 2 || tiles == 4);
   return {few && sizeof(T) == 2, l2_prefetch, search, stage};
 }
@@ -176,9 +173,8 @@ Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool 
   }
   kernels::RadixTopkArgs args = r;
   args.l2_prefetch = l2_prefetch;
-  const std::size_t smem = kStage ? kernels::stream_stage_offset(r.k, r.sorted, r.length) +
-                                        kernels::stream_stage_bytes(sizeof(T))
-                                  : kernels::stream_smem_bytes(r.k, r.sorted, r.length);
+  const std::size_t smem =
+      kernels::stream_launch_smem_bytes(r.k, r.sorted, r.length, kStage, sizeof(T));
   return detail::launch_kernel(
       kernels::radix_topk_stream_kernel<T, kThreads, kGrid, kAlone, kSearch, kStage>,
       dim3(unsigned(r.n * per_row)), dim3(kThreads), smem, stream, false, args,
@@ -191,24 +187,18 @@ Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool 
 template <typename T, int kThreads, bool kGrid>
 Status launch_stream_tuned(const kernels::RadixTopkArgs& r, int per_row, cudaStream_t stream) {
   const StreamTuning t = stream_tuning<T>(r, per_row, kThreads);
+  if constexpr (kThreads == 512 && !kGrid) {
+    if (t.stage) {  // (bf16's at one block an SM: the stage implies t.alone)
+      return launch_stream_variant<T, 512, false, sizeof(T) == 2, false, true>(
+          r, per_row, t.l2_prefetch, stream);
+    }
+  }
   if constexpr (sizeof(T) == 2 && kThreads == 512) {
-    if (t.alone) {  // bf16 at one block an SM, with or without the searched bound, or staged
-      if constexpr (!kGrid) {
-        if (t.stage) {
-          return launch_stream_variant<T, 512, false, true, false, true>(r, per_row, t.l2_prefetch,
-                                                                         stream);
-        }
-      }
+    if (t.alone) {  // bf16 at one block an SM, with or without the searched bound
       return t.search
                  ? launch_stream_variant<T, 512, kGrid, true, true>(r, per_row, t.l2_prefetch,
                                                                     stream)
                  : launch_stream_variant<T, 512, kGrid, true>(r, per_row, t.l2_prefetch, stream);
-    }
-  }
-  if constexpr (sizeof(T) == 4 && kThreads == 512 && !kGrid) {
-    if (t.stage) {
-      return launch_stream_variant<T, 512, false, false, false, true>(r, per_row, t.l2_prefetch,
-                                                                      stream);
     }
   }
   if constexpr (kThreads == 512) {

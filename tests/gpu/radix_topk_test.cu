@@ -570,6 +570,12 @@ TEST(RadixTopkStage, LayoutAndChunkTiles) {
         EXPECT_GE(at, kernels::stream_smem_bytes(k, sorted, len)) << k;
         EXPECT_LT(at - kernels::stream_smem_bytes(k, sorted, len), 128u) << k;
         EXPECT_LE(at + kernels::stream_stage_bytes(4) + 8 * 1024, std::size_t(227) * 1024) << k;
+        EXPECT_EQ(kernels::stream_launch_smem_bytes(k, sorted, len, true, 2),
+                  at + kernels::stream_stage_bytes(2))
+            << k;
+        EXPECT_EQ(kernels::stream_launch_smem_bytes(k, sorted, len, false, 4),
+                  kernels::stream_smem_bytes(k, sorted, len))
+            << k;
       }
     }
   }
@@ -579,6 +585,12 @@ TEST(RadixTopkStage, LayoutAndChunkTiles) {
   EXPECT_EQ(kernels::stream_chunk_tiles(20000, 2), 2);  // three tiles: 2 + 1 (partial)
   EXPECT_EQ(kernels::stream_chunk_tiles(100000, 2), 7);
   EXPECT_EQ(kernels::stream_chunk_tiles(65536, 4), 2);
+  // The sample in registers: more elements than the sample of 1024 or 2048.
+  EXPECT_FALSE(kernels::stream_sample_in_registers(1024));
+  EXPECT_TRUE(kernels::stream_sample_in_registers(1025));
+  EXPECT_TRUE(kernels::stream_sample_in_registers(65536));
+  EXPECT_TRUE(kernels::stream_sample_in_registers(131071));
+  EXPECT_FALSE(kernels::stream_sample_in_registers(131072));  // 4096 sampled: shared memory
 }
 
 // Many rows (one 256-thread block each, the sample's keys in registers where a vector a thread

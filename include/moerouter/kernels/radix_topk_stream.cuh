@@ -105,6 +105,19 @@ __host__ __device__ constexpr std::size_t stream_stage_offset(int k, bool sorted
                                                               std::int64_t length) {
   return (stream_smem_bytes(k, sorted, length) + 127) / 128 * 128;
 }
+/// Dynamic shared memory of radix_topk_stream_kernel: stream_smem_bytes, and with kStage
+/// (`stage`) the chunk's copy after it.
+__host__ __device__ constexpr std::size_t stream_launch_smem_bytes(int k, bool sorted,
+                                                                   std::int64_t length,
+                                                                   bool stage, std::size_t esize) {
+  return stage ? stream_stage_offset(k, sorted, length) + stream_stage_bytes(esize)
+               : stream_smem_bytes(k, sorted, length);
+}
+/// Whether step 1 keeps a row's sample in registers, four elements a thread of 512 (more than
+/// the sample, which has at most 2048 elements): what kStage requires.
+__host__ __device__ constexpr bool stream_sample_in_registers(int len) {
+  return len > 512 * stream_sample_runs(len) && stream_sample_runs(len) <= 4;
+}
 /// Tiles (of 512 threads) in each block's chunk where rows of len have `blocks` blocks each.
 __host__ __device__ constexpr std::int64_t stream_chunk_tiles(std::int64_t len, int blocks) {
   constexpr std::int64_t kTile = 512 * kStreamPer;
@@ -137,8 +150,7 @@ __host__ __device__ constexpr std::int64_t radix_stream_grid_lists(std::int64_t 
 /// List entries a block of grid mode may leave: its chunk (whole tiles of 512 threads) or the
 /// list's capacity, the smaller.
 __host__ __device__ constexpr int radix_stream_grid_slot(std::int64_t length, int blocks, int k) {
-  constexpr std::int64_t kTile = 512 * kStreamPer;
-  const std::int64_t chunk = ((length + kTile - 1) / kTile + blocks - 1) / blocks * kTile;
+  const std::int64_t chunk = stream_chunk_tiles(length, blocks) * (512 * kStreamPer);
   return int(chunk < stream_capacity(k) ? chunk : stream_capacity(k));
 }
 /// Bytes of grid mode's workspace for n rows of `length`, `blocks` blocks a row.
@@ -605,7 +617,8 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   std::uint32_t* s_stage = reinterpret_cast<std::uint32_t*>(
       reinterpret_cast<unsigned char*>(s_list) + stream_stage_offset(k, a.sorted, a.length));
   const int stage_tiles = (c_end - c_begin) / kTile;
-  // (The sample's register path: more than 512 * runs elements, runs <= 4; step 1.)
+  // (stream_sample_in_registers(len) written out: through the function one branch became a
+  // predicate OR and the code before the copies moved, a build not run on the device.)
   const bool stage_ok = kStage && aligned && len > 512 * stream_sample_runs(len) &&
                         stream_sample_runs(len) <= 4 && c_end > c_begin &&
                         (c_end - c_begin) % kTile == 0 &&
