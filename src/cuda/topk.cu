@@ -173,6 +173,17 @@ Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool 
   }
   kernels::RadixTopkArgs args = r;
   args.l2_prefetch = l2_prefetch;
+  if constexpr (kStage) {
+    args.stage_offset = unsigned(kernels::stream_stage_offset(r.k, r.sorted, r.length));
+    const bool aligned = reinterpret_cast<std::uintptr_t>(r.values) % 16 == 0 &&
+                         (r.values_stride * std::int64_t(sizeof(T))) % 16 == 0;
+    args.stage_tiles =
+        !r.lengths && aligned ? kernels::stream_uniform_stage_tiles(r.length, per_row) : 0;
+    if (args.stage_tiles > 0) {
+      const int len = int(r.length);
+      args.stage_step = kernels::stream_sample_step(kernels::stream_sample_runs(len), len);
+    }
+  }
   const std::size_t smem =
       kernels::stream_launch_smem_bytes(r.k, r.sorted, r.length, kStage, sizeof(T));
   return detail::launch_kernel(

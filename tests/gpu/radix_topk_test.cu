@@ -591,6 +591,28 @@ TEST(RadixTopkStage, LayoutAndChunkTiles) {
   EXPECT_TRUE(kernels::stream_sample_in_registers(65536));
   EXPECT_TRUE(kernels::stream_sample_in_registers(131071));
   EXPECT_FALSE(kernels::stream_sample_in_registers(131072));  // 4096 sampled: shared memory
+  // Every row's chunks staged (the copies first thing): whole tiles split evenly, 1, 2 or 4 a
+  // block, the sample in registers; else 0 (the kernel decides per row).
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(65536, 2), 4);
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(32768, 2), 2);
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(65536, 4), 2);
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(16384, 2), 1);
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(65536, 1), 0);     // no cluster
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(65537, 2), 0);     // a partial tile
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(3 * 8192, 2), 0);  // uneven split
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(6 * 8192, 2), 0);  // three tiles a block
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(131072, 4), 0);    // sample in shared memory
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(8192, 2), 0);      // half a tile a block
+  EXPECT_EQ(kernels::stream_uniform_stage_tiles(0, 2), 0);
+  for (std::int64_t len = 8192; len <= 131072; len += 8192) {
+    for (int blocks : {2, 4, 8, 16}) {
+      const int t = kernels::stream_uniform_stage_tiles(len, blocks);
+      if (t != 0) {  // the kernel's own chunk geometry for every block
+        EXPECT_EQ(kernels::stream_chunk_tiles(len, blocks), t) << len;
+        EXPECT_EQ(std::int64_t(t) * blocks * 512 * kernels::kStreamPer, len) << len;
+      }
+    }
+  }
 }
 
 // Many rows (one 256-thread block each, the sample's keys in registers where a vector a thread
@@ -845,6 +867,15 @@ TEST_F(GpuRadixTopk, Bf16StagedChunks) {
       }
     }
   }
+}
+
+// Small bf16 staged launches for compute-sanitizer (SanitizerSmall's staged rows are f32): the
+// copies issued first thing (no per-row lengths) and after the sample's loads (per-row lengths:
+// a whole row staged, a partial one streamed), both orders, two-block clusters.
+TEST_F(GpuRadixTopk, Bf16SanitizerSmall) {
+  const std::vector<std::int32_t> lens = {32768, 20001};
+  check_bf16(testing::make_bf16(2 * 32768, 1.0, 9950), 2, 32768, 512, false, nullptr, 2, 512);
+  check_bf16(testing::make_bf16(2 * 32768, 1.0, 9951), 2, 32768, 600, true, &lens, 2, 512);
 }
 
 // bf16 through the cluster sizes and block sizes, ties straddling chunks (few levels), lengths.

@@ -43,6 +43,17 @@ struct RadixTopkArgs {
   /// radix_topk_rows_kernel only: the sample's rank wanted and the distance between its runs
   /// for rows of a.length elements (from the host: the same for every such row); 0: computed.
   int rows_want, rows_step;
+  /// radix_topk_stream_kernel<..., kStage> only: the tiles (1, 2 or 4) of every block's chunk
+  /// where the host found every row's chunks staged (no per-row lengths, aligned rows of whole
+  /// tiles split evenly over the cluster, the sample in registers): each block then issues its
+  /// copies first thing; 0: the kernel decides per row, after the sample's loads.
+  int stage_tiles;
+  /// radix_topk_stream_kernel<..., kStage> only: where the chunk's copy starts in the dynamic
+  /// shared memory (stream_stage_offset).
+  unsigned stage_offset;
+  /// radix_topk_stream_kernel<..., kStage> with stage_tiles: the distance between the sample's
+  /// runs in a row of a.length elements (stream_sample_step).
+  int stage_step;
 };
 
 namespace radix_detail {

@@ -27,8 +27,10 @@
 //    (a float compare) to a list of (value bits, index) in shared memory, in index order:
 //    per-thread counts, a warp scan, one block barrier a tile. Staged (kStage: few rows of
 //    2..16-block clusters, chunks of 1, 2 or 4 tiles): the chunk arrives in shared memory by
-//    bulk copies issued right after the sample's loads, each tile's compares run as it lands,
-//    and one scan of the tiles' packed counts places the candidates.
+//    bulk copies issued right after the sample's loads (where no row has its own length, both
+//    are the kernel's first work, from the host's geometry), each tile's compares run as it
+//    lands, and one scan of the tiles' packed counts places the candidates (and, with the
+//    host's geometry, counts them into step 4's first histogram).
 // 3. Merge: the blocks publish their counts (one cluster barrier). If a list overflowed or fewer
 //    than k elements reached T0 (the sample misled, or ties crowd at T0), every block computes
 //    the exact threshold by up to three 11-bit histogram passes over its chunk, merged over the
@@ -122,6 +124,19 @@ __host__ __device__ constexpr bool stream_sample_in_registers(int len) {
 __host__ __device__ constexpr std::int64_t stream_chunk_tiles(std::int64_t len, int blocks) {
   constexpr std::int64_t kTile = 512 * kStreamPer;
   return ((len + kTile - 1) / kTile + blocks - 1) / blocks;
+}
+/// kStage's a.stage_tiles for rows of len elements each (no per-row lengths; aligned rows, the
+/// host checks) over `blocks` blocks a row: the tiles of every block's chunk where each is
+/// staged (the rows whole tiles, split evenly, 1, 2 or 4 a block; the sample in registers),
+/// else 0.
+__host__ __device__ constexpr int stream_uniform_stage_tiles(std::int64_t len, int blocks) {
+  constexpr std::int64_t kTile = 512 * kStreamPer;
+  if (blocks < 2 || len <= 0 || len >= (std::int64_t(1) << 31) || len % kTile != 0 ||
+      (len / kTile) % blocks != 0 || !stream_sample_in_registers(int(len))) {
+    return 0;
+  }
+  const std::int64_t per = len / kTile / blocks;
+  return per == 1 || per == 2 || per == 4 ? int(per) : 0;
 }
 
 /// Distance between the starts of two sampled runs in a row of len elements (len > 512 * runs).
@@ -516,7 +531,10 @@ __device__ __forceinline__ void select_top16(int n, std::uint32_t base16, Key ke
 /// stream_stage_offset + stream_stage_bytes): a block whose chunk is 1, 2 or 4 whole tiles of
 /// an aligned row has it copied into shared memory by bulk copies (one a tile), issued right
 /// after the sample's loads, and collects each tile as it lands; step 2's stream then runs
-/// from the kernel's start instead of from the sample's arrival (and its L2 prefetch).
+/// from the kernel's start instead of from the sample's arrival (and its L2 prefetch). With
+/// a.stage_tiles (every row staged: the host's geometry), the sample's loads and the copies
+/// come first in the kernel, and the list's first histogram of step 4 is counted as the list
+/// is written, the other blocks' added into block 0's by red.async with their list pushes.
 template <typename T, int kT, bool kGrid = false, bool kAlone = false, bool kSearch = false,
           bool kStage = false>
 __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
@@ -548,6 +566,71 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   __shared__ __align__(8) std::uint64_t s_list_bar;
   // Every block's: counts the bytes of the cluster's counts (st.async, the merge's first time).
   __shared__ __align__(8) std::uint64_t s_count_bar;
+  // kStage: the chunk's copy (tile t at s_stage + t * kTileWords, after the list: the host's
+  // a.stage_offset), a barrier a tile.
+  static_assert(!kStage || (kT == 512 && !kGrid && !kSearch),
+                "kStage: 512 threads, clusters, the sample's register path");
+  constexpr int kTileWords = kTile * int(sizeof(T)) / 4;  // a tile's copy, 32-bit words
+  __shared__ __align__(8) std::uint64_t s_stage_bar[kStage ? 4 : 1];
+  __shared__ std::uint64_t s_stage_warp[kStage ? kWarpsT : 1];
+  std::uint32_t* s_stage = reinterpret_cast<std::uint32_t*>(
+      reinterpret_cast<unsigned char*>(s_list) + (kStage ? a.stage_offset : 0u));
+  // Thread 0: the `tiles` tiles from src into s_stage, a bulk copy and an mbarrier each.
+  auto issue_stage = [&](const T* src, int tiles) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (threadIdx.x == 0) {
+      for (int t = 0; t < tiles; ++t) ::cuda::ptx::mbarrier_init(&s_stage_bar[t], 1);
+      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);  // the inits, seen by the copies
+      for (int t = 0; t < tiles; ++t) {
+        (void)::cuda::ptx::mbarrier_arrive_expect_tx(
+            ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
+            &s_stage_bar[t], unsigned(kTileWords) * 4u);
+        ::cuda::ptx::cp_async_bulk(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                   s_stage + t * kTileWords, src + t * kTile,
+                                   unsigned(kTileWords) * 4u, &s_stage_bar[t]);
+      }
+    }
+#else
+    (void)src;
+    (void)tiles;
+#endif
+  };
+  // The host found every chunk staged (a.stage_tiles): the sample's loads (four elements a
+  // thread, step 1's register path, the runs' distance a.stage_step) and then the copies first
+  // thing, before the cluster's set-up and the chunk's bounds, from the cluster's rank and index
+  // (special registers; no division). After them, the copies went out 1.3 us after the
+  // kernel's start (64x65536 f32 on an H100); a plain read of the same bytes ends ~1.2 us later
+  // when issued that late. Measured on an H100 with the first histogram counted in the collect
+  // (below), radix_topk_bench --quick 64x65536, three runs each, one call: f32 unsorted
+  // 13.8-14.0 -> 13.0 us, sorted 16.4-16.5 -> 16.5-16.8; bf16 unsorted 10.5 -> 10.0, sorted
+  // 12.9-13.0 -> 12.5. (The copies first and the sample's loads after them: the sample queued
+  // behind the copies, f32 13.9 -> 15.3 us, bf16 10.5 -> 12.2.)
+  const bool pre_staged = kStage && a.stage_tiles > 0;
+  std::uint32_t pre_w[4] = {0u, 0u, 0u, 0u};  // pre_staged: this thread's sampled elements
+  if constexpr (kStage) {
+    if (pre_staged) {
+      const T* rowp =
+          static_cast<const T*>(a.values) + std::int64_t(detail::cluster_id_x()) * a.values_stride;
+      if (int(threadIdx.x) < 128 * stream_sample_runs(int(a.length))) {
+        const T* src =
+            rowp + stream_sample_run_at(int(threadIdx.x) / 8, a.stage_step) + (threadIdx.x % 8) * 4;
+        if constexpr (sizeof(T) == 4) {
+          const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
+          pre_w[0] = u.x;
+          pre_w[1] = u.y;
+          pre_w[2] = u.z;
+          pre_w[3] = u.w;
+        } else {
+          const uint2 u = __ldg(reinterpret_cast<const uint2*>(src));
+          pre_w[0] = u.x;
+          pre_w[1] = u.y;
+        }
+      }
+      __syncthreads();  // every warp has issued its sample's loads
+      const unsigned crank = cooperative_groups::this_cluster().block_rank();
+      issue_stage(rowp + std::int64_t(crank) * (a.stage_tiles * kTile), a.stage_tiles);
+    }
+  }
 
   cg::cluster_group cluster = cg::this_cluster();
   // (Grid mode launches no clusters: every block is its own.)
@@ -607,39 +690,16 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   const bool aligned = (reinterpret_cast<std::uintptr_t>(v) & 15u) == 0;
   // The current tile (and with kPrefetch the next one), loads issued before the sample's.
   std::uint32_t raw[kW], nxt[kPrefetch ? kW : 1];
-  // kStage: the chunk's copy (tile t at s_stage + t * kTileWords), a barrier a tile; staged once
-  // the copies are issued.
-  static_assert(!kStage || (kT == 512 && !kGrid && !kSearch),
-                "kStage: 512 threads, clusters, the sample's register path");
-  constexpr int kTileWords = kTile * int(sizeof(T)) / 4;  // a tile's copy, 32-bit words
-  __shared__ __align__(8) std::uint64_t s_stage_bar[kStage ? 4 : 1];
-  __shared__ std::uint64_t s_stage_warp[kStage ? kWarpsT : 1];
-  std::uint32_t* s_stage = reinterpret_cast<std::uint32_t*>(
-      reinterpret_cast<unsigned char*>(s_list) + stream_stage_offset(k, a.sorted, a.length));
+  // kStage: staged once the copies are issued.
   const int stage_tiles = (c_end - c_begin) / kTile;
   // (stream_sample_in_registers(len) written out: through the function one branch became a
   // predicate OR and the code before the copies moved, a build not run on the device.)
-  const bool stage_ok = kStage && aligned && len > 512 * stream_sample_runs(len) &&
-                        stream_sample_runs(len) <= 4 && c_end > c_begin &&
-                        (c_end - c_begin) % kTile == 0 &&
-                        (stage_tiles == 1 || stage_tiles == 2 || stage_tiles == 4);
-  bool staged = false;
-  auto issue_stage = [&] {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (tid == 0) {
-      for (int t = 0; t < stage_tiles; ++t) ::cuda::ptx::mbarrier_init(&s_stage_bar[t], 1);
-      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);  // the inits, seen by the copies
-      for (int t = 0; t < stage_tiles; ++t) {
-        (void)::cuda::ptx::mbarrier_arrive_expect_tx(
-            ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
-            &s_stage_bar[t], unsigned(kTileWords) * 4u);
-        ::cuda::ptx::cp_async_bulk(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
-                                   s_stage + t * kTileWords, v + c_begin + t * kTile,
-                                   unsigned(kTileWords) * 4u, &s_stage_bar[t]);
-      }
-    }
-#endif
-  };
+  // (pre_staged: the host's a.stage_tiles is this geometry, for every row.)
+  const bool stage_ok = pre_staged || (kStage && aligned && len > 512 * stream_sample_runs(len) &&
+                                       stream_sample_runs(len) <= 4 && c_end > c_begin &&
+                                       (c_end - c_begin) % kTile == 0 &&
+                                       (stage_tiles == 1 || stage_tiles == 2 || stage_tiles == 4));
+  bool staged = pre_staged;
   auto wait_stage = [&](int t) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     while (!::cuda::ptx::mbarrier_try_wait_parity(&s_stage_bar[t], 0u)) {
@@ -741,7 +801,10 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
       std::uint32_t sk[4] = {0u, 0u, 0u, 0u};
       std::uint32_t w[4] = {0u, 0u, 0u, 0u};
-      if (tid < size / 4) {
+      if (pre_staged) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) w[j] = pre_w[j];
+      } else if (tid < size / 4) {
         const T* src = v + stream_sample_run_at(tid / 8, step) + (tid % 8) * 4;
         if constexpr (sizeof(T) == 4) {
           const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
@@ -758,9 +821,9 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       if constexpr (kStage) {
         // The chunk's copies once every warp has issued its sample's loads (a barrier does not
         // wait for loads), so that the sample is not queued behind them.
-        if (stage_ok) {
+        if (stage_ok && !pre_staged) {
           __syncthreads();
-          issue_stage();
+          issue_stage(v + c_begin, stage_tiles);
           MOER_STREAM_STAMP(12);
           staged = true;
         }
@@ -871,6 +934,15 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   const bool fast = t0 >= 0x00800000u;  // T0 is a number or an infinity (else keys: NaN/-inf)
   const float t0f = float_of_key(t0);
   int G = 0, E = 0;  // this block's totals
+  // pre_staged: the staged collect's fast form built step 4's first histogram of this block's
+  // list (in s_hist[0]; the merge adds the other blocks' into block 0's). The same in every
+  // block of the cluster: pre_staged (the host's), the fast form (T0, the same sample's); a
+  // block's own staging decision would not be (a row with its own length can stage block 0's
+  // chunk and stream block 1's), and block 0 would wait for bins never sent. Measured on an
+  // H100 (the histogram in every staged block then, the copies after the sample's bound code,
+  // radix_topk_bench --quick 64x65536, three runs each, one call): f32 unsorted 13.8-13.9 ->
+  // 13.7-13.8 us, bf16 10.5-10.6 -> 10.4-10.5.
+  bool staged_hist = false;
   // Forms: 0 (false_type) fast; 1 (true_type) exact; 2 ties: x > T0, and the first cap_eq with
   // x == T0, by float compares (T0 a number).
   auto collect = [&](auto form_tag) {
@@ -890,6 +962,11 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           // element).
           constexpr int kVecs = kPer * int(sizeof(T)) / 16;  // a thread's vectors in a tile
           std::uint64_t m64 = 0, cnt = 0;
+          // pre_staged: step 4's first histogram (top16_bin) of the list, counted as it is
+          // written: zero before the scan's barrier (nobody reads s_hist after the bound's last
+          // barrier).
+          if (pre_staged && tid < 256) s_hist[0][tid] = 0;
+          const std::uint32_t base16 = t0 >> 16;
 #pragma unroll 1
           for (int t = 0; t < stage_tiles; ++t) {
             wait_stage(t);
@@ -950,14 +1027,16 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
               const int i = __ffs(int(b)) - 1;
               b &= b - 1u;
               if (o < cap) {
-                s_list[o] = make_uint2(sizeof(T) == 4 ? mine[i] : elem_bits<T>(mine, i),
-                                       idx0 + std::uint32_t(i));
+                const std::uint32_t bits = sizeof(T) == 4 ? mine[i] : elem_bits<T>(mine, i);
+                s_list[o] = make_uint2(bits, idx0 + std::uint32_t(i));
+                if (pre_staged) atomicAdd(&s_hist[0][top16_bin(bits, base16)], 1);
               }
               ++o;
             }
             first += int((tot >> (16 * t)) & 0xffffu);
           }
           G = first;
+          staged_hist = pre_staged;
           return;
         } else {
           // The exact form reads global memory; the copies land before the block may exit.
@@ -1059,7 +1138,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   MOER_STREAM_STAMP(3);
   int total = 0;
   bool merged = false;      // grid mode: the last block has the row's list
-  bool first_hist = false;  // grid mode: step 4's first histogram is built (in s_hist[0])
+  bool first_hist = false;  // grid mode, kStage: step 4's first histogram is built (in s_hist[0])
   if constexpr (kGrid) {
     // 3g. Every block's list (the fast form, or bf16's ties form with the block's first k
     //     ties; if T0 is no number, none, and the exact path)
@@ -1302,14 +1381,23 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
             } else {
               compact_list<kT>(s_list, n, prefix, mask, my_room, scan_tmp, put);
             }
+            if (kStage && staged_hist && !exact && tid < 256) {  // its first histogram's bins
+              ::cuda::ptx::red_async(::cuda::ptx::op_add,
+                                     cluster.map_shared_rank(&s_hist[0][tid], 0), s_hist[0][tid],
+                                     bar);
+            }
             return;
           }
+          // The pushed histograms: 256 bins of 4 bytes from each other block.
+          const bool hist_in = kStage && staged_hist && !exact;
           if (tid == 0) {  // block 0: the others' kept entries, 8 bytes each
             (void)::cuda::ptx::mbarrier_arrive_expect_tx(
                 ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
-                &s_list_bar, unsigned(total - own) * 8u);
+                &s_list_bar,
+                unsigned(total - own) * 8u + (hist_in ? unsigned(csize - 1) * 1024u : 0u));
           }
           detail::wait_cluster_stores(&s_list_bar);
+          first_hist = hist_in;
         }
 #endif
         break;
