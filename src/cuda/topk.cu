@@ -135,7 +135,11 @@ int stream_threads(std::int64_t n, int cluster) {
 // the staged chunks landed at 7.1 (their copies issued at 1.3) and were collected by 8.4. A
 // plain kernel reads the same 16 MB in 6.0-6.4 us from its start. Collecting the four staged
 // tiles only once all had landed (one 64-bit mask a thread) took until 9.4: tile by tile as
-// they land it is.
+// they land it is. Where no row has its own length and every row's chunks are staged
+// (stream_uniform_stage_tiles), the launch passes that geometry (a.stage_tiles, a.stage_step)
+// so that the sample's loads and the copies are the kernel's first work, and the select's first
+// histogram is counted with the list: (three runs each, one call) f32 64x65536 13.8-14.0 ->
+// 13.0, sorted 16.4-16.5 -> 16.5-16.8; bf16 10.5 -> 10.0, sorted 12.9-13.0 -> 12.5.
 struct StreamTuning {
   bool alone;
   bool l2_prefetch;
