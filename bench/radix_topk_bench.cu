@@ -85,15 +85,6 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   std::vector<std::string> only;  // "ROWSxLEN" of the shapes to run (none: all)
   for (int i = quick ? 2 : 1; i < argc; ++i) only.emplace_back(argv[i]);
-  Ctx c;
-  cudaDeviceProp prop{};
-  CK(cudaGetDeviceProperties(&prop, 0));
-  c.name = prop.name;
-  c.l2 = std::size_t(prop.l2CacheSize);
-  CK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
-  c.measure_copy();
-  std::printf("Device: %s, %d SMs, L2 %zu MB, copy bandwidth %.0f GB/s (read + write)\n",
-              c.name.c_str(), prop.multiProcessorCount, c.l2 >> 20, c.copy_gbps);
   const std::vector<Shape> shapes = {
       {1, 262144, 512, {{16, 512}, {8, 512}, {32, 1}, {64, 1}}},
       {64, 65536, 512, {{2, 512}, {4, 512}, {1, 256}, {2, 1}}},
@@ -108,14 +99,32 @@ int main(int argc, char** argv) {
       {1, 1048576, 1024, {{16, 512}, {64, 1}, {128, 1}}},
       {2, 524288, 2048, {{16, 512}, {64, 1}}},
   };
+  auto name_of = [](const Shape& sh) { return std::to_string(sh.rows) + "x" + std::to_string(sh.len); };
+  for (const std::string& want : only) {  // a shape not in the list would run nothing, silently
+    if (std::none_of(shapes.begin(), shapes.end(),
+                     [&](const Shape& sh) { return name_of(sh) == want; })) {
+      std::string known;
+      for (const Shape& sh : shapes) known += " " + name_of(sh);
+      std::fprintf(stderr, "radix_topk_bench: no shape %s (shapes:%s)\n", want.c_str(),
+                   known.c_str());
+      return 2;
+    }
+  }
+  Ctx c;
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  c.name = prop.name;
+  c.l2 = std::size_t(prop.l2CacheSize);
+  CK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
+  c.measure_copy();
+  std::printf("Device: %s, %d SMs, L2 %zu MB, copy bandwidth %.0f GB/s (read + write)\n",
+              c.name.c_str(), prop.multiProcessorCount, c.l2 >> 20, c.copy_gbps);
 
   std::printf("%-5s %-12s %5s | %9s %9s | %8s | %s\n", "dtype", "rows x len", "k", "sorted",
               "unsorted", "floor", "other blocks per row x threads: sorted, unsorted");
   for (const bool bf16 : {false, true}) {
     for (const Shape& sh : shapes) {
-      if (!only.empty() &&
-          std::find(only.begin(), only.end(),
-                    std::to_string(sh.rows) + "x" + std::to_string(sh.len)) == only.end()) {
+      if (!only.empty() && std::find(only.begin(), only.end(), name_of(sh)) == only.end()) {
         continue;
       }
       const std::size_t esize = bf16 ? 2 : 4;
