@@ -99,7 +99,9 @@ int main(int argc, char** argv) {
       {1, 1048576, 1024, {{16, 512}, {64, 1}, {128, 1}}},
       {2, 524288, 2048, {{16, 512}, {64, 1}}},
   };
-  auto name_of = [](const Shape& sh) { return std::to_string(sh.rows) + "x" + std::to_string(sh.len); };
+  auto name_of = [](const Shape& sh) {
+    return std::to_string(sh.rows) + "x" + std::to_string(sh.len);
+  };
   for (const std::string& want : only) {  // a shape not in the list would run nothing, silently
     if (std::none_of(shapes.begin(), shapes.end(),
                      [&](const Shape& sh) { return name_of(sh) == want; })) {
