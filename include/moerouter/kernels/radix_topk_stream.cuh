@@ -225,23 +225,6 @@ __device__ __forceinline__ std::uint32_t bits_at<bf16>(const bf16* v, int i) {
   return std::uint32_t(__ldg(reinterpret_cast<const std::uint16_t*>(v) + i)) << 16;
 }
 
-/// Four consecutive elements from src (16-byte aligned f32, 8-byte aligned bf16) as raw words
-/// (bf16: two, in w[0..1]): a thread's share of a sample kept in registers.
-template <typename T>
-__device__ __forceinline__ void load_sample4(const T* src, std::uint32_t (&w)[4]) {
-  if constexpr (sizeof(T) == 4) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
-    w[0] = u.x;
-    w[1] = u.y;
-    w[2] = u.z;
-    w[3] = u.w;
-  } else {
-    const uint2 u = __ldg(reinterpret_cast<const uint2*>(src));
-    w[0] = u.x;
-    w[1] = u.y;
-  }
-}
-
 /// Raw words of the kStreamPer elements from pos clipped to `end` (past it: NaN, which no float
 /// compare takes; the exact path checks the count itself).
 template <typename T>
@@ -629,9 +612,19 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       const T* rowp =
           static_cast<const T*>(a.values) + std::int64_t(detail::cluster_id_x()) * a.values_stride;
       if (int(threadIdx.x) < 128 * stream_sample_runs(int(a.length))) {
-        radix_stream_detail::load_sample4(
-            rowp + stream_sample_run_at(int(threadIdx.x) / 8, a.stage_step) + (threadIdx.x % 8) * 4,
-            pre_w);
+        const T* src =
+            rowp + stream_sample_run_at(int(threadIdx.x) / 8, a.stage_step) + (threadIdx.x % 8) * 4;
+        if constexpr (sizeof(T) == 4) {
+          const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
+          pre_w[0] = u.x;
+          pre_w[1] = u.y;
+          pre_w[2] = u.z;
+          pre_w[3] = u.w;
+        } else {
+          const uint2 u = __ldg(reinterpret_cast<const uint2*>(src));
+          pre_w[0] = u.x;
+          pre_w[1] = u.y;
+        }
       }
       __syncthreads();  // every warp has issued its sample's loads
       const unsigned crank = cooperative_groups::this_cluster().block_rank();
@@ -812,7 +805,18 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
 #pragma unroll
         for (int j = 0; j < 4; ++j) w[j] = pre_w[j];
       } else if (tid < size / 4) {
-        load_sample4(v + stream_sample_run_at(tid / 8, step) + (tid % 8) * 4, w);
+        const T* src = v + stream_sample_run_at(tid / 8, step) + (tid % 8) * 4;
+        if constexpr (sizeof(T) == 4) {
+          const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
+          w[0] = u.x;
+          w[1] = u.y;
+          w[2] = u.z;
+          w[3] = u.w;
+        } else {
+          const uint2 u = __ldg(reinterpret_cast<const uint2*>(src));
+          w[0] = u.x;
+          w[1] = u.y;
+        }
       }
       if constexpr (kStage) {
         // The chunk's copies once every warp has issued its sample's loads (a barrier does not
