@@ -42,8 +42,13 @@ enum class Data {
   kSampleAbove,  // normal values, the sample's 0.4 higher: at 8192 and k = 512 its bound leaves
                  // ~370 candidates, the short-row kernel's retry at a scaled rank ~1000
   kSampleBelow,  // the sample's 0.7 lower: ~1900 candidates (more than its list holds), then ~1100
-  kLowBits       // testing::low_bits_value: every bit of the keys decides, zeros tie, NaNs rank
+  kLowBits,      // testing::low_bits_value: every bit of the keys decides, zeros tie, NaNs rank
                  // last whatever their sign and payload
+  kCrowdFirst,   // normal values, and every 21st element of the row's first half (outside the
+                 // sampled runs) raised to 10 and above: with two blocks a row of 65536 (k =
+                 // 512), that block's list holds ~2200 candidates (more than half the list's
+                 // room) and the other's ~650
+  kCrowdLast     // the same in the row's last half
 };
 
 std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint64_t seed) {
@@ -72,6 +77,8 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
         case Data::kLowSample:
         case Data::kSampleAbove:
         case Data::kSampleBelow:
+        case Data::kCrowdFirst:
+        case Data::kCrowdLast:
           x = float(rng.normal());
           break;
         case Data::kNearTies:
@@ -104,6 +111,17 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
             x = d == Data::kHighSample ? 100.0f + float(g * 32 + l) : -100.0f;
           }
         }
+      }
+    }
+    if ((d == Data::kCrowdFirst || d == Data::kCrowdLast) && len > 512 * runs) {
+      std::vector<char> sampled(static_cast<std::size_t>(len), 0);
+      for (int g = 0; g < 16 * runs; ++g) {
+        const std::int64_t at = kernels::stream_sample_run(g, runs, int(len));
+        for (int l = 0; l < 32; ++l) sampled[std::size_t(at + l)] = 1;
+      }
+      const std::int64_t from = d == Data::kCrowdFirst ? 0 : len / 2;
+      for (std::int64_t i = from; i < from + len / 2; i += 21) {
+        if (!sampled[std::size_t(i)]) v[r * len + i] = 10.0f + float(i) * 1e-3f;
       }
     }
   }
@@ -729,6 +747,9 @@ TEST_F(GpuRadixTopk, SanitizerSmall) {
   check(2, 32768, 512, Data::kRandom, true, false, 78, 2, 512);      // staged chunks (kStage)
   check(2, 65536, 600, Data::kLowSample, false, true, 79, 2, 512);   // and the exact fallback
   check(2, 65536, 300, Data::kSpecial, false, false, 80, 2, 512, 65537);  // unaligned rows
+  check(2, 32768, 512, Data::kRandom, false, true, 81, 2, 512);           // block 1's list pushed
+  check(2, 65536, 512, Data::kCrowdFirst, false, false, 82, 2, 512);      // then the exact path
+  check(2, 65536, 512, Data::kCrowdLast, false, true, 83, 2, 512);        // not pushed
 }
 
 // Staged chunks (kStage: f32 rows of few 512-thread clusters of two or more blocks, each block
@@ -751,6 +772,14 @@ TEST_F(GpuRadixTopk, StagedChunks) {
   }
   check(40, 32768, 512, Data::kRandom, false, false, 9800, -1, 0, 32769);  // unaligned rows
   check(40, 32768, 512, Data::kLowBits, true, true, 9801, -1, 0, 32772);   // aligned, strided
+  // One block's list longer than half the list's room: block 1 pushes its list into block 0's
+  // upper half as it places it, so this takes the exact path (block 1's list pushed or not).
+  for (Data d : {Data::kCrowdFirst, Data::kCrowdLast}) {
+    for (int k : {33, 512}) {
+      ++seed;
+      check(64, 65536, k, d, false, seed % 2 == 0, seed);
+    }
+  }
 }
 
 TEST_F(GpuRadixTopk, Bf16Rows) {

@@ -37,9 +37,11 @@
 //    cluster through distributed shared memory, and collects again with it: every key above it
 //    and the first ones equal to it (ties go to the lower index), at most k in all. Blocks 1..
 //    copy their lists to block 0's through distributed shared memory (a second cluster barrier)
-//    and exit. Grid mode: every block leaves its list and length in the workspace and arrives
-//    at the row's atomic counter; the last to arrive gathers the lists (block order) and
-//    finishes, and takes the exact path alone, over the whole row, if the sample misled.
+//    and exit. Staged two-block clusters with the host's geometry: block 1 pushes its list into
+//    block 0's upper half as it places it, block 0's own list ending where it starts. Grid mode:
+//    every block leaves its list and length in the workspace and arrives at the row's atomic
+//    counter; the last to arrive gathers the lists (block order) and finishes, and takes the
+//    exact path alone, over the whole row, if the sample misled.
 // 4. Finish (block 0): exact radix select of the k-th key among the candidates (8-bit digits;
 //    the first is the top 16 bits as an offset from T0's), then an ordered compaction of the
 //    list: unsorted output in ascending index order directly, sorted output by the bitonic
@@ -303,12 +305,21 @@ __device__ __forceinline__ void warp_hist_add(int* h, int bin) {
 
 /// 256-bin bucket (warp 0) where the count from the top reaches `want` (1-based rank):
 /// s_sel = {bucket, want - count above it, count in it}; zeroes `h_next`. Ends with a barrier.
-__device__ __forceinline__ void pick_bucket256(const int* h, int* h_next, int want, int* s_sel) {
+/// kAdd: the histogram is h plus h_add (bin by bin).
+template <bool kAdd = false>
+__device__ __forceinline__ void pick_bucket256(const int* h, int* h_next, int want, int* s_sel,
+                                               const int* h_add = nullptr) {
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     // Lane l: bins 255 - 8l - i, i = 0..7 (highest first), two 16-byte loads.
-    const int4 lo = *reinterpret_cast<const int4*>(&h[248 - 8 * lane]);
-    const int4 hi = *reinterpret_cast<const int4*>(&h[252 - 8 * lane]);
+    int4 lo = *reinterpret_cast<const int4*>(&h[248 - 8 * lane]);
+    int4 hi = *reinterpret_cast<const int4*>(&h[252 - 8 * lane]);
+    if constexpr (kAdd) {
+      const int4 alo = *reinterpret_cast<const int4*>(&h_add[248 - 8 * lane]);
+      const int4 ahi = *reinterpret_cast<const int4*>(&h_add[252 - 8 * lane]);
+      lo = make_int4(lo.x + alo.x, lo.y + alo.y, lo.z + alo.z, lo.w + alo.w);
+      hi = make_int4(hi.x + ahi.x, hi.y + ahi.y, hi.z + ahi.z, hi.w + ahi.w);
+    }
     *reinterpret_cast<int4*>(&h_next[248 - 8 * lane]) = make_int4(0, 0, 0, 0);
     *reinterpret_cast<int4*>(&h_next[252 - 8 * lane]) = make_int4(0, 0, 0, 0);
     const int c[8] = {hi.w, hi.z, hi.y, hi.x, lo.w, lo.z, lo.y, lo.x};
@@ -491,14 +502,20 @@ __device__ __forceinline__ void radix_passes(int n, int pass, int cur, Key key_a
 }
 
 /// Step 4's select of the `take`-th largest among n candidates, all >= T0 (whose key's top 16
-/// bits are base16), their first histogram (top16_bin) in s_hist[0]: the bucket of the top 16
-/// bits, then bits 15..8 and 7..0 (f32; bf16's keys are decided by their top 16 bits), or from
-/// the top should the k-th largest be far above T0. fp, fm zero on entry; as radix_passes.
+/// bits are base16), their first histogram (top16_bin) in s_hist[0] (plus h_add's bins, if
+/// not null): the bucket of the top 16 bits, then bits 15..8 and 7..0 (f32; bf16's keys are
+/// decided by their top 16 bits), or from the top should the k-th largest be far above T0. fp,
+/// fm zero on entry; as radix_passes.
 template <int kT, int kPasses, typename Key>
 __device__ __forceinline__ void select_top16(int n, std::uint32_t base16, Key key_at,
                                              int (*s_hist)[256], int* s_sel, std::uint32_t& fp,
-                                             std::uint32_t& fm, int& take) {
-  pick_bucket256(s_hist[0], s_hist[1], take, s_sel);
+                                             std::uint32_t& fm, int& take,
+                                             const int* h_add = nullptr) {
+  if (h_add != nullptr) {
+    pick_bucket256<true>(s_hist[0], s_hist[1], take, s_sel, h_add);
+  } else {
+    pick_bucket256(s_hist[0], s_hist[1], take, s_sel);
+  }
   MOER_STREAM_STAMP(10);
   int pass = 2;  // next: bits 15..8
   if (s_sel[0] == 255) {
@@ -566,6 +583,10 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   __shared__ __align__(8) std::uint64_t s_list_bar;
   // Every block's: counts the bytes of the cluster's counts (st.async, the merge's first time).
   __shared__ __align__(8) std::uint64_t s_count_bar;
+  // kStage's two-block clusters with the host's geometry (`spec`, below), block 0's: counts the
+  // bytes of block 1's list and first histogram (s_hist_in), pushed as block 1 places them.
+  __shared__ __align__(8) std::uint64_t s_spec_bar;
+  __shared__ __align__(16) int s_hist_in[kStage ? 256 : 4];
   // kStage: the chunk's copy (tile t at s_stage + t * kTileWords, after the list: the host's
   // a.stage_offset), a barrier a tile.
   static_assert(!kStage || (kT == 512 && !kGrid && !kSearch),
@@ -656,6 +677,15 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     if (grank == 0) pad_from(0);
     return;
   }
+  // Two-block clusters where every chunk is staged (the host's geometry, cluster-uniform):
+  // block 1 pushes its candidates into block 0's list as it places them (from entry `half` on;
+  // block 0's own list ends at `half`), with the cluster's counts, instead of after them (see
+  // the staged collect).
+  const bool spec = kStage && pre_staged && csize == 2;
+  const int half = cap / 2;
+  // spec, the staged collect's fast form (cluster-uniform, as T0 is): the cluster's counts were
+  // sent, and block 1's list pushed, in the collect.
+  bool counts_sent = false;
   auto csync = [&] {
     if (csize > 1) {
       cluster.sync();
@@ -671,6 +701,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
           &s_count_bar, unsigned(csize) * 8u);  // one (gt, eq) pair from every block
       if (rank == 0) ::cuda::ptx::mbarrier_init(&s_list_bar, 1);
+      if (spec && rank == 0) ::cuda::ptx::mbarrier_init(&s_spec_bar, 1);
       ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
     }
     // The first half of a split cluster barrier: its wait, before the merge stores the counts
@@ -1016,6 +1047,45 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           const std::uint64_t tot = std::uint64_t(__reduce_add_sync(kAll, wlo)) |
                                     std::uint64_t(__reduce_add_sync(kAll, whi)) << 32;
           const std::uint64_t pre = before + incl - cnt;
+          // spec: the counts go out now (every block's is known), and the list where step 4
+          // reads it: block 0's ending at entry `half` of its list, block 1's pushed into block
+          // 0's from `half` on (st.async, counted by block 0's s_spec_bar), so that the merge
+          // waits for no second exchange. A block whose list does not fit there (block 0's
+          // longer than half, block 1's than cap - half) keeps it in place: the merge then
+          // takes the exact path (block 0 first waits for block 1's pushes): a row whose
+          // candidates crowd into one half (more than cap / 2 of them, against ~2.5k over the
+          // whole row for random data) is sent there, where one cap held both lists before.
+          // Measured on an H100 against pushing after the counts (radix_topk_bench --quick
+          // 64x65536, three runs each, one call; the f32 kernel at two blocks an SM then): f32
+          // unsorted 12.9-13.1 -> 12.8-12.9 us, sorted 16.6-16.7 -> 15.6-15.7; bf16 10.0 -> 9.8,
+          // sorted 12.5 -> 12.4.
+          uint2* dst = s_list;
+          bool push = false;
+          std::uint64_t* push_list = nullptr;
+          std::uint64_t* push_bar = nullptr;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+          if (spec) {
+            const int all = int(tot & 0xffffu) + int((tot >> 16) & 0xffffu) +
+                            int((tot >> 32) & 0xffffu) + int(tot >> 48);
+            // Every block has started and initialized its barriers (the cluster barrier's
+            // first half, arrived at the kernel's start).
+            asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+            if (tid < 2) {
+              ::cuda::ptx::st_async(
+                  reinterpret_cast<std::uint64_t*>(cluster.map_shared_rank(s_counts, tid) + rank),
+                  std::uint64_t(std::uint32_t(all)), cluster.map_shared_rank(&s_count_bar, tid));
+            }
+            counts_sent = true;
+            if (rank == 0) {
+              if (all <= half) dst = s_list + (half - all);
+            } else if (all <= cap - half) {
+              push = true;
+              push_list =
+                  reinterpret_cast<std::uint64_t*>(cluster.map_shared_rank(s_list, 0) + half);
+              push_bar = cluster.map_shared_rank(&s_spec_bar, 0);
+            }
+          }
+#endif
           int first = 0;  // the list's entries of the tiles before t
 #pragma unroll 1
           for (int t = 0; t < stage_tiles; ++t) {
@@ -1028,7 +1098,16 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
               b &= b - 1u;
               if (o < cap) {
                 const std::uint32_t bits = sizeof(T) == 4 ? mine[i] : elem_bits<T>(mine, i);
-                s_list[o] = make_uint2(bits, idx0 + std::uint32_t(i));
+                const std::uint32_t idx = idx0 + std::uint32_t(i);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+                if (push) {
+                  ::cuda::ptx::st_async(push_list + o, (std::uint64_t(idx) << 32) | bits, push_bar);
+                } else {
+                  dst[o] = make_uint2(bits, idx);
+                }
+#else
+                dst[o] = make_uint2(bits, idx);
+#endif
                 if (pre_staged) atomicAdd(&s_hist[0][top16_bin(bits, base16)], 1);
               }
               ++o;
@@ -1037,6 +1116,15 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           }
           G = first;
           staged_hist = pre_staged;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+          if (spec && rank != 0) {  // block 1's first histogram into block 0's s_hist_in
+            __syncthreads();
+            if (tid < 256) {
+              ::cuda::ptx::st_async(cluster.map_shared_rank(&s_hist_in[tid], 0), s_hist[0][tid],
+                                    cluster.map_shared_rank(&s_spec_bar, 0));
+            }
+          }
+#endif
           return;
         } else {
           // The exact form reads global memory; the copies land before the block may exit.
@@ -1139,6 +1227,8 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   int total = 0;
   bool merged = false;      // grid mode: the last block has the row's list
   bool first_hist = false;  // grid mode, kStage: step 4's first histogram is built (in s_hist[0])
+  uint2* lst = s_list;      // step 4's list (spec: block 0's own entries start later)
+  const int* hist_add = nullptr;  // spec: block 1's first histogram, added to s_hist[0]
   if constexpr (kGrid) {
     // 3g. Every block's list (the fast form, or bf16's ties form with the block's first k
     //     ties; if T0 is no number, none, and the exact path)
@@ -1320,12 +1410,14 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
         // cluster barrier's wait does not order this block's threads: all of them arrived at
         // the kernel's start).
         __syncthreads();
-        asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
-        if (tid < csize) {
-          ::cuda::ptx::st_async(
-              reinterpret_cast<std::uint64_t*>(cluster.map_shared_rank(s_counts, tid) + rank),
-              (std::uint64_t(std::uint32_t(E)) << 32) | std::uint32_t(G),
-              cluster.map_shared_rank(&s_count_bar, tid));
+        if (!counts_sent) {
+          asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+          if (tid < csize) {
+            ::cuda::ptx::st_async(
+                reinterpret_cast<std::uint64_t*>(cluster.map_shared_rank(s_counts, tid) + rank),
+                (std::uint64_t(std::uint32_t(E)) << 32) | std::uint32_t(G),
+                cluster.map_shared_rank(&s_count_bar, tid));
+          }
         }
         detail::wait_cluster_stores(&s_count_bar);
         counted = true;
@@ -1354,14 +1446,30 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       epre -= eb;
       const int room = cap_eq - epre > 0 ? cap_eq - epre : 0;
       const int kept = gb + (eb < room ? eb : room);  // block `lane`'s share of the merged list
-      const bool trunc = __any_sync(kAll, gb + (eb < cap_eq ? eb : cap_eq) > cap);
+      // (counts_sent, the first time: block 0's list fits below `half`, block 1's above it.)
+      const int fit = counts_sent && first ? (lane == 0 ? half : cap - half) : cap;
+      const bool trunc = __any_sync(kAll, gb + (eb < cap_eq ? eb : cap_eq) > fit);
       const int offset = __reduce_add_sync(kAll, lane < rank ? kept : 0);
       const int my_room = __shfl_sync(kAll, room, rank);
       total = __reduce_add_sync(kAll, kept);
       const int reach = __reduce_add_sync(kAll, gb) + __reduce_add_sync(kAll, eb);
       if (exact || !(trunc || total > cap || reach < kk)) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        if (csize > 1) {
+        if (counts_sent && first) {
+          // Block 1 pushed its list and first histogram in the collect: block 0 waits for
+          // their bytes, and reads its list from where its own entries start.
+          if (rank != 0) return;
+          const int own0 = __shfl_sync(kAll, kept, 0);  // block 0's entries
+          if (tid == 0) {
+            (void)::cuda::ptx::mbarrier_arrive_expect_tx(
+                ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
+                &s_spec_bar, unsigned(total - own0) * 8u + 1024u);
+          }
+          detail::wait_cluster_stores(&s_spec_bar);
+          lst = s_list + (half - own0);
+          first_hist = true;
+          hist_add = s_hist_in;
+        } else if (csize > 1) {
           // The other blocks push their kept entries into block 0's list with st.async, whose
           // bytes block 0's mbarrier counts, and leave: no cluster barrier at the end. Measured
           // on an H100 (radix_topk_bench, unsorted): remote stores and a cluster.sync() took
@@ -1402,6 +1510,19 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
 #endif
         break;
       }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      if (counts_sent && first && rank == 0) {
+        // The exact path follows: block 1's pushes (its list, if it fit above `half`, and its
+        // histogram) land before this block reuses the memory.
+        const int g1 = __shfl_sync(kAll, gb, 1);
+        if (tid == 0) {
+          (void)::cuda::ptx::mbarrier_arrive_expect_tx(
+              ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
+              &s_spec_bar, unsigned(g1 <= cap - half ? g1 : 0) * 8u + 1024u);
+        }
+        detail::wait_cluster_stores(&s_spec_bar);
+      }
+#endif
     }
     // The sample misled (or ties crowd at T0): the exact threshold, by up to three histogram
     // passes over the chunk merged over the cluster (histograms in the list's memory), then
@@ -1468,12 +1589,12 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     // an H100 (radix_topk_bench --quick, unsorted, two runs): bf16 1x262144 11.6 -> 10.1 us,
     // 64x65536 15.0 -> 13.4, 1024x8192 26.3 -> 22.4, 4096x16384 119.6 -> 106.8-107.4.
     select_top16<kT, sizeof(T) == 2 ? 2 : 4>(
-        total, base16, [&](int i) { return key_of_bits(s_list[i].x); }, s_hist, s_sel, fp, fm,
-        take);
+        total, base16, [&](int i) { return key_of_bits(lst[i].x); }, s_hist, s_sel, fp, fm, take,
+        hist_add);
   }
   MOER_STREAM_STAMP(5);
   if (!a.sorted) {
-    compact_list<kT>(s_list, total, fp, fm, take, scan_tmp, [&](int slot, uint2 entry) {
+    compact_list<kT>(lst, total, fp, fm, take, scan_tmp, [&](int slot, uint2 entry) {
       out_idx[slot] = std::int32_t(entry.y);
       if (out_val) out_val[slot] = __uint_as_float(entry.x);
     });
@@ -1484,7 +1605,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   }
   std::uint32_t* s_sort_key = reinterpret_cast<std::uint32_t*>(s_list + cap);
   std::int32_t* s_sort_idx = reinterpret_cast<std::int32_t*>(s_sort_key + k);
-  compact_list<kT>(s_list, total, fp, fm, take, scan_tmp, [&](int slot, uint2 entry) {
+  compact_list<kT>(lst, total, fp, fm, take, scan_tmp, [&](int slot, uint2 entry) {
     s_sort_key[slot] = key_of_bits(entry.x);
     s_sort_idx[slot] = std::int32_t(entry.y);
   });
