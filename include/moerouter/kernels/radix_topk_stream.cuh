@@ -440,6 +440,23 @@ __device__ __forceinline__ void compact_list(const uint2* list, int n, std::uint
       prefix, mask, cap, scan_tmp, emit);
 }
 
+/// Four consecutive elements' raw words from src (16-byte aligned: a 16-byte f32 or an 8-byte
+/// bf16 load), step 1's register path: w[0..3] (f32) or w[0..1] (bf16; w[2..3] untouched).
+template <typename T>
+__device__ __forceinline__ void load_sample4(const T* src, std::uint32_t (&w)[4]) {
+  if constexpr (sizeof(T) == 4) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
+    w[0] = u.x;
+    w[1] = u.y;
+    w[2] = u.z;
+    w[3] = u.w;
+  } else {
+    const uint2 u = __ldg(reinterpret_cast<const uint2*>(src));
+    w[0] = u.x;
+    w[1] = u.y;
+  }
+}
+
 /// The sampled bound T0 from four sampled keys a thread (0 = none) held in registers: 8-bit
 /// passes from the top (256-bin histograms, warp 0 picks the bucket), the second and third only
 /// while the bucket holds more than `slack` samples beyond the rank `want`; the first pass
@@ -634,19 +651,9 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       const T* rowp =
           static_cast<const T*>(a.values) + std::int64_t(detail::cluster_id_x()) * a.values_stride;
       if (int(threadIdx.x) < 128 * stream_sample_runs(int(a.length))) {
-        const T* src =
-            rowp + stream_sample_run_at(int(threadIdx.x) / 8, a.stage_step) + (threadIdx.x % 8) * 4;
-        if constexpr (sizeof(T) == 4) {
-          const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
-          pre_w[0] = u.x;
-          pre_w[1] = u.y;
-          pre_w[2] = u.z;
-          pre_w[3] = u.w;
-        } else {
-          const uint2 u = __ldg(reinterpret_cast<const uint2*>(src));
-          pre_w[0] = u.x;
-          pre_w[1] = u.y;
-        }
+        load_sample4(
+            rowp + stream_sample_run_at(int(threadIdx.x) / 8, a.stage_step) + (threadIdx.x % 8) * 4,
+            pre_w);
       }
       __syncthreads();  // every warp has issued its sample's loads
       const unsigned crank = cooperative_groups::this_cluster().block_rank();
@@ -837,18 +844,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
 #pragma unroll
         for (int j = 0; j < 4; ++j) w[j] = pre_w[j];
       } else if (tid < size / 4) {
-        const T* src = v + stream_sample_run_at(tid / 8, step) + (tid % 8) * 4;
-        if constexpr (sizeof(T) == 4) {
-          const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
-          w[0] = u.x;
-          w[1] = u.y;
-          w[2] = u.z;
-          w[3] = u.w;
-        } else {
-          const uint2 u = __ldg(reinterpret_cast<const uint2*>(src));
-          w[0] = u.x;
-          w[1] = u.y;
-        }
+        load_sample4(v + stream_sample_run_at(tid / 8, step) + (tid % 8) * 4, w);
       }
       if constexpr (kStage) {
         // The chunk's copies once every warp has issued its sample's loads (a barrier does not
@@ -1461,19 +1457,26 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       const int my_room = __shfl_sync(kAll, room, rank);
       total = __reduce_add_sync(kAll, kept);
       const int reach = __reduce_add_sync(kAll, gb) + __reduce_add_sync(kAll, eb);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      if (counts_sent && first && rank == 0) {
+        // Block 1 pushed its first histogram, and its list if it fit above `half`, in the
+        // collect: block 0 waits for their bytes, whether it reads them (below) or takes the
+        // exact path and reuses the memory.
+        const int g1 = __shfl_sync(kAll, gb, 1);
+        if (tid == 0) {
+          (void)::cuda::ptx::mbarrier_arrive_expect_tx(
+              ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
+              &s_spec_bar, unsigned(g1 <= cap - half ? g1 : 0) * 8u + 1024u);
+        }
+        detail::wait_cluster_stores(&s_spec_bar);
+      }
+#endif
       if (exact || !(trunc || total > cap || reach < kk)) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
         if (counts_sent && first) {
-          // Block 1 pushed its list and first histogram in the collect: block 0 waits for
-          // their bytes, and reads its list from where its own entries start.
+          // Block 1's list follows block 0's own entries, which start at half - own0.
           if (rank != 0) return;
           const int own0 = __shfl_sync(kAll, kept, 0);  // block 0's entries
-          if (tid == 0) {
-            (void)::cuda::ptx::mbarrier_arrive_expect_tx(
-                ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
-                &s_spec_bar, unsigned(total - own0) * 8u + 1024u);
-          }
-          detail::wait_cluster_stores(&s_spec_bar);
           lst = s_list + (half - own0);
           first_hist = true;
           hist_add = s_hist_in;
@@ -1518,19 +1521,6 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
 #endif
         break;
       }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      if (counts_sent && first && rank == 0) {
-        // The exact path follows: block 1's pushes (its list, if it fit above `half`, and its
-        // histogram) land before this block reuses the memory.
-        const int g1 = __shfl_sync(kAll, gb, 1);
-        if (tid == 0) {
-          (void)::cuda::ptx::mbarrier_arrive_expect_tx(
-              ::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
-              &s_spec_bar, unsigned(g1 <= cap - half ? g1 : 0) * 8u + 1024u);
-        }
-        detail::wait_cluster_stores(&s_spec_bar);
-      }
-#endif
     }
     // The sample misled (or ties crowd at T0): the exact threshold, by up to three histogram
     // passes over the chunk merged over the cluster (histograms in the list's memory), then
