@@ -459,9 +459,14 @@ __device__ __forceinline__ void load_sample4(const T* src, std::uint32_t (&w)[4]
 
 /// The sampled bound T0 from four sampled keys a thread (0 = none) held in registers: 8-bit
 /// passes from the top (256-bin histograms, warp 0 picks the bucket), the second and third only
-/// while the bucket holds more than `slack` samples beyond the rank `want`; the first pass
-/// aggregates the adds of a warp's lanes (few buckets take the sample). Both histograms zero and a
-/// block barrier passed since; on return one of them is zero, the other not.
+/// while the bucket holds more than `slack` samples beyond the rank `want`. Every pass adds a
+/// key at a time: the sample spreads over enough buckets that the atomics' conflicts cost less
+/// than aggregating a warp's lanes by __match_any_sync (warp_hist_add) did. Measured on an H200
+/// (radix_topk_bench --quick, unsorted us, two runs each, one call): f32 1024x8192 17.3 ->
+/// 16.8-16.9, 8192x2048 71.9 -> 69.7-69.8, 4096x16384 119.1 -> 116.6-116.7; bf16 1024x8192
+/// 14.4-14.5 -> 13.7-13.8, 64x65536 10.2 -> 9.6-9.7; no row slower. (Twelve more aggregated
+/// adds a thread cost the staged bf16 kernel 1.6 us there: about 0.13 us each.) Both histograms
+/// zero and a block barrier passed since; on return one of them is zero, the other not.
 __device__ __forceinline__ std::uint32_t sampled_bound4(const std::uint32_t (&sk)[4], int want,
                                                         int (*s_hist)[256], int* s_sel,
                                                         int slack = 8) {
@@ -472,9 +477,7 @@ __device__ __forceinline__ std::uint32_t sampled_bound4(const std::uint32_t (&sk
     int* h = s_hist[pass & 1];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      if (pass == 0) {  // every lane: warp_hist_add needs all of them
-        warp_hist_add(h, sk[j] != 0u ? int(sk[j] >> 24) : -1);
-      } else if (sk[j] != 0u && (sk[j] >> (shift + 8)) == (t0 >> (shift + 8))) {
+      if (sk[j] != 0u && (pass == 0 || (sk[j] >> (shift + 8)) == (t0 >> (shift + 8)))) {
         atomicAdd(&h[(sk[j] >> shift) & 0xffu], 1);
       }
     }
