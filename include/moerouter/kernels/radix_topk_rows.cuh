@@ -175,6 +175,11 @@ __global__ void __launch_bounds__(kRowsThreads,
   using namespace radix_detail;
   using namespace radix_stream_detail;
   constexpr int kT = kRowsThreads;
+  // The select's and the compaction's batch (radix_passes, compact_by): four entries a thread
+  // where registers allow (at eight blocks an SM, 32 registers, it spilled 36-96 bytes; those
+  // kernels keep the loops, their code unchanged).
+  constexpr int kMinBlocks = kBlocks > 0 ? kBlocks : sizeof(T) == 2 ? 8 : (kSorted ? 5 : 6);
+  constexpr int kBatch = kMinBlocks >= 8 ? 1 : kCompactBatch;
   // Raw element bits in the row's copy; float bits of raw r: fbits(r).
   using Raw = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint16_t>;
   constexpr Raw kNaN = sizeof(T) == 4 ? Raw(0x7fffffffu) : Raw(0x7fffu);
@@ -360,9 +365,9 @@ __global__ void __launch_bounds__(kRowsThreads,
     __syncthreads();
     // 3. The exact k-th key among the candidates, then the ordered compaction.
     if (total > kk) {
-      select_top16<kT, kPasses>(total, base16, key_at, s_hist, s_sel, fp, fm, take);
+      select_top16<kT, kPasses, kBatch>(total, base16, key_at, s_hist, s_sel, fp, fm, take);
     }
-    compact_by<kT>(
+    compact_by<kT, kBatch>(
         total,
         [&](int i) {
           const std::uint32_t x = s_list[i];
@@ -388,10 +393,10 @@ __global__ void __launch_bounds__(kRowsThreads,
   } else {
     // Exact path: 8-bit passes from the top over the whole row (s_hist[0] is zero and a barrier
     // has passed since), then the row's ordered compaction.
-    radix_passes<kT, kPasses>(
+    radix_passes<kT, kPasses, 1>(
         len, 0, 0, [&](int i) { return key_of_bits(fbits(s_row[i])); }, s_hist, s_sel, fp, fm,
         take);
-    compact_by<kT>(
+    compact_by<kT, kBatch>(
         len, [&](int i) { return make_uint2(fbits(s_row[i]), std::uint32_t(i)); },
         [](std::uint32_t b) { return key_of_bits(b); }, fp, fm, take, scan_tmp, emit);
   }

@@ -398,16 +398,61 @@ __device__ __forceinline__ void pick_bucket2048(Cluster& cluster, int csize, int
   __syncthreads();
 }
 
+/// Entries a thread of compact_by holds in registers (loaded at once, read once) where n is at
+/// most that many a thread; longer runs loop.
+constexpr int kCompactBatch = 4;
+
 /// Ordered compaction of n (bits, index) pairs in index order, entry(i) the i-th, key_fn(bits)
 /// its order key: an entry is kept if (key & mask) > prefix, or == prefix and fewer than `cap`
 /// such entries precede it; emit(slot, entry) with slot = kept entries before it. Each thread
-/// takes a contiguous run of the entries; one block scan.
-template <int kT, typename Entry, typename KeyFn, typename Emit>
+/// takes a contiguous run of the entries; one block scan. With kBatch > 1, runs of at most
+/// kBatch entries (the candidate lists: n <= kBatch * kT) are loaded at once and kept in
+/// registers for the emits, instead of a chain of dependent loads an entry, twice (and
+/// radix_passes loads kBatch keys a thread before their adds). Measured on an H200 against the
+/// loops alone (radix_topk_bench, unsorted us, four runs each, one call): f32 1024x8192
+/// 16.6-17.0 -> 16.0-16.4 (the short-row kernel at six blocks an SM), 64x65536 11.0-11.2 ->
+/// 10.8-10.9, 4096x16384 116.8-117.1 -> 115.4-115.8; bf16 64x65536 9.6 -> 9.3, 4096x16384
+/// 101.6-101.8 -> 100.1-100.6; f32 256x262144 k = 2048 85.8-85.9 -> 86.1-86.5.
+template <int kT, int kBatch = kCompactBatch, typename Entry, typename KeyFn, typename Emit>
 __device__ __forceinline__ void compact_by(int n, Entry entry, KeyFn key_fn, std::uint32_t prefix,
                                            std::uint32_t mask, int cap,
                                            typename Scan<kT>::TempStorage& scan_tmp, Emit emit) {
   const int q = (n + kT - 1) / kT;
   const int lo = int(threadIdx.x) * q, hi = lo + q < n ? lo + q : n;
+  if constexpr (kBatch > 1) {
+    if (q <= kBatch) {  // block-uniform
+      uint2 ent[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        ent[j] = lo + j < hi ? entry(lo + j) : make_uint2(0u, 0u);
+      }
+      int g = 0, e = 0;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const std::uint32_t m = key_fn(ent[j].x) & mask;
+        const bool in = lo + j < hi;
+        g += in && m > prefix;
+        e += in && m == prefix;
+      }
+      int pre;
+      Scan<kT>(scan_tmp).ExclusiveSum(g | (e << 16), pre);  // both counts < 2^16
+      int og = pre & 0xffff, oe = pre >> 16;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const std::uint32_t m = key_fn(ent[j].x) & mask;
+        if (lo + j < hi) {
+          if (m > prefix) {
+            emit(og + (oe < cap ? oe : cap), ent[j]);
+            ++og;
+          } else if (m == prefix) {
+            if (oe < cap) emit(og + oe, ent[j]);
+            ++oe;
+          }
+        }
+      }
+      return;
+    }
+  }
   int g = 0, e = 0;
   for (int i = lo; i < hi; ++i) {
     const std::uint32_t m = key_fn(entry(i).x) & mask;
@@ -495,7 +540,7 @@ __device__ __forceinline__ std::uint32_t sampled_bound4(const std::uint32_t (&sk
 /// the `take`-th largest's prefix fp under mask fm, and `take`, the keys equal to it under fm
 /// to take (in index order). s_hist[cur] is zero. The first two passes aggregate a warp's adds
 /// (from the top, few buckets take every key).
-template <int kT, int kPasses, typename Key>
+template <int kT, int kPasses, int kBatch = kCompactBatch, typename Key>
 __device__ __forceinline__ void radix_passes(int n, int pass, int cur, Key key_at,
                                              int (*s_hist)[256], int* s_sel, std::uint32_t& fp,
                                              std::uint32_t& fm, int& take) {
@@ -503,14 +548,38 @@ __device__ __forceinline__ void radix_passes(int n, int pass, int cur, Key key_a
   for (; pass < kPasses; ++pass, cur ^= 1) {
     const int shift = 24 - 8 * pass;
     int* h = s_hist[cur];
-    for (int i0 = 0; i0 < n; i0 += kT) {  // whole warps: warp_hist_add needs all lanes
-      const int i = i0 + int(threadIdx.x);
-      const std::uint32_t key = i < n ? key_at(i) : 0u;
-      const int bin = i < n && (key & fm) == fp ? int((key >> shift) & 0xffu) : -1;
-      if (pass < 2) {
-        warp_hist_add(h, bin);
-      } else if (bin >= 0) {
-        atomicAdd(&h[bin], 1);
+    // kBatch keys a thread loaded at once, then their adds (the atomics kept each step's
+    // loads behind the previous step's adds: a chain of dependent loads a step).
+    if constexpr (kBatch == 1) {
+      for (int i0 = 0; i0 < n; i0 += kT) {  // whole warps: warp_hist_add needs all lanes
+        const int i = i0 + int(threadIdx.x);
+        const std::uint32_t key = i < n ? key_at(i) : 0u;
+        const int bin = i < n && (key & fm) == fp ? int((key >> shift) & 0xffu) : -1;
+        if (pass < 2) {
+          warp_hist_add(h, bin);
+        } else if (bin >= 0) {
+          atomicAdd(&h[bin], 1);
+        }
+      }
+    } else {
+      for (int i0 = 0; i0 < n; i0 += kBatch * kT) {
+        std::uint32_t key[kBatch];
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j) {
+          const int i = i0 + j * kT + int(threadIdx.x);
+          key[j] = i < n ? key_at(i) : 0u;
+        }
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j) {
+          if (i0 + j * kT >= n) break;  // block-uniform: whole warps, as warp_hist_add needs
+          const int i = i0 + j * kT + int(threadIdx.x);
+          const int bin = i < n && (key[j] & fm) == fp ? int((key[j] >> shift) & 0xffu) : -1;
+          if (pass < 2) {
+            warp_hist_add(h, bin);
+          } else if (bin >= 0) {
+            atomicAdd(&h[bin], 1);
+          }
+        }
       }
     }
     __syncthreads();
@@ -527,7 +596,7 @@ __device__ __forceinline__ void radix_passes(int n, int pass, int cur, Key key_a
 /// not null): the bucket of the top 16 bits, then bits 15..8 and 7..0 (f32; bf16's keys are
 /// decided by their top 16 bits), or from the top should the k-th largest be far above T0. fp,
 /// fm zero on entry; as radix_passes.
-template <int kT, int kPasses, typename Key>
+template <int kT, int kPasses, int kBatch = kCompactBatch, typename Key>
 __device__ __forceinline__ void select_top16(int n, std::uint32_t base16, Key key_at,
                                              int (*s_hist)[256], int* s_sel, std::uint32_t& fp,
                                              std::uint32_t& fm, int& take,
@@ -547,7 +616,7 @@ __device__ __forceinline__ void select_top16(int n, std::uint32_t base16, Key ke
     take = s_sel[1];
     if (s_sel[2] == take) pass = 4;
   }
-  radix_passes<kT, kPasses>(n, pass, 1, key_at, s_hist, s_sel, fp, fm, take);
+  radix_passes<kT, kPasses, kBatch>(n, pass, 1, key_at, s_hist, s_sel, fp, fm, take);
 }
 
 }  // namespace radix_stream_detail
