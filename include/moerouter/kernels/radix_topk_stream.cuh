@@ -1162,33 +1162,40 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
             }
           }
 #endif
-          int first = 0;  // the list's entries of the tiles before t
-#pragma unroll 1
-          for (int t = 0; t < stage_tiles; ++t) {
-            int o = first + int((pre >> (16 * t)) & 0xffffu);
-            std::uint32_t b = std::uint32_t(m64 >> (16 * t)) & 0xffffu;
-            const std::uint32_t* mine = s_stage + t * kTileWords + tid * kW;
-            const std::uint32_t idx0 = std::uint32_t(c_begin + t * kTile + tid * kPer);
-            while (b != 0u) {
-              const int i = __ffs(int(b)) - 1;
-              b &= b - 1u;
-              if (o < cap) {
-                const std::uint32_t bits = sizeof(T) == 4 ? mine[i] : elem_bits<T>(mine, i);
-                const std::uint32_t idx = idx0 + std::uint32_t(i);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-                if (push) {
-                  ::cuda::ptx::st_async(push_list + o, (std::uint64_t(idx) << 32) | bits, push_bar);
-                } else {
-                  dst[o] = make_uint2(bits, idx);
-                }
-#else
-                dst[o] = make_uint2(bits, idx);
-#endif
-                if (pre_staged) atomicAdd(&s_hist[0][top16_bin(bits, base16)], 1);
-              }
-              ++o;
-            }
+          // Every tile's candidates in one loop over m64 (bit 16 t + i: tile t's element i), so
+          // that a warp runs as many steps as its lane with the most candidates, not that
+          // lane's count summed over the tiles; each tile's next list entry in ot[t]. Measured
+          // on an H200 against a loop a tile (radix_topk_bench 64x65536, unsorted us, three runs
+          // each, one call): f32 10.8 -> 10.7-10.8, bf16 8.9 -> 8.8.
+          int ot[4], first = 0;  // (fields past stage_tiles are zero)
+#pragma unroll
+          for (int t = 0; t < 4; ++t) {
+            ot[t] = first + int((pre >> (16 * t)) & 0xffffu);
             first += int((tot >> (16 * t)) & 0xffffu);
+          }
+          std::uint64_t mb = m64;
+          while (mb != 0u) {
+            const int j = __ffsll(static_cast<long long>(mb)) - 1;
+            mb &= mb - 1u;
+            const int t = j >> 4, i = j & 15;
+            const int o = t == 0 ? ot[0] : t == 1 ? ot[1] : t == 2 ? ot[2] : ot[3];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) ot[u] += int(t == u);
+            if (o < cap) {
+              const std::uint32_t* mine = s_stage + t * kTileWords + tid * kW;
+              const std::uint32_t bits = sizeof(T) == 4 ? mine[i] : elem_bits<T>(mine, i);
+              const std::uint32_t idx = std::uint32_t(c_begin + t * kTile + tid * kPer + i);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+              if (push) {
+                ::cuda::ptx::st_async(push_list + o, (std::uint64_t(idx) << 32) | bits, push_bar);
+              } else {
+                dst[o] = make_uint2(bits, idx);
+              }
+#else
+              dst[o] = make_uint2(bits, idx);
+#endif
+              if (pre_staged) atomicAdd(&s_hist[0][top16_bin(bits, base16)], 1);
+            }
           }
           G = first;
           staged_hist = pre_staged;
