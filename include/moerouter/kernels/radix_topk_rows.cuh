@@ -168,9 +168,12 @@ __device__ __forceinline__ std::uint32_t mask_at_least(const Raw* mine, int per,
 /// the host's kRowsEightMaxLen, which has the measurements), and bf16 rows eight sorted as
 /// well (measured there too). kBlocks: the blocks an SM of __launch_bounds__ (0: bf16 eight,
 /// f32 six unsorted and five sorted).
+template <typename T, bool kSorted, int kBlocks>
+constexpr int rows_blocks_per_sm() {
+  return kBlocks > 0 ? kBlocks : sizeof(T) == 2 ? 8 : (kSorted ? 5 : 6);
+}
 template <typename T, bool kSorted = false, int kBlocks = 0>
-__global__ void __launch_bounds__(kRowsThreads,
-                                  kBlocks > 0 ? kBlocks : sizeof(T) == 2 ? 8 : (kSorted ? 5 : 6))
+__global__ void __launch_bounds__(kRowsThreads, rows_blocks_per_sm<T, kSorted, kBlocks>())
     radix_topk_rows_kernel(RadixTopkArgs a) {
   using namespace radix_detail;
   using namespace radix_stream_detail;
@@ -178,8 +181,7 @@ __global__ void __launch_bounds__(kRowsThreads,
   // The select's and the compaction's batch (radix_passes, compact_by): four entries a thread
   // where registers allow (at eight blocks an SM, 32 registers, it spilled 36-96 bytes; those
   // kernels keep the loops, their code unchanged).
-  constexpr int kMinBlocks = kBlocks > 0 ? kBlocks : sizeof(T) == 2 ? 8 : (kSorted ? 5 : 6);
-  constexpr int kBatch = kMinBlocks >= 8 ? 1 : kCompactBatch;
+  constexpr int kBatch = rows_blocks_per_sm<T, kSorted, kBlocks>() >= 8 ? 1 : kCompactBatch;
   // Raw element bits in the row's copy; float bits of raw r: fbits(r).
   using Raw = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint16_t>;
   constexpr Raw kNaN = sizeof(T) == 4 ? Raw(0x7fffffffu) : Raw(0x7fffu);
