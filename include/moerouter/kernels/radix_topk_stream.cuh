@@ -550,35 +550,22 @@ __device__ __forceinline__ void radix_passes(int n, int pass, int cur, Key key_a
     int* h = s_hist[cur];
     // kBatch keys a thread loaded at once, then their adds (the atomics kept each step's
     // loads behind the previous step's adds: a chain of dependent loads a step).
-    if constexpr (kBatch == 1) {
-      for (int i0 = 0; i0 < n; i0 += kT) {  // whole warps: warp_hist_add needs all lanes
-        const int i = i0 + int(threadIdx.x);
-        const std::uint32_t key = i < n ? key_at(i) : 0u;
-        const int bin = i < n && (key & fm) == fp ? int((key >> shift) & 0xffu) : -1;
+    for (int i0 = 0; i0 < n; i0 += kBatch * kT) {
+      std::uint32_t key[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const int i = i0 + j * kT + int(threadIdx.x);
+        key[j] = i < n ? key_at(i) : 0u;
+      }
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        if (i0 + j * kT >= n) break;  // block-uniform: whole warps, as warp_hist_add needs
+        const int i = i0 + j * kT + int(threadIdx.x);
+        const int bin = i < n && (key[j] & fm) == fp ? int((key[j] >> shift) & 0xffu) : -1;
         if (pass < 2) {
           warp_hist_add(h, bin);
         } else if (bin >= 0) {
           atomicAdd(&h[bin], 1);
-        }
-      }
-    } else {
-      for (int i0 = 0; i0 < n; i0 += kBatch * kT) {
-        std::uint32_t key[kBatch];
-#pragma unroll
-        for (int j = 0; j < kBatch; ++j) {
-          const int i = i0 + j * kT + int(threadIdx.x);
-          key[j] = i < n ? key_at(i) : 0u;
-        }
-#pragma unroll
-        for (int j = 0; j < kBatch; ++j) {
-          if (i0 + j * kT >= n) break;  // block-uniform: whole warps, as warp_hist_add needs
-          const int i = i0 + j * kT + int(threadIdx.x);
-          const int bin = i < n && (key[j] & fm) == fp ? int((key[j] >> shift) & 0xffu) : -1;
-          if (pass < 2) {
-            warp_hist_add(h, bin);
-          } else if (bin >= 0) {
-            atomicAdd(&h[bin], 1);
-          }
         }
       }
     }
