@@ -361,8 +361,7 @@ __global__ void __launch_bounds__(kRowsThreads, rows_blocks_per_sm<T, kSorted, k
       s_list[o++] = std::uint16_t(idx);
       const std::uint32_t key = key_of_number(fbits(s_row[idx]));
       s_row[idx] = Raw(sizeof(T) == 4 ? key : key >> 16);
-      const std::uint32_t off16 = (key >> 16) - base16;
-      atomicAdd(&s_hist[0][off16 < 255u ? off16 : 255u], 1);
+      atomicAdd(&s_hist[0][top16_bin_of_key(key, base16)], 1);
     }
     __syncthreads();
     // 3. The exact k-th key among the candidates, then the ordered compaction.

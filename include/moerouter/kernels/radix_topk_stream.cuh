@@ -274,11 +274,16 @@ __device__ __forceinline__ std::uint32_t key_of_number(std::uint32_t bits) {
   return (bits & 0x7fffffffu) == 0u ? 0x80000000u : k;
 }
 
-/// Bin of the select's first histogram: the key's top 16 bits as an offset from T0's
-/// (`base16`), clamped to 255 ("far above").
+/// Bin of the select's first histogram for an order key: its top 16 bits as an offset from
+/// T0's (`base16`), clamped to 255 ("far above").
+__device__ __forceinline__ std::uint32_t top16_bin_of_key(std::uint32_t key, std::uint32_t base16) {
+  const std::uint32_t off = (key >> 16) - base16;
+  return off < 255u ? off : 255u;
+}
+
+/// top16_bin_of_key of the float with these bits.
 __device__ __forceinline__ int top16_bin(std::uint32_t bits, std::uint32_t base16) {
-  const std::uint32_t off = (key_of_bits(bits) >> 16) - base16;
-  return int(off < 255u ? off : 255u);
+  return int(top16_bin_of_key(key_of_bits(bits), base16));
 }
 
 /// The float whose order key is `key` (key >= 0x00800000: a number or an infinity).
@@ -1190,8 +1195,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
               dst[o] = make_uint2(bits, idx);
 #endif
               if (pre_staged) {  // (a candidate is no NaN: key_of_number is its key)
-                const std::uint32_t off16 = (key_of_number(bits) >> 16) - base16;
-                atomicAdd(&s_hist[0][off16 < 255u ? off16 : 255u], 1);
+                atomicAdd(&s_hist[0][top16_bin_of_key(key_of_number(bits), base16)], 1);
               }
             }
           }
