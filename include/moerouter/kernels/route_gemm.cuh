@@ -376,6 +376,13 @@ __global__ void __launch_bounds__(kRouteGemmMaxWarps * 32, 1)
         }
       }
     } else {
+      // Several token tiles: a unit's x loads follow the previous unit's mma (the registers
+      // hold one unit's x), a chain of L2 round trips. Measured on an H200 (route_gemm_bench
+      // --reps 3, two runs each, one call), both slower: the block's x slice staged once in
+      // shared memory (cp.async, one barrier) Pro n = 32 / 64 8.51 -> 9.38-9.40 / 10.17-10.18
+      // -> 12.52 us, and 12.5 exposed with PDL at 64 against 8.0 (the blocks no longer fit
+      // beside the previous kernel's); every line of the warp's x prefetched into L1 after the
+      // dependency wait, Pro n = 32 / 64 10.48 / 14.78-14.79.
 #pragma unroll
       for (int u = 0; u < kRouteGemmUnits; ++u) {
         const int ch = wc0 + base + u;
