@@ -1155,9 +1155,9 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
 #endif
           // Every tile's candidates in one loop over m64 (bit 16 t + i: tile t's element i), so
           // that a warp runs as many steps as its lane with the most candidates, not that
-          // lane's count summed over the tiles; each tile's next list entry in ot (below). Measured
-          // on an H200 against a loop a tile (radix_topk_bench 64x65536, unsorted us, three runs
-          // each, one call): f32 10.8 -> 10.7-10.8, bf16 8.9 -> 8.8.
+          // lane's count summed over the tiles; each tile's list entries counted in ot (below).
+          // Measured on an H200 against a loop a tile (radix_topk_bench 64x65536, unsorted us,
+          // three runs each, one call): f32 10.8 -> 10.7-10.8, bf16 8.9 -> 8.8.
           // The end of this thread's entries of tile t in the 16-bit field t of ot, lowered as
           // they are taken (fields past stage_tiles are zero; a field ends at most at the
           // block's count, <= 4 * 8192). The loop is issue-bound (16
