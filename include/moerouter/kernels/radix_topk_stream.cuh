@@ -1160,13 +1160,13 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
           // three runs each, one call): f32 10.8 -> 10.7-10.8, bf16 8.9 -> 8.8.
           // The end of this thread's entries of tile t in the 16-bit field t of ot, lowered as
           // they are taken (fields past stage_tiles are zero; a field ends at most at the
-          // block's count, <= 4 * 8192). The loop is issue-bound (16
-          // warps, a warp's fullest lane's steps: ~2000 cycles of an H200's SM, clock64 stamps),
-          // so its instructions count: one packed counter instead of four picked and bumped by
-          // compares, and a candidate's key without the NaN case. Measured on an H200 against
-          // the four counters and top16_bin (radix_topk_bench 64x65536, unsorted us, four runs
-          // each, one call): f32 10.8 -> 10.6 (sorted 13.3-13.4 -> 13.1-13.2), bf16 8.8-8.9 ->
-          // 8.6 (sorted 11.4-11.5 -> 11.2).
+          // block's count, <= 4 * 8192). The loop is issue-bound (16 warps, a warp's fullest
+          // lane's steps: ~2000 cycles of an H200's SM, clock64 stamps), so its instructions
+          // count: one packed counter instead of four picked and bumped by compares, and a
+          // candidate's key without the NaN case. Measured on an H200 against the four
+          // counters and top16_bin (radix_topk_bench 64x65536, unsorted us, four runs each, one
+          // call): f32 10.8 -> 10.6 (sorted 13.3-13.4 -> 13.1-13.2), bf16 8.8-8.9 -> 8.6 (sorted
+          // 11.4-11.5 -> 11.2).
           std::uint64_t ot = 0;
           int first = 0;
           const std::uint64_t upto = before + incl;  // this thread's entries end, a tile a field
