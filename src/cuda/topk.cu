@@ -185,7 +185,8 @@ Status launch_stream_variant(const kernels::RadixTopkArgs& r, int per_row, bool 
         !r.lengths && aligned ? kernels::stream_uniform_stage_tiles(r.length, per_row) : 0;
     if (args.stage_tiles > 0) {
       const int len = int(r.length);
-      args.stage_step = kernels::stream_sample_step(kernels::stream_sample_runs(len), len);
+      args.stage_step =
+          kernels::stream_sample_step(kernels::stream_stage_sample_runs(len, sizeof(T)), len);
     }
   }
   const std::size_t smem =

@@ -97,31 +97,41 @@ std::vector<float> make_rows(std::int64_t n, std::int64_t len, Data d, std::uint
         }
       }
     }
+    // The sampled runs of both layouts: stream_sample_runs', and that of staged rows with the
+    // host's geometry (stream_stage_sample_runs: twice as many for f32 rows of 32768..131071),
+    // each element once.
+    const bool against_sample = d == Data::kHighSample || d == Data::kLowSample ||
+                                d == Data::kSampleAbove || d == Data::kSampleBelow ||
+                                d == Data::kCrowdFirst || d == Data::kCrowdLast;
     const int runs = kernels::stream_sample_runs(len);
-    if ((d == Data::kHighSample || d == Data::kLowSample || d == Data::kSampleAbove ||
-         d == Data::kSampleBelow) &&
-        len > 512 * runs) {
-      for (int g = 0; g < 16 * runs; ++g) {
-        for (int l = 0; l < 32; ++l) {
-          const std::int64_t i = kernels::stream_sample_run(g, runs, len) + l;
-          float& x = v[r * len + i];
-          if (d == Data::kSampleAbove || d == Data::kSampleBelow) {
-            x += d == Data::kSampleAbove ? 0.4f : -0.7f;
-          } else {
-            x = d == Data::kHighSample ? 100.0f + float(g * 32 + l) : -100.0f;
-          }
+    const int stage_runs = kernels::stream_stage_sample_runs(int(len), sizeof(float));
+    if (!against_sample || len <= 512 * runs) continue;
+    std::vector<int> sampled(static_cast<std::size_t>(len), -1);  // 0, 1, ...: sampled
+    for (const int rr : {runs, stage_runs}) {
+      for (int g = 0; g < 16 * rr; ++g) {
+        const std::int64_t at = kernels::stream_sample_run(g, rr, int(len));
+        for (int l = 0; l < 32; ++l) sampled[std::size_t(at + l)] = 0;
+      }
+    }
+    int count = 0;  // the sampled elements numbered in index order
+    for (int& s : sampled) s = s < 0 ? -1 : count++;
+    if (d == Data::kHighSample || d == Data::kLowSample || d == Data::kSampleAbove ||
+        d == Data::kSampleBelow) {
+      for (std::int64_t i = 0; i < len; ++i) {
+        const int g = sampled[std::size_t(i)];
+        if (g < 0) continue;
+        float& x = v[r * len + i];
+        if (d == Data::kSampleAbove || d == Data::kSampleBelow) {
+          x += d == Data::kSampleAbove ? 0.4f : -0.7f;
+        } else {
+          x = d == Data::kHighSample ? 100.0f + float(g) : -100.0f;
         }
       }
     }
-    if ((d == Data::kCrowdFirst || d == Data::kCrowdLast) && len > 512 * runs) {
-      std::vector<char> sampled(static_cast<std::size_t>(len), 0);
-      for (int g = 0; g < 16 * runs; ++g) {
-        const std::int64_t at = kernels::stream_sample_run(g, runs, int(len));
-        for (int l = 0; l < 32; ++l) sampled[std::size_t(at + l)] = 1;
-      }
+    if (d == Data::kCrowdFirst || d == Data::kCrowdLast) {
       const std::int64_t from = d == Data::kCrowdFirst ? 0 : len / 2;
       for (std::int64_t i = from; i < from + len / 2; i += 21) {
-        if (!sampled[std::size_t(i)]) v[r * len + i] = 10.0f + float(i) * 1e-3f;
+        if (sampled[std::size_t(i)] < 0) v[r * len + i] = 10.0f + float(i) * 1e-3f;
       }
     }
   }
@@ -622,6 +632,15 @@ TEST(RadixTopkStage, LayoutAndChunkTiles) {
   EXPECT_EQ(kernels::stream_uniform_stage_tiles(131072, 4), 0);    // sample in shared memory
   EXPECT_EQ(kernels::stream_uniform_stage_tiles(8192, 2), 0);      // half a tile a block
   EXPECT_EQ(kernels::stream_uniform_stage_tiles(0, 2), 0);
+  // Staged f32 rows with the host's geometry sample twice the runs where stream_sample_runs
+  // gives 4 (eight sampled elements a thread); bf16 rows and other lengths keep its runs.
+  EXPECT_EQ(kernels::stream_stage_sample_runs(65536, 4), 8);
+  EXPECT_EQ(kernels::stream_stage_sample_runs(32768, 4), 8);
+  EXPECT_EQ(kernels::stream_stage_sample_runs(131071, 4), 8);
+  EXPECT_EQ(kernels::stream_stage_sample_runs(65536, 2), 4);
+  EXPECT_EQ(kernels::stream_stage_sample_runs(16384, 4), 2);
+  EXPECT_EQ(kernels::stream_stage_sample_runs(32767, 4), 2);
+  EXPECT_EQ(kernels::stream_stage_sample_runs(131072, 4), 8);  // stream_sample_runs' own 8
   for (std::int64_t len = 8192; len <= 131072; len += 8192) {
     for (int blocks : {2, 4, 8, 16}) {
       const int t = kernels::stream_uniform_stage_tiles(len, blocks);

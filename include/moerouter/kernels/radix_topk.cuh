@@ -52,7 +52,7 @@ struct RadixTopkArgs {
   /// shared memory (stream_stage_offset).
   unsigned stage_offset;
   /// radix_topk_stream_kernel<..., kStage> with stage_tiles: the distance between the sample's
-  /// runs in a row of a.length elements (stream_sample_step).
+  /// runs in a row of a.length elements (stream_sample_step of stream_stage_sample_runs).
   int stage_step;
 };
 

@@ -122,6 +122,20 @@ __host__ __device__ constexpr std::size_t stream_launch_smem_bytes(int k, bool s
 __host__ __device__ constexpr bool stream_sample_in_registers(int len) {
   return len > 512 * stream_sample_runs(len) && stream_sample_runs(len) <= 4;
 }
+/// Runs of the sample of staged f32 rows with the host's geometry (stream_stage_sample_runs).
+constexpr int kStreamStageRuns = 8;
+/// kStage with the host's geometry (a.stage_tiles): the sample's runs of a row of len elements
+/// of esize bytes. f32 rows that stream_sample_runs gives 4 runs (2048 elements, four a thread)
+/// take kStreamStageRuns = 8 (4096, eight a thread, all loaded at the kernel's start beside the
+/// copies): with the same 4-sigma margin over twice the sample the bound lies closer to the
+/// k-th key, so fewer candidates reach the list (64x65536, k = 512: ~1000 expected against
+/// ~1300), and the work after the last tile is per candidate. Measured on an H200
+/// (radix_topk_bench 64x65536, nine runs each in three calls, us): f32 unsorted 10.4-10.5 ->
+/// 10.1-10.2, sorted 12.9-13.0 -> 12.7-12.8. 16 runs (16 keys a thread): 10.8. bf16 rows keep 4
+/// (with 8: 8.4 -> 8.8-8.9; a bf16 bound refines no further than 16 bits).
+__host__ __device__ constexpr int stream_stage_sample_runs(int len, std::size_t esize) {
+  return esize == 4 && stream_sample_runs(len) == 4 ? kStreamStageRuns : stream_sample_runs(len);
+}
 /// Tiles (of 512 threads) in each block's chunk where rows of len have `blocks` blocks each.
 __host__ __device__ constexpr std::int64_t stream_chunk_tiles(std::int64_t len, int blocks) {
   constexpr std::int64_t kTile = 512 * kStreamPer;
@@ -517,16 +531,17 @@ __device__ __forceinline__ void load_sample4(const T* src, std::uint32_t (&w)[4]
 /// 14.4-14.5 -> 13.7-13.8, 64x65536 10.2 -> 9.6-9.7; no row slower. (Twelve more aggregated
 /// adds a thread cost the staged bf16 kernel 1.6 us there: about 0.13 us each.) Both histograms
 /// zero and a block barrier passed since; on return one of them is zero, the other not.
-__device__ __forceinline__ std::uint32_t sampled_bound4(const std::uint32_t (&sk)[4], int want,
-                                                        int (*s_hist)[256], int* s_sel,
-                                                        int slack = 8) {
+template <int kKeys>
+__device__ __forceinline__ std::uint32_t sampled_bound(const std::uint32_t (&sk)[kKeys], int want,
+                                                       int (*s_hist)[256], int* s_sel,
+                                                       int slack = 8) {
   std::uint32_t t0 = 0;
 #pragma unroll 1
   for (int pass = 0; pass < 3; ++pass) {
     const int shift = 24 - 8 * pass;
     int* h = s_hist[pass & 1];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < kKeys; ++j) {
       if (sk[j] != 0u && (pass == 0 || (sk[j] >> (shift + 8)) == (t0 >> (shift + 8)))) {
         atomicAdd(&h[(sk[j] >> shift) & 0xffu], 1);
       }
@@ -538,6 +553,11 @@ __device__ __forceinline__ std::uint32_t sampled_bound4(const std::uint32_t (&sk
     if (s_sel[2] <= want + slack) break;
   }
   return t0;
+}
+__device__ __forceinline__ std::uint32_t sampled_bound4(const std::uint32_t (&sk)[4], int want,
+                                                        int (*s_hist)[256], int* s_sel,
+                                                        int slack = 8) {
+  return sampled_bound<4>(sk, want, s_hist, s_sel, slack);
 }
 
 /// Step 4's 8-bit radix passes over n keys (`key(i)`: the i-th order key) from pass `pass`
@@ -699,7 +719,8 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
 #endif
   };
   // The host found every chunk staged (a.stage_tiles): the sample's loads (four elements a
-  // thread, step 1's register path, the runs' distance a.stage_step) and then the copies first
+  // thread, eight for f32 rows of stream_stage_sample_runs' 8 runs; step 1's register path, the
+  // runs' distance a.stage_step) and then the copies first
   // thing, before the cluster's set-up and the chunk's bounds, from the cluster's rank and index
   // (special registers; no division). Issued after those (as where rows have their own
   // lengths), the copies went out 1.3 us after the kernel's start (64x65536 f32 on an H100); a
@@ -709,15 +730,26 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   // unsorted 10.5 -> 10.0, sorted 12.9-13.0 -> 12.5. (The copies first and the sample's loads after
   // them: the sample queued behind the copies, f32 13.9 -> 15.3 us, bf16 10.5 -> 12.2.)
   const bool pre_staged = kStage && a.stage_tiles > 0;
-  std::uint32_t pre_w[4] = {0u, 0u, 0u, 0u};  // pre_staged: this thread's sampled elements
+  // pre_staged: this thread's sampled elements, four (runs 0..63), and with the f32 rows' 8-run
+  // sample (stream_stage_sample_runs) four more in pre_w2 (runs 64..127)
+  static_assert(kStreamStageRuns == 8, "the staged f32 sample: two vectors a thread");
+  constexpr bool kBigSample = kStage && sizeof(T) == 4;
+  std::uint32_t pre_w[4] = {0u, 0u, 0u, 0u};
+  std::uint32_t pre_w2[4] = {0u, 0u, 0u, 0u};
   if constexpr (kStage) {
     if (pre_staged) {
       const T* rowp =
           static_cast<const T*>(a.values) + std::int64_t(detail::cluster_id_x()) * a.values_stride;
-      if (int(threadIdx.x) < 128 * stream_sample_runs(int(a.length))) {
-        load_sample4(
-            rowp + stream_sample_run_at(int(threadIdx.x) / 8, a.stage_step) + (threadIdx.x % 8) * 4,
-            pre_w);
+      const int pruns = stream_stage_sample_runs(int(a.length), sizeof(T));
+      const T* mine = rowp + (threadIdx.x % 8) * 4;
+      if (int(threadIdx.x) < 128 * pruns) {
+        load_sample4(mine + stream_sample_run_at(int(threadIdx.x) / 8, a.stage_step), pre_w);
+      }
+      if constexpr (kBigSample) {
+        if (pruns == kStreamStageRuns) {  // (every thread has both: 1024 > 512)
+          load_sample4(mine + stream_sample_run_at(64 + int(threadIdx.x) / 8, a.stage_step),
+                       pre_w2);
+        }
       }
       __syncthreads();  // every warp has issued its sample's loads
       const unsigned crank = cooperative_groups::this_cluster().block_rank();
@@ -837,7 +869,8 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   //    bucket of the m-th largest sampled key (the file comment's two ways).
   std::uint32_t t0 = 0;
   {
-    const int runs = stream_sample_runs(len);
+    const int runs =
+        pre_staged ? stream_stage_sample_runs(len, sizeof(T)) : stream_sample_runs(len);
     const int size = 512 * runs;  // 16 * runs runs of 32
     const bool whole = len <= size;
     const int step = whole ? 0 : stream_sample_step(runs, len);
@@ -897,6 +930,19 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
     }
     if (searched) {
       // T0 found above.
+    } else if (kBigSample && pre_staged && size == kStreamStageRuns * kT) {
+      // Staged f32 rows' 8-run sample (stream_stage_sample_runs), eight keys a thread loaded
+      // at the kernel's start: 8-bit passes from the top, as the 4-key path below (slack 0).
+      for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
+      std::uint32_t sk[8];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        sk[j] = key_of_bits(elem_bits<T>(pre_w, j));
+        sk[4 + j] = key_of_bits(elem_bits<T>(pre_w2, j));
+      }
+      __syncthreads();  // the histograms are zero
+      MOER_STREAM_STAMP(1);
+      t0 = sampled_bound<8>(sk, want, s_hist, s_sel, 0);
     } else if (aligned && !whole && size <= 4 * kT) {
       // Four consecutive sampled elements a thread (a 16-byte f32 or 8-byte bf16 load; runs
       // start at multiples of 8 elements), their keys kept in registers (0 = none): 8-bit
