@@ -699,6 +699,11 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   std::uint32_t* s_stage = reinterpret_cast<std::uint32_t*>(
       reinterpret_cast<unsigned char*>(s_list) + (kStage ? a.stage_offset : 0u));
   // Thread 0: the `tiles` tiles from src into s_stage, a bulk copy and an mbarrier each.
+  // Measured on an H200 against 16-byte cp.async copies by every thread (radix_topk_bench
+  // 64x65536, unsorted us, three runs each, one call; f32 / bf16): the bulk copies 10.4-10.5 /
+  // 8.4-8.5; each thread copying its own elements of a tile (a commit group a tile, no barrier)
+  // 16.0-16.2 / 9.4-9.5; coalesced copies, a tile's mbarrier counting every thread's
+  // cp.async.mbarrier.arrive.noinc 12.3 / 8.9.
   auto issue_stage = [&](const T* src, int tiles) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (threadIdx.x == 0) {
