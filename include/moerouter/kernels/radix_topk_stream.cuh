@@ -725,15 +725,15 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
   };
   // The host found every chunk staged (a.stage_tiles): the sample's loads (four elements a
   // thread, eight for f32 rows of stream_stage_sample_runs' 8 runs; step 1's register path, the
-  // runs' distance a.stage_step) and then the copies first
-  // thing, before the cluster's set-up and the chunk's bounds, from the cluster's rank and index
-  // (special registers; no division). Issued after those (as where rows have their own
-  // lengths), the copies went out 1.3 us after the kernel's start (64x65536 f32 on an H100); a
-  // plain read of the same bytes ends ~1.2 us later when issued that late. Measured on an H100 with
-  // the first histogram counted in the collect (below), radix_topk_bench --quick 64x65536, three
-  // runs each, one call: f32 unsorted 13.8-14.0 -> 13.0 us, sorted 16.4-16.5 -> 16.5-16.8; bf16
-  // unsorted 10.5 -> 10.0, sorted 12.9-13.0 -> 12.5. (The copies first and the sample's loads after
-  // them: the sample queued behind the copies, f32 13.9 -> 15.3 us, bf16 10.5 -> 12.2.)
+  // runs' distance a.stage_step) and then the copies first thing, before the cluster's set-up
+  // and the chunk's bounds, from the cluster's rank and index (special registers; no
+  // division). Issued after those (as where rows have their own lengths), the copies went out
+  // 1.3 us after the kernel's start (64x65536 f32 on an H100); a plain read of the same bytes
+  // ends ~1.2 us later when issued that late. Measured on an H100 with the first histogram
+  // counted in the collect (below), radix_topk_bench --quick 64x65536, three runs each, one
+  // call: f32 unsorted 13.8-14.0 -> 13.0 us, sorted 16.4-16.5 -> 16.5-16.8; bf16 unsorted 10.5
+  // -> 10.0, sorted 12.9-13.0 -> 12.5. (The copies first and the sample's loads after them: the
+  // sample queued behind the copies, f32 13.9 -> 15.3 us, bf16 10.5 -> 12.2.)
   const bool pre_staged = kStage && a.stage_tiles > 0;
   // pre_staged: this thread's sampled elements, four (runs 0..63), and with the f32 rows' 8-run
   // sample (stream_stage_sample_runs) four more in pre_w2 (runs 64..127)
