@@ -130,7 +130,7 @@ constexpr int kStreamStageRuns = 8;
 /// copies): with the same 4-sigma margin over twice the sample the bound lies closer to the
 /// k-th key, so fewer candidates reach the list (64x65536, k = 512: ~1000 expected against
 /// ~1300), and the work after the last tile is per candidate. Measured on an H200
-/// (radix_topk_bench 64x65536, nine runs each in three calls, us): f32 unsorted 10.4-10.5 ->
+/// (radix_topk_bench 64x65536, twelve runs each in three calls, us): f32 unsorted 10.4-10.5 ->
 /// 10.1-10.2, sorted 12.9-13.0 -> 12.7-12.8. 16 runs (16 keys a thread): 10.8. bf16 rows keep 4
 /// (with 8: 8.4 -> 8.8-8.9; a bf16 bound refines no further than 16 bits).
 __host__ __device__ constexpr int stream_stage_sample_runs(int len, std::size_t esize) {
