@@ -281,7 +281,7 @@ __global__ void __launch_bounds__(kRowsThreads, rows_blocks_per_sm<T, kSorted, k
     std::uint32_t sk[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) sk[j] = spos[j] >= 0 ? key_of_bits(sbits[j]) : 0u;
-    t0 = sampled_bound4(sk, want, s_hist, s_sel);
+    t0 = sampled_bound(sk, want, s_hist, s_sel);
   }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (bulk > 0) {
@@ -335,7 +335,7 @@ __global__ void __launch_bounds__(kRowsThreads, rows_blocks_per_sm<T, kSorted, k
     for (int j = 0; j < 4; ++j) {
       sk[j] = key_of_bits(fbits(s_row[stream_sample_run_at(warp + 8 * j, step) + lane]));
     }
-    t0 = sampled_bound4(sk, want, s_hist, s_sel);
+    t0 = sampled_bound(sk, want, s_hist, s_sel);
     s_hist[0][tid] = 0;
     fast = t0 >= 0x00800000u;
     mask = fast

@@ -521,7 +521,8 @@ __device__ __forceinline__ void load_sample4(const T* src, std::uint32_t (&w)[4]
   }
 }
 
-/// The sampled bound T0 from four sampled keys a thread (0 = none) held in registers: 8-bit
+/// The sampled bound T0 from kKeys sampled keys a thread (0 = none; four, or eight for staged
+/// f32 rows' 8-run sample) held in registers: 8-bit
 /// passes from the top (256-bin histograms, warp 0 picks the bucket), the second and third only
 /// while the bucket holds more than `slack` samples beyond the rank `want`. Every pass adds a
 /// key at a time: the sample spreads over enough buckets that the atomics' conflicts cost less
@@ -553,11 +554,6 @@ __device__ __forceinline__ std::uint32_t sampled_bound(const std::uint32_t (&sk)
     if (s_sel[2] <= want + slack) break;
   }
   return t0;
-}
-__device__ __forceinline__ std::uint32_t sampled_bound4(const std::uint32_t (&sk)[4], int want,
-                                                        int (*s_hist)[256], int* s_sel,
-                                                        int slack = 8) {
-  return sampled_bound<4>(sk, want, s_hist, s_sel, slack);
 }
 
 /// Step 4's 8-bit radix passes over n keys (`key(i)`: the i-th order key) from pass `pass`
@@ -947,11 +943,11 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       }
       __syncthreads();  // the histograms are zero
       MOER_STREAM_STAMP(1);
-      t0 = sampled_bound<8>(sk, want, s_hist, s_sel, 0);
+      t0 = sampled_bound(sk, want, s_hist, s_sel, 0);
     } else if (aligned && !whole && size <= 4 * kT) {
       // Four consecutive sampled elements a thread (a 16-byte f32 or 8-byte bf16 load; runs
       // start at multiples of 8 elements), their keys kept in registers (0 = none): 8-bit
-      // passes from the top (sampled_bound4).
+      // passes from the top (sampled_bound).
       for (int b = tid; b < 512; b += kT) (&s_hist[0][0])[b] = 0;
       std::uint32_t sk[4] = {0u, 0u, 0u, 0u};
       std::uint32_t w[4] = {0u, 0u, 0u, 0u};
@@ -985,7 +981,7 @@ __global__ void __launch_bounds__(kT, kAlone ? 1 : 1024 / kT)
       // --quick 64x65536, three runs each, one call): f32 sorted 15.1-15.2 -> 15.0-15.1 us,
       // unsorted 12.6-12.7 -> 12.5-12.6; bf16 (a third pass that cannot split its 16-bit
       // keys) 9.8-10.0 -> 10.1-10.2, so it keeps the 8.
-      t0 = sampled_bound4(sk, want, s_hist, s_sel, kStage && sizeof(T) == 4 ? 0 : 8);
+      t0 = sampled_bound(sk, want, s_hist, s_sel, kStage && sizeof(T) == 4 ? 0 : 8);
     } else {
       // The sample's keys (0 = none) and the first histogram in the list's memory; 16-byte
       // vectors where the row is aligned (4 in flight a thread), else 8 elements.
